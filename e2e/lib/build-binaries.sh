@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Builds the real Kubernetes pieces Lamina's test tiers run on, from Go modules.
+#
+# Why a wrapper module: k8s.io/kubernetes replaces its ~30 staging modules with local
+# paths, so `go install k8s.io/kubernetes/cmd/...@vX` is refused.  A throw-away module that
+# requires k8s.io/kubernetes and replaces each staging module by its published v0.X.Y is the
+# documented way to depend on it.  etcd's server module has replace directives too.
+#
+# Binaries land in $LAMINA_CACHE/bin/<component>-<version>/ (outside the work tree, keyed by
+# version), so a warm run is a handful of `test -x` calls.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=versions.sh
+source "$here/versions.sh"
+
+export CGO_ENABLED=0 GOFLAGS="-mod=mod -buildvcs=false"
+work="$LAMINA_CACHE/build"
+mkdir -p "$work"
+
+log() { printf '[build] %s\n' "$*" >&2; }
+
+# One build at a time per cache: a second caller (two `e2e/cluster up`, or a manual run)
+# waits for the first instead of compiling the same thing concurrently.
+if command -v flock >/dev/null 2>&1; then
+  exec 9>"$work/.lock"
+  if ! flock -n 9; then
+    log "another build is running in $LAMINA_CACHE; waiting for it"
+    flock 9
+  fi
+fi
+
+# Build into a temporary directory and move the binaries into place, so an interrupted build
+# never leaves a truncated executable that a later run would take for a finished one.
+install_bins() {  # install_bins TMPDIR OUTDIR
+  local f
+  for f in "$1"/*; do mv -f "$f" "$2/"; done
+  rm -rf "$1"
+}
+
+k8s_components=("$@")
+[ ${#k8s_components[@]} -gt 0 ] || k8s_components=(kube-apiserver kube-controller-manager)
+
+build_k8s() {
+  local out="$LAMINA_CACHE/bin/kubernetes-$K8S_VERSION" missing=() c
+  for c in "${k8s_components[@]}"; do
+    [ -x "$out/$c" ] || missing+=("$c")
+  done
+  [ ${#missing[@]} -gt 0 ] || return 0
+  log "building ${missing[*]} $K8S_VERSION (cold build: tens of minutes on 2 cores)"
+  local mod="$work/k8s-$K8S_VERSION" staging_version="v0.${K8S_VERSION#v1.}"
+  mkdir -p "$mod" "$out"
+  (
+    cd "$mod"
+    # doc.go is written last: without it the wrapper is a leftover of an interrupted setup.
+    if [ ! -f doc.go ]; then
+      rm -f go.mod go.sum
+      go mod init lamina.local/k8s-wrapper >/dev/null 2>&1
+      go mod edit -require="k8s.io/kubernetes@$K8S_VERSION"
+      local gomod
+      gomod="$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')"
+      # Every staging module k8s.io/kubernetes replaces with ./staging/... gets the published
+      # version instead.  Read from the real go.mod, never typed by hand.
+      local m
+      for m in $(sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#\1#p' "$gomod"); do
+        go mod edit -replace="$m=$m@$staging_version"
+      done
+      # Blank-import nothing: `go build` with -mod=mod resolves what each main package needs.
+      printf 'package wrapper\n' > doc.go
+    fi
+    local pkg="k8s.io/component-base/version" cgo="k8s.io/client-go/pkg/version" minor
+    minor="$(echo "$K8S_VERSION" | cut -d. -f2)"
+    local ld="-s -w"
+    for p in "$pkg" "$cgo"; do
+      ld+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor"
+      ld+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
+    done
+    local pkgs=()
+    for c in "${missing[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
+    local tmp="$out/.tmp.$$"
+    rm -rf "$tmp" && mkdir -p "$tmp"
+    go build -trimpath -tags "selinux,notest,grpcnotrace" -ldflags "$ld" -o "$tmp/" "${pkgs[@]}"
+    install_bins "$tmp" "$out"
+  )
+}
+
+build_etcd() {
+  local out="$LAMINA_CACHE/bin/etcd-$ETCD_VERSION"
+  [ -x "$out/etcd" ] && [ -x "$out/etcdctl" ] && return 0
+  log "building etcd $ETCD_VERSION"
+  local mod="$work/etcd-$ETCD_VERSION"
+  mkdir -p "$mod" "$out"
+  (
+    cd "$mod"
+    if [ ! -f doc.go ]; then
+      rm -f go.mod go.sum
+      go mod init lamina.local/etcd-wrapper >/dev/null 2>&1
+      go mod edit -require="go.etcd.io/etcd/server/v3@$ETCD_VERSION" \
+                  -require="go.etcd.io/etcd/etcdctl/v3@$ETCD_VERSION"
+      printf 'package wrapper\n' > doc.go
+    fi
+    local tmp="$out/.tmp.$$"
+    rm -rf "$tmp" && mkdir -p "$tmp"
+    go build -trimpath -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3
+    go build -trimpath -ldflags "-s -w" -o "$tmp/etcdctl" go.etcd.io/etcd/etcdctl/v3
+    install_bins "$tmp" "$out"
+  )
+}
+
+build_etcd
+build_k8s
+log "binaries ready in $LAMINA_CACHE/bin"

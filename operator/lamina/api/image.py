@@ -1,0 +1,252 @@
+"""The Image resource: an image built from a parent plus build steps.
+
+Images form a tree through ``spec.parent.image``; the operator records the ancestry, the
+layers and the build history in ``status``, and never writes ``spec``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import ConfigDict, Field
+
+from lamina.api.meta import (
+    DIGEST_PATTERN,
+    DURATION_PATTERN,
+    OBJECT_NAME_PATTERN,
+    REFERENCE_PATTERN,
+    REPOSITORY_PATTERN,
+    TAG_PATTERN,
+    Condition,
+    Model,
+    cel,
+    conditions_field,
+)
+
+BuildEngine = Literal["buildkit", "kaniko", "buildah"]
+RebuildPolicy = Literal["Automatic", "Manual"]
+RebuildStrategy = Literal["Rebuild", "Rebase"]
+
+
+class ParentSpec(Model):
+    """Where the image starts: another Image (a lineage edge) or an external reference."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.image) != has(self.ref)",
+                    "exactly one of spec.parent.image or spec.parent.ref must be set",
+                )
+            ]
+        }
+    )
+
+    image: str | None = Field(
+        default=None,
+        pattern=OBJECT_NAME_PATTERN,
+        max_length=253,
+        description="Name of another Image in the same namespace.",
+    )
+    ref: str | None = Field(
+        default=None,
+        pattern=REFERENCE_PATTERN,
+        max_length=512,
+        description=(
+            "An external image reference (repository[:tag][@digest]). Lamina pins it by "
+            "digest and re-resolves it every pollInterval to notice a moved tag."
+        ),
+    )
+    poll_interval: str = Field(
+        default="10m",
+        pattern=DURATION_PATTERN,
+        description="How often an external ref is re-resolved, e.g. 10m or 1h.",
+    )
+
+
+class ConfigMapContext(Model):
+    """Build context files taken from a ConfigMap in the same namespace."""
+
+    name: str = Field(pattern=OBJECT_NAME_PATTERN, max_length=253)
+
+
+class GitContext(Model):
+    """Build context from a git repository."""
+
+    url: str = Field(min_length=1, description="Clone URL.")
+    revision: str = Field(default="HEAD", description="Branch, tag or commit.")
+    path: str | None = Field(default=None, description="Sub-directory used as the context.")
+
+
+class BuildContext(Model):
+    """Where the build's files come from; without either, the build has no context."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!(has(self.configMap) && has(self.git))",
+                    "at most one of spec.build.context.configMap or spec.build.context.git "
+                    "may be set",
+                )
+            ]
+        }
+    )
+
+    config_map: ConfigMapContext | None = None
+    git: GitContext | None = None
+
+
+class BuildSpec(Model):
+    """How the image is built on top of its parent."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.steps) != has(self.dockerfile)",
+                    "exactly one of spec.build.steps or spec.build.dockerfile must be set",
+                )
+            ]
+        }
+    )
+
+    steps: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="Dockerfile instructions appended after a generated FROM <parent>@<digest>.",
+    )
+    dockerfile: str | None = Field(
+        default=None,
+        min_length=1,
+        description=(
+            "A full Dockerfile; its base stage is replaced by the parent, pinned by digest."
+        ),
+    )
+    context: BuildContext | None = None
+    args: dict[str, str] | None = Field(default=None, description="Build arguments.")
+    engine: BuildEngine | None = Field(
+        default=None, description="Build engine; the operator's default when unset."
+    )
+    timeout: str = Field(
+        default="30m", pattern=DURATION_PATTERN, description="Deadline of one build."
+    )
+
+
+class OutputSpec(Model):
+    """Where the built image is pushed."""
+
+    repository: str = Field(
+        pattern=REPOSITORY_PATTERN,
+        max_length=255,
+        description="Target repository, e.g. registry.example.com/team/app.",
+    )
+    tags: list[Annotated[str, Field(pattern=TAG_PATTERN)]] = Field(
+        default_factory=lambda: ["latest"],
+        description="Tags to push.",
+        json_schema_extra={"default": ["latest"]},
+    )
+    push_secret: str | None = Field(
+        default=None,
+        pattern=OBJECT_NAME_PATTERN,
+        description="A kubernetes.io/dockerconfigjson Secret in the same namespace.",
+    )
+    insecure: bool = Field(default=False, description="The registry speaks plain HTTP.")
+
+
+class RebuildSpec(Model):
+    """What happens when the parent's digest changes."""
+
+    policy: RebuildPolicy = Field(
+        default="Automatic",
+        description="Automatic rebuilds on a new parent digest; Manual waits for a trigger.",
+    )
+    strategy: RebuildStrategy = Field(
+        default="Rebuild",
+        description=(
+            "Rebuild runs the build again; Rebase swaps the parent's layers under this "
+            "image's own layers without running the build (opt-in)."
+        ),
+    )
+
+
+class ImageSpec(Model):
+    """The desired image."""
+
+    parent: ParentSpec
+    build: BuildSpec
+    output: OutputSpec
+    rebuild: RebuildSpec = Field(default_factory=RebuildSpec, json_schema_extra={"default": {}})
+    history_limit: int = Field(
+        default=10, ge=1, le=100, description="How many past digests status.history keeps."
+    )
+
+
+class ImageParentStatus(Model):
+    """The parent this image's digest was built on."""
+
+    image: str | None = None
+    ref: str | None = None
+    digest: str | None = Field(default=None, pattern=DIGEST_PATTERN)
+
+
+class LineageEntry(Model):
+    """One ancestor, nearest first; the last entry is the root."""
+
+    name: str | None = Field(default=None, description="The ancestor Image's name.")
+    ref: str | None = Field(default=None, description="The external reference at the root.")
+    digest: str | None = Field(default=None, description="The ancestor's current digest.")
+
+
+class ImageLayer(Model):
+    """One layer of the image, bottom first."""
+
+    digest: str = Field(pattern=DIGEST_PATTERN)
+    size: int = Field(ge=0)
+    own: bool = Field(description="True when this image introduced the layer.")
+
+
+class BuildStatus(Model):
+    """The current or last build."""
+
+    job: str | None = None
+    reasons: list[str] | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    message: str | None = None
+
+
+class HistoryEntry(Model):
+    """A past digest of this image."""
+
+    digest: str = Field(pattern=DIGEST_PATTERN)
+    parent_digest: str | None = None
+    reason: str | None = None
+    built_at: datetime | None = None
+
+
+class ImageStatus(Model):
+    """What the operator observed and did.  The digest changes only when a build succeeds."""
+
+    observed_generation: int | None = None
+    conditions: list[Condition] | None = conditions_field()
+    digest: str | None = Field(default=None, pattern=DIGEST_PATTERN)
+    image_ref: str | None = None
+    parent: ImageParentStatus | None = None
+    lineage: list[LineageEntry] | None = None
+    layers: list[ImageLayer] | None = None
+    build: BuildStatus | None = None
+    history: list[HistoryEntry] | None = None
+
+
+class Image(Model):
+    """An Image custom resource as read from the API server."""
+
+    kind: ClassVar[str] = "Image"
+    plural: ClassVar[str] = "images"
+    short_names: ClassVar[list[str]] = ["img"]
+
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: ImageSpec
+    status: ImageStatus = Field(default_factory=ImageStatus)

@@ -1,0 +1,1 @@
+"""The ``lamina`` command: one module per sub-command, wired together in :mod:`.main`."""

@@ -1,0 +1,92 @@
+"""Can a ContainerCommit act on its target?  Decided from the observed Pod alone.
+
+A commit may only target a Pod in its own namespace: the spec names a Pod, never a namespace,
+so the lookup is always in the commit's namespace and credentials come from there too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from lamina.domain.conditions import Verdict, kstatus
+
+POD_NOT_FOUND = "PodNotFound"
+POD_NOT_SCHEDULED = "PodNotScheduled"
+CONTAINER_NOT_FOUND = "ContainerNotFound"
+CONTAINER_NOT_RUNNING = "ContainerNotRunning"
+COMMITTER_UNAVAILABLE = "CommitterUnavailable"
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """What the commit's status should say after looking at the Pod."""
+
+    conditions: tuple[Verdict, ...]
+    ready_to_commit: bool
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+def _stalled(reason: str, message: str) -> Preflight:
+    return Preflight(kstatus(ready=False, progressing=False, reason=reason, message=message), False)
+
+
+def _digest_of(image_id: str) -> str | None:
+    """The digest in a runtime's imageID (``docker.io/x@sha256:...`` or ``sha256:...``)."""
+    _, _, digest = image_id.rpartition("@")
+    return digest if digest.startswith("sha256:") else None
+
+
+def preflight(
+    pod_name: str, container: str | None, namespace: str, pod: dict[str, Any] | None
+) -> Preflight:
+    """Checks in the order a user would fix them: the Pod, its node, the container, its state."""
+    if pod is None:
+        return _stalled(
+            POD_NOT_FOUND,
+            f'pod "{pod_name}" not found in namespace "{namespace}" '
+            "(a commit can only target a pod in its own namespace)",
+        )
+    spec = pod.get("spec") or {}
+    containers = [c.get("name") for c in spec.get("containers") or []]
+    target = container or (containers[0] if containers else None)
+    if target not in containers:
+        return _stalled(
+            CONTAINER_NOT_FOUND,
+            f'pod "{pod_name}" has no container "{target}"; '
+            f"it has: {', '.join(map(str, containers))}",
+        )
+    node = spec.get("nodeName")
+    if not node:
+        return _stalled(POD_NOT_SCHEDULED, f'pod "{pod_name}" is not scheduled to a node yet')
+    statuses = {s.get("name"): s for s in (pod.get("status") or {}).get("containerStatuses") or []}
+    observed = statuses.get(target) or {}
+    state = observed.get("state") or {}
+    if "running" not in state:
+        detail: dict[str, Any] = next(iter(state.values()), {}) if state else {}
+        why = detail.get("reason") or next(iter(state), "unknown")
+        return _stalled(
+            CONTAINER_NOT_RUNNING,
+            f'container "{target}" of pod "{pod_name}" is not running ({why})',
+        )
+    fields: dict[str, Any] = {
+        "node": node,
+        "containerID": observed.get("containerID"),
+        "parent": {
+            "ref": observed.get("image"),
+            "digest": _digest_of(observed.get("imageID") or ""),
+        },
+    }
+    return Preflight(
+        kstatus(
+            ready=False,
+            progressing=True,
+            reason=COMMITTER_UNAVAILABLE,
+            message=(
+                f'container "{target}" on node {node} is ready to commit; this operator '
+                "version does not run commit Jobs yet"
+            ),
+        ),
+        True,
+        fields,
+    )

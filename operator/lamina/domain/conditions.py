@@ -1,0 +1,84 @@
+"""kstatus conditions: Ready, Reconciling and Stalled, plus domain conditions.
+
+``lastTransitionTime`` must only move when a condition's status flips; otherwise every
+reconcile would rewrite status and wake every watcher.  So the new conditions are merged with
+the old ones here, with the clock passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from lamina.api.meta import Condition, ConditionStatus
+
+READY = "Ready"
+RECONCILING = "Reconciling"
+STALLED = "Stalled"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A condition as decided, before it is stamped with times and generations."""
+
+    type: str
+    status: ConditionStatus
+    reason: str
+    message: str = ""
+
+
+def kstatus(
+    *, ready: bool, progressing: bool, reason: str, message: str
+) -> tuple[Verdict, Verdict, Verdict]:
+    """The three kstatus conditions for one summary state.
+
+    Exactly one of Ready / Reconciling / Stalled is True: ready, still working, or stuck until
+    someone changes something.
+    """
+    stalled = not ready and not progressing
+    return (
+        Verdict(READY, "True" if ready else "False", reason, message),
+        Verdict(RECONCILING, "True" if progressing else "False", reason, message),
+        Verdict(STALLED, "True" if stalled else "False", reason, message),
+    )
+
+
+def merge_conditions(
+    old: Sequence[Condition] | None,
+    verdicts: Iterable[Verdict],
+    *,
+    generation: int | None,
+    now: datetime,
+) -> list[Condition]:
+    """The new condition list: one entry per verdict, transition times kept where unchanged.
+
+    Conditions of other types found in ``old`` are kept as they are: other parts of the
+    operator own them.
+    """
+    previous = {c.type: c for c in old or []}
+    decided: dict[str, Condition] = {}
+    for verdict in verdicts:
+        before = previous.get(verdict.type)
+        unchanged = before is not None and before.status == verdict.status
+        decided[verdict.type] = Condition(
+            type=verdict.type,
+            status=verdict.status,
+            reason=verdict.reason,
+            message=verdict.message,
+            last_transition_time=before.last_transition_time if unchanged and before else now,
+            observed_generation=generation,
+        )
+    kept = [c for c in old or [] if c.type not in decided]
+    return [*decided.values(), *kept]
+
+
+def same_conditions(a: Sequence[Condition] | None, b: Sequence[Condition] | None) -> bool:
+    """Equal in everything but transition times (which only follow the rest)."""
+
+    def essence(conditions: Sequence[Condition] | None) -> set[tuple[object, ...]]:
+        return {
+            (c.type, c.status, c.reason, c.message, c.observed_generation) for c in conditions or []
+        }
+
+    return essence(a) == essence(b)

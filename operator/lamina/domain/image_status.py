@@ -1,0 +1,125 @@
+"""What an Image's status should say about its place in the tree.
+
+This is the part of an Image's status that follows from the tree alone: whether its parent can
+be resolved, its lineage, and the kstatus summary while no build has run.  Reasons are
+CamelCase words a user can grep for and alert on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from lamina.api.image import ImageStatus, LineageEntry
+from lamina.domain.conditions import Verdict, kstatus, merge_conditions, same_conditions
+from lamina.domain.graph import Ancestry, ImageGraph
+
+# Reasons, shared with the docs and tests.
+PARENT_NOT_FOUND = "ParentNotFound"
+PARENT_CYCLE = "ParentCycle"
+ANCESTOR_STALLED = "AncestorStalled"
+BUILD_PENDING = "BuildPending"
+
+
+@dataclass(frozen=True)
+class TreeStatus:
+    """The tree-derived part of an Image's status."""
+
+    lineage: list[LineageEntry]
+    conditions: tuple[Verdict, ...]
+
+    @property
+    def stalled(self) -> bool:
+        return any(v.type == "Stalled" and v.status == "True" for v in self.conditions)
+
+
+def lineage_of(ancestry: Ancestry) -> list[LineageEntry]:
+    """Ancestors nearest first, ending at the root (an external ref when there is one)."""
+    entries = [LineageEntry(name=node.name, digest=node.digest) for node in ancestry.chain]
+    if ancestry.root_ref is not None:
+        entries.append(LineageEntry(ref=ancestry.root_ref, digest=ancestry.root_ref_digest))
+    return entries
+
+
+def _spell_cycle(cycle: Sequence[str]) -> str:
+    return " -> ".join(cycle)
+
+
+def decide_tree_status(name: str, graph: ImageGraph, namespace: str) -> TreeStatus:
+    """Lineage and kstatus conditions of ``name`` from the tree alone.
+
+    An Image whose own parent reference is broken is Stalled with the reason; one whose
+    ancestor is broken is Stalled with ``AncestorStalled`` naming that ancestor, since it cannot
+    build either until the ancestor is fixed.  Otherwise the Image is Reconciling: waiting for
+    its build.
+    """
+    node = graph.nodes[name]
+    ancestry = graph.ancestry(name)
+    lineage = lineage_of(ancestry)
+
+    if ancestry.cycle is not None:
+        spelled = _spell_cycle(ancestry.cycle)
+        if name in ancestry.cycle:
+            reason = PARENT_CYCLE
+            message = f"parent references form a cycle: {spelled}"
+        else:
+            reason = ANCESTOR_STALLED
+            message = f"ancestor {ancestry.cycle[0]} is in a parent cycle: {spelled}"
+        return TreeStatus(
+            lineage, kstatus(ready=False, progressing=False, reason=reason, message=message)
+        )
+
+    if ancestry.missing is not None:
+        if ancestry.missing_from == name:
+            reason = PARENT_NOT_FOUND
+            message = f'parent Image "{ancestry.missing}" does not exist in namespace "{namespace}"'
+        else:
+            reason = ANCESTOR_STALLED
+            message = (
+                f"ancestor {ancestry.missing_from} is stalled: its parent Image "
+                f'"{ancestry.missing}" does not exist in namespace "{namespace}"'
+            )
+        return TreeStatus(
+            lineage, kstatus(ready=False, progressing=False, reason=reason, message=message)
+        )
+
+    waiting = (
+        f"parent Image {node.parent_image} resolved; waiting for the build"
+        if node.parent_image is not None
+        else f"parent {node.parent_ref}; waiting for the build"
+    )
+    return TreeStatus(
+        lineage, kstatus(ready=False, progressing=True, reason=BUILD_PENDING, message=waiting)
+    )
+
+
+def image_status_patch(
+    *,
+    current: ImageStatus,
+    generation: int | None,
+    tree: TreeStatus,
+    extra: Sequence[Verdict] = (),
+    now: datetime,
+) -> dict[str, Any] | None:
+    """The merge patch for ``status`` that makes it say ``tree``, or None when it already does.
+
+    Only the fields this decision owns are written (conditions, lineage, observedGeneration), so
+    a build's fields are never clobbered.  Returning None for an up-to-date status is what stops
+    the event -> patch -> event loop after one round.
+    """
+    conditions = merge_conditions(
+        current.conditions, [*tree.conditions, *extra], generation=generation, now=now
+    )
+    if (
+        current.observed_generation == generation
+        and same_conditions(current.conditions, conditions)
+        and (current.lineage or []) == tree.lineage
+    ):
+        return None
+    return {
+        "observedGeneration": generation,
+        "conditions": [c.wire() for c in conditions],
+        "lineage": [entry.wire() for entry in tree.lineage],
+    }

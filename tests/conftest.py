@@ -1,0 +1,133 @@
+"""Fixtures shared by the tiers.
+
+The API tier runs against a real etcd + kube-apiserver + kube-controller-manager started by
+``e2e/cluster up --tier api`` (once per session; a cluster that is already up is reused and
+left running).  Tests talk to it with the real kubectl, the way users do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CLUSTER = REPO / "e2e" / "cluster"
+
+
+@dataclass
+class KubeCluster:
+    kubeconfig: str
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(CLUSTER), "kubectl", *args],
+            input=input,
+            text=True,
+            capture_output=True,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
+        return result
+
+    def get(self, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+        result = self.kubectl("get", kind, name, "-n", namespace, "-o", "json")
+        if result.returncode != 0:
+            if "NotFound" in result.stderr:
+                return None
+            raise AssertionError(result.stderr)
+        return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+    def apply(self, manifest: str, namespace: str) -> subprocess.CompletedProcess[str]:
+        return self.kubectl("apply", "-n", namespace, "-f", "-", input=manifest)
+
+
+@pytest.fixture(scope="session")
+def kube_cluster() -> Iterator[KubeCluster]:
+    already_up = (
+        subprocess.run([str(CLUSTER), "status"], capture_output=True, check=False).returncode == 0
+    )
+    if not already_up:
+        subprocess.run([str(CLUSTER), "up", "--tier", "api"], check=True)
+    kubeconfig = subprocess.run(
+        [str(CLUSTER), "kubeconfig"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    yield KubeCluster(kubeconfig)
+    if not already_up and not os.environ.get("LAMINA_KEEP_CLUSTER"):
+        subprocess.run([str(CLUSTER), "down"], check=False)
+
+
+def wait_for(
+    probe: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.3, what: str = ""
+) -> Any:
+    """Poll ``probe`` until it returns something truthy; fail with the last value seen."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or probe}: last={last!r}")
+
+
+@pytest.fixture(scope="session")
+def crds_installed(kube_cluster: KubeCluster) -> KubeCluster:
+    kube_cluster.kubectl("apply", "-f", str(REPO / "crds"), check=True)
+    kube_cluster.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd",
+        "-l",
+        "app.kubernetes.io/part-of=lamina",
+        check=True,
+    )
+    return kube_cluster
+
+
+@pytest.fixture(scope="session")
+def operator(
+    crds_installed: KubeCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[KubeCluster]:
+    """``lamina operator`` running against the cluster, as a user would run it."""
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    env = {**os.environ, "KUBECONFIG": crds_installed.kubeconfig}
+    with log.open("w") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "lamina.cli.main", "operator", "--verbose"],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield crds_installed
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        tail = log.read_text().splitlines()[-40:]
+        if any("Traceback" in line for line in log.read_text().splitlines()):
+            sys.stderr.write("operator log (tail):\n" + "\n".join(tail) + "\n")
+
+
+@pytest.fixture
+def namespace(crds_installed: KubeCluster) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    crds_installed.kubectl("create", "namespace", name, check=True)
+    yield name
+    crds_installed.kubectl("delete", "namespace", name, "--wait=false")

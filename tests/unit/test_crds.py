@@ -1,0 +1,84 @@
+"""The CRDs are generated from the models, are structural, and crds/ never drifts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from lamina.api.crd import RESOURCE_KINDS, crd_manifest, file_name, render_yaml
+from lamina.cli.main import main
+
+CRDS = Path(__file__).resolve().parents[2] / "crds"
+
+
+@pytest.mark.parametrize("kind", RESOURCE_KINDS, ids=lambda k: k.kind)
+def test_committed_crd_matches_the_models(kind: Any) -> None:
+    committed = CRDS / file_name(kind)
+    assert committed.read_text() == render_yaml(kind), (
+        f"{committed} drifted from the pydantic models; run `lamina crds --write crds/`"
+    )
+
+
+def test_check_flag_reports_drift(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["crds", "--write", str(tmp_path)]) == 0
+    assert main(["crds", "--check", str(tmp_path)]) == 0
+    stale = tmp_path / "images.lamina.dev.yaml"
+    stale.write_text(stale.read_text().replace("historyLimit", "historyLimits"))
+    capsys.readouterr()
+    assert main(["crds", "--check", str(tmp_path)]) == 1
+    assert "images.lamina.dev.yaml differs from the models" in capsys.readouterr().out
+
+
+def test_crds_print_as_one_yaml_stream(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["crds"]) == 0
+    documents = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert [d["metadata"]["name"] for d in documents] == [k.name for k in RESOURCE_KINDS]
+
+
+def _walk(node: Any, path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    if isinstance(node, dict):
+        yield path, node
+        for key, value in node.items():
+            yield from _walk(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _walk(value, f"{path}[{index}]")
+
+
+@pytest.mark.parametrize("kind", RESOURCE_KINDS, ids=lambda k: k.kind)
+def test_schema_is_structural(kind: Any) -> None:
+    schema = crd_manifest(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for path, node in _walk(schema):
+        assert "$ref" not in node, path
+        assert "anyOf" not in node and "oneOf" not in node and "allOf" not in node, path
+        assert node.get("additionalProperties") is not False, path
+        assert "title" not in node, path
+        if path.endswith(".properties") or path.endswith("x-kubernetes-validations"):
+            continue
+        if "properties" in node or "items" in node:
+            assert "type" in node, f"untyped node at {path}"
+
+
+def test_image_crd_carries_the_contract() -> None:
+    image = crd_manifest(RESOURCE_KINDS[0])
+    version = image["spec"]["versions"][0]
+    assert version["subresources"] == {"status": {}}
+    spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    rules = [r["rule"] for r in spec["properties"]["parent"]["x-kubernetes-validations"]]
+    assert rules == ["has(self.image) != has(self.ref)"]
+    columns = [c["name"] for c in version["additionalPrinterColumns"]]
+    assert columns[:4] == ["Ready", "Reason", "Digest", "Parent"]
+    conditions = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"][
+        "conditions"
+    ]
+    assert conditions["x-kubernetes-list-map-keys"] == ["type"]
+
+
+def test_commit_spec_is_immutable_by_rule() -> None:
+    commit = crd_manifest(RESOURCE_KINDS[2])
+    spec = commit["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert spec["x-kubernetes-validations"][0]["rule"] == "self == oldSelf"
