@@ -7,34 +7,65 @@ import asyncio
 import logging
 from typing import Any
 
+from lamina.config import OperatorConfig
+
 
 def register(commands: Any) -> None:
     parser = commands.add_parser(
         "operator",
         help="run the Lamina operator",
         description=(
-            "Run the operator against the cluster of $KUBECONFIG (or in-cluster config). "
-            "Watches all namespaces unless --namespace is given."
+            "Run the operator against the cluster of $KUBECONFIG (or the in-cluster config). "
+            "Settings come from LAMINA_* environment variables; flags override them."
         ),
     )
     parser.add_argument(
         "--namespace",
         "-n",
         action="append",
-        default=[],
-        help="watch only this namespace (repeatable)",
+        default=None,
+        help="watch only this namespace (repeatable; default: all, or $LAMINA_NAMESPACES)",
     )
-    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    parser.add_argument("--metrics-port", type=int, help="Prometheus port ($LAMINA_METRICS_PORT)")
+    parser.add_argument("--health-port", type=int, help="/healthz port ($LAMINA_HEALTH_PORT)")
+    parser.add_argument("--verbose", "-v", action="store_true", help="log every handler run")
     parser.set_defaults(run=run)
 
 
+def resolve_config(args: argparse.Namespace) -> OperatorConfig:
+    config = OperatorConfig.from_env()
+    overrides: dict[str, Any] = {}
+    if args.namespace:
+        overrides["namespaces"] = args.namespace
+    if args.metrics_port is not None:
+        overrides["metrics_port"] = args.metrics_port
+    if args.health_port is not None:
+        overrides["health_port"] = args.health_port
+    return config.model_copy(update=overrides)
+
+
 def run(args: argparse.Namespace) -> int:
-    import kopf  # noqa: PLC0415 - kopf is heavy; `lamina crds` should not pay for it.
+    # kopf and the handlers are heavy imports; `lamina crds` should not pay for them.
+    import kopf  # noqa: PLC0415
+    from prometheus_client import start_http_server  # noqa: PLC0415
 
     from lamina.handlers import registry  # noqa: PLC0415, F401 - registers the handlers.
 
+    config = resolve_config(args)
     kopf.configure(verbose=args.verbose, log_prefix=True)
     logging.getLogger("kubernetes_asyncio").setLevel(logging.WARNING)
-    namespaces: list[str] = args.namespace
-    asyncio.run(kopf.operator(clusterwide=not namespaces, namespaces=namespaces, standalone=True))
+    if not args.verbose:
+        # One INFO line per handled event drowns what matters; warnings and errors remain.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    if config.metrics_port:
+        start_http_server(config.metrics_port)
+    liveness = f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None
+    asyncio.run(
+        kopf.operator(
+            clusterwide=not config.namespaces,
+            namespaces=config.namespaces,
+            standalone=True,
+            liveness_endpoint=liveness,
+        )
+    )
     return 0

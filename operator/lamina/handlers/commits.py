@@ -15,6 +15,7 @@ from lamina.api.commit import ContainerCommitStatus
 from lamina.api.meta import GROUP, VERSION
 from lamina.domain.commit_preflight import preflight
 from lamina.domain.conditions import merge_conditions, same_conditions
+from lamina.handlers.metrics import EVENTS, STATUS_PATCHES
 from lamina.kube import Kube
 
 RECHECK_SECONDS = 10.0
@@ -42,6 +43,7 @@ async def _check(
         and all(status.get(key) == value for key, value in result.fields.items())
     )
     if not unchanged:
+        STATUS_PATCHES.labels("containercommits").inc()
         await kube.patch_status(
             "containercommits",
             namespace,
@@ -67,6 +69,7 @@ async def commit_event(
     memo: Any,
     **_: Any,
 ) -> None:
+    EVENTS.labels("containercommits").inc()
     if type == "DELETED":
         return
     await _check(memo.kube, namespace or "", name, spec=spec, status=status, meta=meta)

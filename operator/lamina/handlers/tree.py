@@ -18,6 +18,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from lamina.api.meta import GROUP, VERSION
 from lamina.domain.snapshot import NamespaceSnapshot
 from lamina.handlers.indexes import snapshot
+from lamina.handlers.metrics import EVENTS, STATUS_PATCH_FAILURES, STATUS_PATCHES
 from lamina.kube import Kube
 
 # A safety net for a patch lost to an API error: each object is re-checked this often even
@@ -40,7 +41,9 @@ async def _sync(
             continue
         try:
             await kube.patch_status(plural, view.namespace, name, patch)
+            STATUS_PATCHES.labels(plural).inc()
         except ApiException as error:
+            STATUS_PATCH_FAILURES.labels(plural).inc()
             # One failed patch must not stop the others; the next event or resync retries it.
             logger.warning(f"could not update status of {plural}/{name}: {error.reason}")
 
@@ -54,6 +57,7 @@ def _view(namespace: str | None, kwargs: dict[str, Any]) -> NamespaceSnapshot:
 async def image_event(
     *, namespace: str | None, name: str, memo: Any, logger: kopf.Logger, **kwargs: Any
 ) -> None:
+    EVENTS.labels("images").inc()
     view = _view(namespace, kwargs)
     await _sync(
         view,
@@ -68,6 +72,7 @@ async def image_event(
 async def layer_event(
     *, namespace: str | None, name: str, memo: Any, logger: kopf.Logger, **kwargs: Any
 ) -> None:
+    EVENTS.labels("layers").inc()
     view = _view(namespace, kwargs)
     own = [name] if name in view.layers else []
     await _sync(view, memo.kube, view.images_affected_by_layer(name), own, logger)

@@ -1,0 +1,1 @@
+"""OCI images and registries: references, digests, manifests, and the async distribution client."""

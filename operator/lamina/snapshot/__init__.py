@@ -1,0 +1,1 @@
+"""Snapshots of a container's writable layer: overlay discovery, layer writing, freezing."""
