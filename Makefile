@@ -42,6 +42,7 @@ lint: venv
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/lamina crds --check crds/
+	$(BIN)/lamina crds --check charts/lamina/crds/
 
 unit: venv
 	$(BIN)/pytest tests/unit -q
@@ -54,6 +55,7 @@ test: lint
 
 crds: venv
 	$(BIN)/lamina crds --write crds/
+	$(BIN)/lamina crds --write charts/lamina/crds/
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

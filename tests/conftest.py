@@ -98,31 +98,42 @@ def crds_installed(kube_cluster: KubeCluster) -> KubeCluster:
     return kube_cluster
 
 
-@pytest.fixture(scope="session")
-def operator(
-    crds_installed: KubeCluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[KubeCluster]:
-    """``lamina operator`` running against the cluster, as a user would run it."""
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    env = {**os.environ, "KUBECONFIG": crds_installed.kubeconfig}
+def start_operator(kubeconfig: str, log: Path, *args: str) -> subprocess.Popen[bytes]:
+    """``lamina operator`` as a user runs it, logging to ``log``."""
+    env = {**os.environ, "KUBECONFIG": kubeconfig}
     with log.open("w") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "lamina.cli.main", "operator", "--verbose"],
+        return subprocess.Popen(
+            [sys.executable, "-m", "lamina.cli.main", "operator", "--verbose", *args],
             env=env,
             stdout=sink,
             stderr=subprocess.STDOUT,
         )
+
+
+def stop_operator(process: subprocess.Popen[bytes], log: Path) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    text = log.read_text()
+    if "Traceback" in text:
+        sys.stderr.write("operator log (tail):\n" + "\n".join(text.splitlines()[-40:]) + "\n")
+
+
+# Module scope: a test module that runs its own operator (e.g. under the chart's RBAC) must
+# not share the cluster with this one.
+@pytest.fixture(scope="module")
+def operator(
+    crds_installed: KubeCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[KubeCluster]:
+    """``lamina operator`` running against the cluster with admin credentials."""
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    process = start_operator(crds_installed.kubeconfig, log, "--metrics-port=0", "--health-port=0")
     try:
         yield crds_installed
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        tail = log.read_text().splitlines()[-40:]
-        if any("Traceback" in line for line in log.read_text().splitlines()):
-            sys.stderr.write("operator log (tail):\n" + "\n".join(tail) + "\n")
+        stop_operator(process, log)
 
 
 @pytest.fixture

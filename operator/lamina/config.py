@@ -23,6 +23,12 @@ class OperatorConfig(BaseModel):
         default=8080, ge=0, le=65535, description="Liveness endpoint /healthz; 0 disables it."
     )
 
+    resync_seconds: float = Field(
+        default=600.0,
+        ge=0,
+        description="Full relist-and-fix period, the safety net for lost patches; 0 disables it.",
+    )
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
         source = os.environ if env is None else env
@@ -33,4 +39,6 @@ class OperatorConfig(BaseModel):
             values["metrics_port"] = port
         if port := source.get("LAMINA_HEALTH_PORT"):
             values["health_port"] = port
+        if seconds := source.get("LAMINA_RESYNC_SECONDS"):
+            values["resync_seconds"] = seconds
         return cls.model_validate(values)

@@ -66,6 +66,11 @@ def test_missing_parent_stalls_and_recovers_when_it_appears(
         {"name": "base"},
         {"ref": "docker.io/library/busybox:1.36"},
     ]
+    # The operator writes only status: no finalizer (deletion never waits for it), no
+    # annotations of its own (GitOps sees no drift).
+    assert "finalizers" not in obj["metadata"]
+    own = [a for a in obj["metadata"].get("annotations", {}) if "kubectl" not in a]
+    assert own == []
 
 
 def test_deleting_a_parent_stalls_its_children(operator: KubeCluster, namespace: str) -> None:

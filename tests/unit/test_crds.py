@@ -12,14 +12,17 @@ import yaml
 from lamina.api.crd import RESOURCE_KINDS, crd_manifest, file_name, render_yaml
 from lamina.cli.main import main
 
-CRDS = Path(__file__).resolve().parents[2] / "crds"
+REPO = Path(__file__).resolve().parents[2]
+# Both copies are generated: crds/ for kubectl and GitOps, the chart's for helm install.
+CRD_FOLDERS = [REPO / "crds", REPO / "charts" / "lamina" / "crds"]
 
 
+@pytest.mark.parametrize("folder", CRD_FOLDERS, ids=lambda f: str(f.relative_to(REPO)))
 @pytest.mark.parametrize("kind", RESOURCE_KINDS, ids=lambda k: k.kind)
-def test_committed_crd_matches_the_models(kind: Any) -> None:
-    committed = CRDS / file_name(kind)
+def test_committed_crd_matches_the_models(kind: Any, folder: Path) -> None:
+    committed = folder / file_name(kind)
     assert committed.read_text() == render_yaml(kind), (
-        f"{committed} drifted from the pydantic models; run `lamina crds --write crds/`"
+        f"{committed} drifted from the pydantic models; run `make crds`"
     )
 
 

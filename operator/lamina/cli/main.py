@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from lamina import __version__
-from lamina.cli import crds, operator
+from lamina.cli import crds, inspect, operator
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     crds.register(commands)
     operator.register(commands)
+    inspect.register(commands)
     return parser
 
 

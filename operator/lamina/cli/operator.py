@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
             namespaces=config.namespaces,
             standalone=True,
             liveness_endpoint=liveness,
+            memo=kopf.Memo(config=config),
         )
     )
     return 0

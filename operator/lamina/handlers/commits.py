@@ -1,11 +1,14 @@
 """ContainerCommit handlers: check the target Pod and report it in status.
 
-A Pod changes without any event on the ContainerCommit, so a commit that is waiting on its
-Pod is re-checked by a timer until the Pod is there and running.
+A Pod changes without any event on the ContainerCommit, so the operator also watches Pods, but
+handles only those a waiting commit targets (an index maps each Pod to its commits).  No
+timers: kopf puts a finalizer on every object with a timer, and a commit must stay deletable
+while the operator is down.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,16 +21,21 @@ from lamina.domain.conditions import merge_conditions, same_conditions
 from lamina.handlers.metrics import EVENTS, STATUS_PATCHES
 from lamina.kube import Kube
 
-RECHECK_SECONDS = 10.0
 TERMINAL_PHASES = {"Succeeded", "Failed"}
 
 
-def _waiting(status: kopf.Status, **_: Any) -> bool:
+def _waiting(status: Mapping[str, Any]) -> bool:
     return status.get("phase") not in TERMINAL_PHASES
 
 
 async def _check(
-    kube: Kube, namespace: str, name: str, *, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta
+    kube: Kube,
+    namespace: str,
+    name: str,
+    *,
+    spec: Mapping[str, Any],
+    status: Mapping[str, Any],
+    meta: Mapping[str, Any],
 ) -> None:
     pod = await kube.get_pod(namespace, spec["pod"])
     result = preflight(spec["pod"], spec.get("container"), namespace, pod)
@@ -57,7 +65,15 @@ async def _check(
         )
 
 
-@kopf.on.event(GROUP, VERSION, "containercommits", when=_waiting)
+@kopf.index(GROUP, VERSION, "containercommits")
+def commit_targets(
+    *, namespace: str | None, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any
+) -> dict[tuple[str | None, str], str] | None:
+    """(namespace, pod) -> the waiting commits that target it."""
+    return {(namespace, spec["pod"]): name} if _waiting(status) else None
+
+
+@kopf.on.event(GROUP, VERSION, "containercommits")
 async def commit_event(
     *,
     type: str,
@@ -70,20 +86,30 @@ async def commit_event(
     **_: Any,
 ) -> None:
     EVENTS.labels("containercommits").inc()
-    if type == "DELETED":
+    if type == "DELETED" or not _waiting(status):
         return
     await _check(memo.kube, namespace or "", name, spec=spec, status=status, meta=meta)
 
 
-@kopf.timer(GROUP, VERSION, "containercommits", interval=RECHECK_SECONDS, when=_waiting)
-async def commit_recheck(
-    *,
-    namespace: str | None,
-    name: str,
-    spec: kopf.Spec,
-    status: kopf.Status,
-    meta: kopf.Meta,
-    memo: Any,
-    **_: Any,
+def _targeted(namespace: str | None, name: str, commit_targets: Any, **_: Any) -> bool:
+    return (namespace, name) in commit_targets
+
+
+@kopf.on.event("", "v1", "pods", when=_targeted)  # type: ignore[arg-type]
+async def target_pod_event(
+    *, namespace: str | None, name: str, memo: Any, commit_targets: Any, **_: Any
 ) -> None:
-    await _check(memo.kube, namespace or "", name, spec=spec, status=status, meta=meta)
+    EVENTS.labels("pods").inc()
+    kube: Kube = memo.kube
+    for commit in list(commit_targets.get((namespace, name), ())):
+        found = await kube.get_object("containercommits", namespace or "", commit)
+        if found is None or not _waiting(found.get("status") or {}):
+            continue
+        await _check(
+            kube,
+            namespace or "",
+            commit,
+            spec=found["spec"],
+            status=found.get("status") or {},
+            meta=found["metadata"],
+        )

@@ -7,6 +7,7 @@ the same watch streams that trigger the handlers, at no extra request.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import kopf
@@ -22,12 +23,44 @@ from lamina.domain.snapshot import ImageRecord, LayerRecord, NamespaceSnapshot
 StatusModel = TypeVar("StatusModel", bound=BaseModel)
 
 
-def _parse(model: type[StatusModel], body: kopf.Status) -> StatusModel:
+def _parse(model: type[StatusModel], body: Mapping[str, Any]) -> StatusModel:
     """A status as the model reads it; a status someone mangled by hand reads as empty."""
     try:
         return model.model_validate(dict(body))
     except ValidationError:
         return model()
+
+
+def image_record(
+    name: str, spec: Mapping[str, Any], status: Mapping[str, Any], meta: Mapping[str, Any]
+) -> ImageRecord:
+    """What the tree needs of one Image object."""
+    parent = spec.get("parent") or {}
+    parsed = _parse(ImageStatus, status)
+    external = parsed.parent is not None and parsed.parent.ref is not None
+    node = ImageNode(
+        name=name,
+        parent_image=parent.get("image"),
+        parent_ref=parent.get("ref"),
+        digest=parsed.digest,
+        parent_ref_digest=parsed.parent.digest if external and parsed.parent else None,
+    )
+    return ImageRecord(node, meta.get("generation"), parsed)
+
+
+def layer_record(
+    name: str, spec: Mapping[str, Any], status: Mapping[str, Any], meta: Mapping[str, Any]
+) -> LayerRecord:
+    """What usage and advisories need of one Layer object."""
+    advisory = spec.get("advisory")
+    return LayerRecord(
+        name=name,
+        generation=meta.get("generation"),
+        advisory=Advisory(advisory.get("id", ""), advisory.get("severity", "Unknown"))
+        if advisory
+        else None,
+        status=_parse(LayerStatus, status),
+    )
 
 
 @kopf.index(GROUP, VERSION, "images")
@@ -40,17 +73,7 @@ def image_index(
     meta: kopf.Meta,
     **_: Any,
 ) -> dict[str | None, ImageRecord]:
-    parent = spec.get("parent") or {}
-    parsed = _parse(ImageStatus, status)
-    external = parsed.parent is not None and parsed.parent.ref is not None
-    node = ImageNode(
-        name=name,
-        parent_image=parent.get("image"),
-        parent_ref=parent.get("ref"),
-        digest=parsed.digest,
-        parent_ref_digest=parsed.parent.digest if external and parsed.parent else None,
-    )
-    return {namespace: ImageRecord(node, meta.get("generation"), parsed)}
+    return {namespace: image_record(name, spec, status, meta)}
 
 
 @kopf.index(GROUP, VERSION, "layers")
@@ -63,17 +86,7 @@ def layer_index(
     meta: kopf.Meta,
     **_: Any,
 ) -> dict[str | None, LayerRecord]:
-    advisory = spec.get("advisory")
-    return {
-        namespace: LayerRecord(
-            name=name,
-            generation=meta.get("generation"),
-            advisory=Advisory(advisory.get("id", ""), advisory.get("severity", "Unknown"))
-            if advisory
-            else None,
-            status=_parse(LayerStatus, status),
-        )
-    }
+    return {namespace: layer_record(name, spec, status, meta)}
 
 
 def snapshot(namespace: str, image_index: Any, layer_index: Any) -> NamespaceSnapshot:

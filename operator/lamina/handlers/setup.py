@@ -1,8 +1,9 @@
 """Operator start-up and shutdown: kopf settings and the shared API client.
 
-Progress and diff-base are kept in annotations under lamina.dev (never in ``spec``), and
-Lamina's handlers are level-triggered event handlers that need neither, so GitOps tools see no
-drift in what they own.
+Lamina's handlers are level-triggered event handlers and indexes: they need no finalizer, no
+progress annotations and no diff-base, so the operator writes nothing but ``status`` and
+GitOps tools see no drift.  (Should a handler kind that needs them be added, kopf is told to
+keep them under the lamina.dev prefix.)
 """
 
 from __future__ import annotations
@@ -12,11 +13,15 @@ from typing import Any
 
 import kopf
 
+from lamina.config import OperatorConfig
+from lamina.handlers import resync
 from lamina.kube import Kube
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+async def configure(
+    settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **_: Any
+) -> None:
     settings.persistence.finalizer = "lamina.dev/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="lamina.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -26,10 +31,14 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     memo.kube = await Kube.connect()
+    if not hasattr(memo, "config"):
+        memo.config = OperatorConfig.from_env()
+    resync.start(memo, logger)
 
 
 @kopf.on.cleanup()
 async def close(memo: Any, **_: Any) -> None:
+    await resync.stop(memo)
     kube: Kube | None = getattr(memo, "kube", None)
     if kube is not None:
         await kube.close()

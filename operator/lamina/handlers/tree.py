@@ -21,12 +21,8 @@ from lamina.handlers.indexes import snapshot
 from lamina.handlers.metrics import EVENTS, STATUS_PATCH_FAILURES, STATUS_PATCHES
 from lamina.kube import Kube
 
-# A safety net for a patch lost to an API error: each object is re-checked this often even
-# when nothing happens.  A check that finds nothing to change costs no request.
-RESYNC_SECONDS = 300.0
 
-
-async def _sync(
+async def sync(
     view: NamespaceSnapshot,
     kube: Kube,
     images: Iterable[str],
@@ -59,7 +55,7 @@ async def image_event(
 ) -> None:
     EVENTS.labels("images").inc()
     view = _view(namespace, kwargs)
-    await _sync(
+    await sync(
         view,
         memo.kube,
         view.images_affected_by_image(name),
@@ -75,13 +71,4 @@ async def layer_event(
     EVENTS.labels("layers").inc()
     view = _view(namespace, kwargs)
     own = [name] if name in view.layers else []
-    await _sync(view, memo.kube, view.images_affected_by_layer(name), own, logger)
-
-
-@kopf.timer(GROUP, VERSION, "images", interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
-async def image_resync(
-    *, namespace: str | None, name: str, memo: Any, logger: kopf.Logger, **kwargs: Any
-) -> None:
-    view = _view(namespace, kwargs)
-    if name in view.images:
-        await _sync(view, memo.kube, [name], [], logger)
+    await sync(view, memo.kube, view.images_affected_by_layer(name), own, logger)

@@ -31,7 +31,9 @@ class Kube:
         if os.environ.get("KUBERNETES_SERVICE_HOST"):
             config.load_incluster_config()  # type: ignore[no-untyped-call]
         else:
-            await config.load_kube_config()
+            # Read $KUBECONFIG now, not when kubernetes_asyncio was imported.
+            paths = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
+            await config.load_kube_config(config_file=paths[0] if paths else None)
         return cls(client.ApiClient())
 
     async def close(self) -> None:
@@ -56,6 +58,28 @@ class Kube:
                 return False
             raise
         return True
+
+    async def list_objects(self, plural: str, namespace: str | None) -> list[dict[str, Any]]:
+        """All objects of one of Lamina's kinds in a namespace (None: all), as plain dicts."""
+        if namespace is None:
+            listed = await self._custom.list_cluster_custom_object(GROUP, VERSION, plural)
+        else:
+            listed = await self._custom.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural
+            )
+        return cast(list[dict[str, Any]], listed.get("items", []))
+
+    async def get_object(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """One of Lamina's objects, or None when absent."""
+        try:
+            found = await self._custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, name
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return cast(dict[str, Any], found)
 
     async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Pod as a plain dict (camelCase, as on the wire), or None when absent."""
