@@ -98,9 +98,11 @@ def crds_installed(kube_cluster: KubeCluster) -> KubeCluster:
     return kube_cluster
 
 
-def start_operator(kubeconfig: str, log: Path, *args: str) -> subprocess.Popen[bytes]:
+def start_operator(
+    kubeconfig: str, log: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """``lamina operator`` as a user runs it, logging to ``log``."""
-    env = {**os.environ, "KUBECONFIG": kubeconfig}
+    env = {**os.environ, "KUBECONFIG": kubeconfig, **(env or {})}
     with log.open("w") as sink:
         return subprocess.Popen(
             [sys.executable, "-m", "lamina.cli.main", "operator", "--verbose", *args],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 
 from pydantic import BaseModel, Field
 
@@ -29,6 +30,15 @@ class OperatorConfig(BaseModel):
         description="Full relist-and-fix period, the safety net for lost patches; 0 disables it.",
     )
 
+    namespace: str = Field(
+        default="lamina-system",
+        description="The operator's own namespace, where commit Jobs run.",
+    )
+    committer_image: str = Field(
+        default="lamina:latest", description="Image of commit Jobs (Lamina's own image)."
+    )
+    commit_deadline_seconds: int = Field(default=1800, ge=30)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
         source = os.environ if env is None else env
@@ -41,4 +51,16 @@ class OperatorConfig(BaseModel):
             values["health_port"] = port
         if seconds := source.get("LAMINA_RESYNC_SECONDS"):
             values["resync_seconds"] = seconds
+        if namespace := source.get("LAMINA_NAMESPACE") or _service_account_namespace():
+            values["namespace"] = namespace
+        if image := source.get("LAMINA_COMMITTER_IMAGE"):
+            values["committer_image"] = image
+        if seconds := source.get("LAMINA_COMMIT_DEADLINE_SECONDS"):
+            values["commit_deadline_seconds"] = seconds
         return cls.model_validate(values)
+
+
+def _service_account_namespace() -> str | None:
+    """In a pod, the namespace it runs in."""
+    path = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    return path.read_text().strip() if path.is_file() else None

@@ -108,11 +108,23 @@ def test_rbac_is_least_privilege(crds_installed: KubeCluster, release: tuple[str
     assert can("watch", "images.lamina.dev")
     assert can("patch", "images.lamina.dev", "--subresource=status")
     assert can("get", "pods")
-    # The operator never writes spec, never touches Secrets, never deletes.
-    assert not can("patch", "images.lamina.dev")
-    assert not can("get", "secrets")
+    # Push Secrets are read by name, never listed; Jobs and Secrets are created only in the
+    # operator's own namespace; user objects are never deleted (but for commit TTLs).
+    assert can("get", "secrets")
+    assert not can("list", "secrets")
+    assert not can("create", "secrets")
+    assert (
+        crds_installed.kubectl(
+            "auth", "can-i", "create", "jobs", "--as", account, "-n", namespace
+        ).stdout.strip()
+        == "yes"
+    )
+    assert not can("create", "jobs")
+    assert not can("delete", "images.lamina.dev")
     assert not can("delete", "layers.lamina.dev")
     assert not can("create", "pods")
+    assert not can("update", "containercommits.lamina.dev")
+    assert not can("patch", "images.lamina.dev")
 
 
 def test_operator_works_with_the_charts_service_account(

@@ -50,7 +50,7 @@ def pod(
             "ContainerNotRunning",
             "not running (Completed)",
         ),
-        (pod(), None, "CommitterUnavailable", 'container "main" on node node-1'),
+        (pod(), None, "TargetReady", 'container "main" of pod "web" runs on node node-1'),
     ],
 )
 def test_reasons(

@@ -171,11 +171,37 @@ class RebuildSpec(Model):
     )
 
 
+class CommitSource(Model):
+    """Marks an Image that records a ContainerCommit's result instead of being built."""
+
+    name: str = Field(
+        pattern=OBJECT_NAME_PATTERN, max_length=253, description="The ContainerCommit."
+    )
+
+
 class ImageSpec(Model):
     """The desired image."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.build) != has(self.commit)",
+                    "exactly one of spec.build or spec.commit must be set",
+                )
+            ]
+        }
+    )
+
     parent: ParentSpec
-    build: BuildSpec
+    build: BuildSpec | None = None
+    commit: CommitSource | None = Field(
+        default=None,
+        description=(
+            "Set by the operator on the Images it creates for ContainerCommits: such an "
+            "Image records a snapshot and is never rebuilt."
+        ),
+    )
     output: OutputSpec
     rebuild: RebuildSpec = Field(default_factory=RebuildSpec, json_schema_extra={"default": {}})
     history_limit: int = Field(

@@ -15,7 +15,7 @@ POD_NOT_FOUND = "PodNotFound"
 POD_NOT_SCHEDULED = "PodNotScheduled"
 CONTAINER_NOT_FOUND = "ContainerNotFound"
 CONTAINER_NOT_RUNNING = "ContainerNotRunning"
-COMMITTER_UNAVAILABLE = "CommitterUnavailable"
+TARGET_READY = "TargetReady"
 
 
 @dataclass(frozen=True)
@@ -81,11 +81,8 @@ def preflight(
         kstatus(
             ready=False,
             progressing=True,
-            reason=COMMITTER_UNAVAILABLE,
-            message=(
-                f'container "{target}" on node {node} is ready to commit; this operator '
-                "version does not run commit Jobs yet"
-            ),
+            reason=TARGET_READY,
+            message=f'container "{target}" of pod "{pod_name}" runs on node {node}',
         ),
         True,
         fields,

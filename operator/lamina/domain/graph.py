@@ -23,6 +23,8 @@ class ImageNode:
     digest: str | None = None
     # The digest an external parent ref resolved to (status.parent.digest).
     parent_ref_digest: str | None = None
+    # The ContainerCommit this Image records (spec.commit), if it is a snapshot.
+    committed_by: str | None = None
 
 
 @dataclass(frozen=True)

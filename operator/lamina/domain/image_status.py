@@ -21,6 +21,8 @@ PARENT_NOT_FOUND = "ParentNotFound"
 PARENT_CYCLE = "ParentCycle"
 ANCESTOR_STALLED = "AncestorStalled"
 BUILD_PENDING = "BuildPending"
+COMMITTED = "Committed"
+COMMIT_PENDING = "CommitPending"
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,23 @@ def decide_tree_status(name: str, graph: ImageGraph, namespace: str) -> TreeStat
         return TreeStatus(
             lineage, kstatus(ready=False, progressing=False, reason=reason, message=message)
         )
+
+    if node.committed_by is not None:
+        if node.digest is not None:
+            verdicts = kstatus(
+                ready=True,
+                progressing=False,
+                reason=COMMITTED,
+                message=f"recorded from ContainerCommit {node.committed_by}: {node.digest}",
+            )
+        else:
+            verdicts = kstatus(
+                ready=False,
+                progressing=True,
+                reason=COMMIT_PENDING,
+                message=f"waiting for ContainerCommit {node.committed_by} to record its result",
+            )
+        return TreeStatus(lineage, verdicts)
 
     waiting = (
         f"parent Image {node.parent_image} resolved; waiting for the build"

@@ -1,25 +1,48 @@
-"""ContainerCommit handlers: check the target Pod and report it in status.
+"""ContainerCommit handlers: check the target, run the commit Job, record the result.
 
-A Pod changes without any event on the ContainerCommit, so the operator also watches Pods, but
-handles only those a waiting commit targets (an index maps each Pod to its commits).  No
-timers: kopf puts a finalizer on every object with a timer, and a commit must stay deletable
-while the operator is down.
+Level-triggered: every event (on the commit, its target Pod, or its Job) re-derives the next
+step from what exists.  A Job name derived from the commit's UID makes "create the Job"
+idempotent, so an operator restarted mid-commit adopts the running Job.  No kopf timers: kopf
+puts a finalizer on every object with a timer, and a commit must stay deletable while the
+operator is down.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
 
-from lamina.api.commit import ContainerCommitStatus
+from lamina.api.commit import ContainerCommitSpec, ContainerCommitStatus
 from lamina.api.meta import GROUP, VERSION
+from lamina.domain.commit_job import (
+    LABEL_COMMIT_NAME,
+    LABEL_COMMIT_NAMESPACE,
+    LABEL_PURPOSE,
+    MANAGED_BY,
+    CommitSettings,
+    CommitTarget,
+    commit_job,
+    commit_job_name,
+    push_secret_copy,
+    thaw_job,
+)
+from lamina.domain.commit_outcome import (
+    CommitVerdict,
+    JobOutcome,
+    judge_commit_job,
+    verification_failed,
+)
 from lamina.domain.commit_preflight import preflight
-from lamina.domain.conditions import merge_conditions, same_conditions
+from lamina.domain.conditions import kstatus, merge_conditions, same_conditions
+from lamina.handlers.commit_record import record_committed_image
 from lamina.handlers.metrics import EVENTS, STATUS_PATCHES
+from lamina.handlers.registry_access import PushSecretError, docker_config_of, read_pushed_image
 from lamina.kube import Kube
+from lamina.oci.errors import RegistryError
 
 TERMINAL_PHASES = {"Succeeded", "Failed"}
 
@@ -28,41 +51,295 @@ def _waiting(status: Mapping[str, Any]) -> bool:
     return status.get("phase") not in TERMINAL_PHASES
 
 
-async def _check(
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def _settings(memo: Any) -> CommitSettings:
+    config = memo.config
+    return CommitSettings(
+        namespace=config.namespace,
+        image=config.committer_image,
+        deadline_seconds=config.commit_deadline_seconds,
+    )
+
+
+async def _write(
     kube: Kube,
     namespace: str,
     name: str,
     *,
-    spec: Mapping[str, Any],
     status: Mapping[str, Any],
-    meta: Mapping[str, Any],
+    generation: int | None,
+    phase: str,
+    verdicts: Any,
+    fields: Mapping[str, Any] | None = None,
 ) -> None:
-    pod = await kube.get_pod(namespace, spec["pod"])
-    result = preflight(spec["pod"], spec.get("container"), namespace, pod)
+    """Patch status to say ``phase``/``verdicts``/``fields`` unless it already does."""
     current = ContainerCommitStatus.model_validate(dict(status))
-    generation = meta.get("generation")
-    conditions = merge_conditions(
-        current.conditions, result.conditions, generation=generation, now=datetime.now(UTC)
-    )
-    unchanged = (
-        current.phase == "Pending"
+    conditions = merge_conditions(current.conditions, verdicts, generation=generation, now=_now())
+    fields = dict(fields or {})
+    if (
+        current.phase == phase
         and current.observed_generation == generation
         and same_conditions(current.conditions, conditions)
-        and all(status.get(key) == value for key, value in result.fields.items())
+        and all(status.get(key) == value for key, value in fields.items())
+    ):
+        return
+    STATUS_PATCHES.labels("containercommits").inc()
+    await kube.patch_status(
+        "containercommits",
+        namespace,
+        name,
+        {
+            "phase": phase,
+            "observedGeneration": generation,
+            "conditions": [c.wire() for c in conditions],
+            **fields,
+        },
     )
-    if not unchanged:
-        STATUS_PATCHES.labels("containercommits").inc()
-        await kube.patch_status(
-            "containercommits",
+
+
+async def _job_outcome(kube: Kube, job: Mapping[str, Any]) -> JobOutcome:
+    status = job.get("status") or {}
+    failed = next(
+        (
+            c
+            for c in status.get("conditions") or []
+            if c.get("type") == "Failed" and c.get("status") == "True"
+        ),
+        None,
+    )
+    if not status.get("succeeded") and failed is None:
+        return JobOutcome("running")
+    name = job["metadata"]["name"]
+    pods = await kube.list_pods(job["metadata"]["namespace"], f"job-name={name}")
+    terminated: dict[str, Any] = {}
+    for pod in pods:
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            terminated = (container.get("state") or {}).get("terminated") or terminated
+    return JobOutcome(
+        "succeeded" if status.get("succeeded") else "failed",
+        job_reason=failed.get("reason") if failed else None,
+        exit_reason=terminated.get("reason"),
+        termination_message=terminated.get("message"),
+    )
+
+
+async def reconcile_commit(
+    kube: Kube,
+    settings: CommitSettings,
+    *,
+    namespace: str,
+    name: str,
+    body: Mapping[str, Any],
+) -> None:
+    meta = body["metadata"]
+    status: Mapping[str, Any] = body.get("status") or {}
+    generation = meta.get("generation")
+    if not _waiting(status):
+        return
+    spec = ContainerCommitSpec.model_validate(dict(body["spec"]))
+    uid = meta["uid"]
+
+    job = await kube.get_job(settings.namespace, commit_job_name(uid))
+    if job is None:
+        if status.get("phase") == "Running":
+            await _write(
+                kube,
+                namespace,
+                name,
+                status=status,
+                generation=generation,
+                phase="Failed",
+                verdicts=kstatus(
+                    ready=False,
+                    progressing=False,
+                    reason="CommitJobLost",
+                    message=f"the commit Job {settings.namespace}/{commit_job_name(uid)} "
+                    "was deleted before it finished",
+                ),
+                fields={"completedAt": _now().isoformat()},
+            )
+            return
+        await _start(kube, settings, namespace=namespace, name=name, body=body, spec=spec)
+        return
+
+    verdict = judge_commit_job(await _job_outcome(kube, job))
+    if verdict.phase == "Running":
+        await _write(
+            kube,
             namespace,
             name,
-            {
-                "phase": "Pending",
-                "observedGeneration": generation,
-                "conditions": [c.wire() for c in conditions],
-                **result.fields,
-            },
+            status=status,
+            generation=generation,
+            phase="Running",
+            verdicts=verdict.conditions,
         )
+        return
+    if verdict.phase == "Succeeded" and verdict.result is not None:
+        verdict = await _verify_and_record(
+            kube, namespace, name, meta=meta, spec=spec, verdict=verdict
+        )
+    if verdict.phase == "Failed" and spec.pause and status.get("containerID"):
+        # The committer may have died with the container frozen: a thaw Job on that node makes
+        # sure it runs again.  Thawing a running container is harmless.
+        target = _target_of(status)
+        if target is not None:
+            await kube.create_job(
+                thaw_job(namespace=namespace, name=name, uid=uid, target=target, settings=settings)
+            )
+    await _write(
+        kube,
+        namespace,
+        name,
+        status=status,
+        generation=generation,
+        phase=verdict.phase,
+        verdicts=verdict.conditions,
+        fields={**verdict.fields, "completedAt": _now().isoformat()},
+    )
+
+
+def _target_of(status: Mapping[str, Any]) -> CommitTarget | None:
+    node, container = status.get("node"), status.get("containerID")
+    parent = status.get("parent") or {}
+    if not node or not container:
+        return None
+    return CommitTarget(node, container, parent.get("ref") or "", parent.get("digest"))
+
+
+async def _start(
+    kube: Kube,
+    settings: CommitSettings,
+    *,
+    namespace: str,
+    name: str,
+    body: Mapping[str, Any],
+    spec: ContainerCommitSpec,
+) -> None:
+    meta = body["metadata"]
+    status: Mapping[str, Any] = body.get("status") or {}
+    generation = meta.get("generation")
+    pod = await kube.get_pod(namespace, spec.pod)
+    check = preflight(spec.pod, spec.container, namespace, pod)
+    if not check.ready_to_commit:
+        await _write(
+            kube,
+            namespace,
+            name,
+            status=status,
+            generation=generation,
+            phase="Pending",
+            verdicts=check.conditions,
+            fields=check.fields,
+        )
+        return
+    docker_config: str | None = None
+    if spec.output.push_secret:
+        try:
+            docker_config = docker_config_of(
+                await kube.get_secret(namespace, spec.output.push_secret),
+                namespace,
+                spec.output.push_secret,
+            )
+        except PushSecretError as error:
+            await _write(
+                kube,
+                namespace,
+                name,
+                status=status,
+                generation=generation,
+                phase="Failed",
+                verdicts=kstatus(
+                    ready=False, progressing=False, reason=error.reason, message=str(error)
+                ),
+                fields={**check.fields, "completedAt": _now().isoformat()},
+            )
+            return
+    fields = check.fields
+    parent = fields.get("parent") or {}
+    target = CommitTarget(
+        fields["node"], fields["containerID"], parent["ref"], parent.get("digest")
+    )
+    job = await kube.create_job(
+        commit_job(
+            namespace=namespace,
+            name=name,
+            uid=meta["uid"],
+            spec=spec,
+            target=target,
+            settings=settings,
+        )
+    )
+    if docker_config is not None:
+        owner = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "name": job["metadata"]["name"],
+            "uid": job["metadata"]["uid"],
+        }
+        await kube.create_secret(
+            push_secret_copy(
+                uid=meta["uid"], settings=settings, docker_config_json=docker_config, owner=owner
+            )
+        )
+    await _write(
+        kube,
+        namespace,
+        name,
+        status=status,
+        generation=generation,
+        phase="Running",
+        verdicts=kstatus(
+            ready=False,
+            progressing=True,
+            reason="Committing",
+            message=f"commit Job {settings.namespace}/{job['metadata']['name']} started "
+            f"on node {target.node}",
+        ),
+        fields={**fields, "startedAt": _now().isoformat()},
+    )
+
+
+async def _verify_and_record(
+    kube: Kube,
+    namespace: str,
+    name: str,
+    *,
+    meta: Mapping[str, Any],
+    spec: ContainerCommitSpec,
+    verdict: CommitVerdict,
+) -> CommitVerdict:
+    """Trust but verify: the registry must hold the digest the Job reported."""
+    result = verdict.result
+    assert result is not None
+    docker_config = None
+    if spec.output.push_secret:
+        try:
+            docker_config = docker_config_of(
+                await kube.get_secret(namespace, spec.output.push_secret),
+                namespace,
+                spec.output.push_secret,
+            )
+        except PushSecretError as error:
+            return verification_failed(str(error))
+    try:
+        pushed = await read_pushed_image(
+            result.image, insecure=spec.output.insecure, docker_config=docker_config
+        )
+    except (RegistryError, OSError, ValueError) as error:
+        return verification_failed(f"could not read {result.image} back: {error}")
+    await record_committed_image(
+        kube,
+        namespace=namespace,
+        commit=name,
+        commit_uid=meta["uid"],
+        spec=spec,
+        result=result,
+        pushed=pushed,
+    )
+    return verdict
 
 
 @kopf.index(GROUP, VERSION, "containercommits")
@@ -79,20 +356,52 @@ async def commit_event(
     type: str,
     namespace: str | None,
     name: str,
-    spec: kopf.Spec,
-    status: kopf.Status,
-    meta: kopf.Meta,
+    body: kopf.Body,
     memo: Any,
     **_: Any,
 ) -> None:
     EVENTS.labels("containercommits").inc()
-    if type == "DELETED" or not _waiting(status):
+    if type == "DELETED":
         return
-    await _check(memo.kube, namespace or "", name, spec=spec, status=status, meta=meta)
+    status = body.get("status") or {}
+    if not _waiting(status):
+        _expire_later(memo, namespace or "", name, body)
+        return
+    await reconcile_commit(
+        memo.kube, _settings(memo), namespace=namespace or "", name=name, body=body
+    )
+
+
+def _expire_later(memo: Any, namespace: str, name: str, body: Mapping[str, Any]) -> None:
+    """Delete a finished commit ``ttlSecondsAfterFinished`` after it completed."""
+    ttl = (body.get("spec") or {}).get("ttlSecondsAfterFinished")
+    completed = (body.get("status") or {}).get("completedAt")
+    if ttl is None or not completed:
+        return
+    due = datetime.fromisoformat(completed.replace("Z", "+00:00")) + timedelta(seconds=ttl)
+    tasks: dict[str, asyncio.Task[None]] = memo.setdefault("expiry", {})
+    uid = body["metadata"]["uid"]
+    if uid in tasks:
+        return
+
+    async def expire() -> None:
+        await asyncio.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()))
+        await memo.kube.delete_object("containercommits", namespace, name)
+        tasks.pop(uid, None)
+
+    tasks[uid] = asyncio.create_task(expire())
 
 
 def _targeted(namespace: str | None, name: str, commit_targets: Any, **_: Any) -> bool:
     return (namespace, name) in commit_targets
+
+
+async def _reconcile_by_name(memo: Any, namespace: str, name: str) -> None:
+    found = await memo.kube.get_object("containercommits", namespace, name)
+    if found is not None:
+        await reconcile_commit(
+            memo.kube, _settings(memo), namespace=namespace, name=name, body=found
+        )
 
 
 @kopf.on.event("", "v1", "pods", when=_targeted)  # type: ignore[arg-type]
@@ -100,16 +409,16 @@ async def target_pod_event(
     *, namespace: str | None, name: str, memo: Any, commit_targets: Any, **_: Any
 ) -> None:
     EVENTS.labels("pods").inc()
-    kube: Kube = memo.kube
     for commit in list(commit_targets.get((namespace, name), ())):
-        found = await kube.get_object("containercommits", namespace or "", commit)
-        if found is None or not _waiting(found.get("status") or {}):
-            continue
-        await _check(
-            kube,
-            namespace or "",
-            commit,
-            spec=found["spec"],
-            status=found.get("status") or {},
-            meta=found["metadata"],
-        )
+        await _reconcile_by_name(memo, namespace or "", commit)
+
+
+@kopf.on.event(
+    "batch",
+    "v1",
+    "jobs",
+    labels={"app.kubernetes.io/managed-by": MANAGED_BY, LABEL_PURPOSE: "commit"},
+)
+async def commit_job_event(*, labels: kopf.Labels, memo: Any, **_: Any) -> None:
+    EVENTS.labels("jobs").inc()
+    await _reconcile_by_name(memo, labels[LABEL_COMMIT_NAMESPACE], labels[LABEL_COMMIT_NAME])

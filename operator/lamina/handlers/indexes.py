@@ -44,6 +44,7 @@ def image_record(
         parent_ref=parent.get("ref"),
         digest=parsed.digest,
         parent_ref_digest=parsed.parent.digest if external and parsed.parent else None,
+        committed_by=(spec.get("commit") or {}).get("name"),
     )
     return ImageRecord(node, meta.get("generation"), parsed)
 

@@ -24,6 +24,7 @@ class Kube:
         self._api = api
         self._custom = client.CustomObjectsApi(api)
         self._core = client.CoreV1Api(api)
+        self._batch = client.BatchV1Api(api)
 
     @classmethod
     async def connect(cls) -> Kube:
@@ -80,6 +81,91 @@ class Kube:
                 return None
             raise
         return cast(dict[str, Any], found)
+
+    def _plain(self, obj: Any) -> dict[str, Any]:
+        return cast(dict[str, Any], self._api.sanitize_for_serialization(obj))
+
+    async def create_object(self, plural: str, namespace: str, body: dict[str, Any]) -> bool:
+        """Create one of Lamina's objects; False when it already exists."""
+        try:
+            await self._custom.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, body
+            )
+        except ApiException as error:
+            if error.status == 409:
+                return False
+            raise
+        return True
+
+    async def patch_object(
+        self, plural: str, namespace: str, name: str, patch: dict[str, Any]
+    ) -> None:
+        """Merge-patch one of Lamina's objects (the operator only patches objects it owns)."""
+        await self._custom.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            plural,
+            name,
+            patch,
+            _content_type=MERGE_PATCH,  # type: ignore[call-arg]
+        )
+
+    async def delete_object(self, plural: str, namespace: str, name: str) -> None:
+        try:
+            await self._custom.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, name
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._plain(await self._batch.read_namespaced_job(name, namespace))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    async def create_job(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Create a Job, or return the existing one of that name (adoption after a restart)."""
+        namespace = body["metadata"]["namespace"]
+        try:
+            created = await self._batch.create_namespaced_job(
+                namespace,
+                body,  # type: ignore[arg-type]  # a dict body is sent as is
+            )
+            return self._plain(created)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+        found = await self.get_job(namespace, body["metadata"]["name"])
+        if found is None:
+            raise RuntimeError(f"Job {body['metadata']['name']} vanished while being adopted")
+        return found
+
+    async def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        listed = await self._core.list_namespaced_pod(namespace, label_selector=selector)
+        return [self._plain(pod) for pod in listed.items]
+
+    async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._plain(await self._core.read_namespaced_secret(name, namespace))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    async def create_secret(self, body: dict[str, Any]) -> None:
+        try:
+            await self._core.create_namespaced_secret(
+                body["metadata"]["namespace"],
+                body,  # type: ignore[arg-type]  # a dict body is sent as is
+            )
+        except ApiException as error:
+            if error.status != 409:
+                raise
 
     async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Pod as a plain dict (camelCase, as on the wire), or None when absent."""

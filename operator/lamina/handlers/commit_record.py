@@ -1,0 +1,121 @@
+"""A committed image joins the lineage: an Image object records it, Layer objects its layers.
+
+The Image is created by the operator (it is the operator's object, so writing its spec is not
+writing a user's spec) with ``spec.commit`` naming the ContainerCommit, which marks it as a
+snapshot that is never rebuilt.  Its parent is the Image whose digest the container ran, when
+there is one in the namespace (so a commit of a committed image stacks in the tree), otherwise
+the container's image reference pinned by digest.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from lamina.api.commit import ContainerCommitSpec
+from lamina.api.meta import API_VERSION
+from lamina.domain.commit_outcome import CommitResult
+from lamina.domain.manifest_facts import LayerFact, layer_facts
+from lamina.handlers.registry_access import PushedImage
+from lamina.kube import Kube
+
+
+async def _parent_spec(kube: Kube, namespace: str, result: CommitResult) -> dict[str, str]:
+    for image in await kube.list_objects("images", namespace):
+        if (
+            result.parent_digest
+            and (image.get("status") or {}).get("digest") == result.parent_digest
+        ):
+            return {"image": image["metadata"]["name"]}
+    ref = result.parent_ref or ""
+    repository = ref.split("@", 1)[0]
+    return {"ref": f"{repository}@{result.parent_digest}" if result.parent_digest else ref}
+
+
+async def record_committed_image(
+    kube: Kube,
+    *,
+    namespace: str,
+    commit: str,
+    commit_uid: str,
+    spec: ContainerCommitSpec,
+    result: CommitResult,
+    pushed: PushedImage,
+) -> None:
+    parent = await _parent_spec(kube, namespace, result)
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": "Image",
+        "metadata": {
+            "name": commit,
+            "labels": {"lamina.dev/commit": commit, "app.kubernetes.io/managed-by": "lamina"},
+        },
+        "spec": {
+            "parent": parent,
+            "commit": {"name": commit},
+            "output": {
+                "repository": spec.output.repository,
+                "tags": [spec.output.tag],
+                "insecure": spec.output.insecure,
+                **({"pushSecret": spec.output.push_secret} if spec.output.push_secret else {}),
+            },
+        },
+    }
+    await kube.create_object("images", namespace, body)
+    image = await kube.get_object("images", namespace, commit)
+    if image is None or (image.get("spec") or {}).get("commit", {}).get("name") != commit:
+        raise RuntimeError(
+            f'an Image named "{commit}" exists and does not record this commit; '
+            "rename the ContainerCommit"
+        )
+    inherited = len(pushed.manifest.get("layers") or []) - 1
+    facts = layer_facts(pushed.manifest, pushed.config, inherited)
+    now = datetime.now(UTC).replace(microsecond=0).isoformat()
+    await kube.patch_status(
+        "images",
+        namespace,
+        commit,
+        {
+            "digest": result.digest,
+            "imageRef": result.image,
+            "parent": {**parent, "digest": result.parent_digest},
+            "layers": [fact.image_layer() for fact in facts],
+            "history": [
+                {
+                    "digest": result.digest,
+                    "parentDigest": result.parent_digest,
+                    "reason": f"Committed by ContainerCommit {commit}",
+                    "builtAt": now,
+                }
+            ],
+        },
+    )
+    owner = {
+        "apiVersion": API_VERSION,
+        "kind": "Image",
+        "name": commit,
+        "uid": image["metadata"]["uid"],
+    }
+    for fact in facts:
+        await _ensure_layer(kube, namespace, fact, owner)
+
+
+async def _ensure_layer(kube: Kube, namespace: str, fact: LayerFact, owner: dict[str, Any]) -> None:
+    """Create the Layer, or add this Image to its owners: GC removes it with its last user."""
+    created = await kube.create_object(
+        "layers",
+        namespace,
+        {
+            "apiVersion": API_VERSION,
+            "kind": "Layer",
+            "metadata": {"name": fact.name, "ownerReferences": [owner]},
+        },
+    )
+    if not created:
+        existing = await kube.get_object("layers", namespace, fact.name) or {}
+        owners = existing.get("metadata", {}).get("ownerReferences") or []
+        if all(o.get("uid") != owner["uid"] for o in owners):
+            await kube.patch_object(
+                "layers", namespace, fact.name, {"metadata": {"ownerReferences": [*owners, owner]}}
+            )
+    await kube.patch_status("layers", namespace, fact.name, fact.layer_status())

@@ -1,0 +1,78 @@
+"""The operator's reads from registries: verify what a Job says it pushed, read its layers.
+
+Credentials come only from the Secret named by the object, in the object's own namespace.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from lamina.oci.client import RegistryClient
+from lamina.oci.reference import parse_reference
+
+
+class PushSecretError(Exception):
+    """The push Secret is missing or is not a usable dockerconfigjson."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def docker_config_of(secret: Mapping[str, Any] | None, namespace: str, name: str) -> str:
+    """The Secret's ``.dockerconfigjson`` text, checked to be a JSON object with ``auths``."""
+    if secret is None:
+        raise PushSecretError(
+            "PushSecretNotFound", f'push Secret "{name}" not found in namespace "{namespace}"'
+        )
+    encoded = (secret.get("data") or {}).get(".dockerconfigjson")
+    if secret.get("type") != "kubernetes.io/dockerconfigjson" or not encoded:
+        raise PushSecretError(
+            "PushSecretInvalid",
+            f'push Secret "{name}" must be of type kubernetes.io/dockerconfigjson '
+            "with a .dockerconfigjson key",
+        )
+    try:
+        text = base64.b64decode(encoded).decode()
+        parsed = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise PushSecretError(
+            "PushSecretInvalid", f'push Secret "{name}" holds no valid JSON: {error}'
+        ) from error
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("auths"), dict):
+        raise PushSecretError(
+            "PushSecretInvalid", f'push Secret "{name}": .dockerconfigjson has no "auths" map'
+        )
+    return text
+
+
+@dataclass(frozen=True)
+class PushedImage:
+    manifest: dict[str, Any]
+    config: dict[str, Any]
+    media_type: str
+
+
+async def read_pushed_image(
+    image: str, *, insecure: bool, docker_config: str | None
+) -> PushedImage:
+    """Fetch ``repository@digest``; the client checks the bytes hash to that digest."""
+    ref = parse_reference(image)
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        client = RegistryClient(
+            session,
+            insecure=[ref.registry] if insecure else [],
+            docker_config=json.loads(docker_config) if docker_config else None,
+            retries=2,
+        )
+        manifest = await client.get_manifest(ref)
+        body = manifest.json()
+        config = json.loads(await client.get_blob(ref, body["config"]["digest"]))
+        return PushedImage(body, config, manifest.media_type)
