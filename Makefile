@@ -59,3 +59,20 @@ crds: venv
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# The node tier (a real single-node cluster: kubelet, containerd, CNI, kube-proxy, a local
+# registry); `e2e/cluster up` on first use builds containerd, BuildKit, Helm and the images.
+.PHONY: e2e
+e2e: venv
+	$(BIN)/pytest -m e2e -q tests/e2e
+
+# Appended for the commit path (issue 4).
+.PHONY: integration bench-commit
+
+integration: venv
+	$(BIN)/pytest -m integration -q tests/integration
+
+bench-commit: venv
+	source e2e/lib/packages.sh && ensure_packages docker-registry skopeo umoci curl
+	e2e/registry up
+	$(BIN)/python bench/commit.py

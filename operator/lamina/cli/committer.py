@@ -159,6 +159,7 @@ async def _ensure_parent_layers(
 ) -> dict[str, int]:
     """HEAD each parent layer in the target; mount (same registry) or copy what is missing."""
     limit = asyncio.Semaphore(PARENT_BLOB_CONCURRENCY)
+
     async def one(digest: str) -> str:
         async with limit:
             return await client.ensure_blob(request.target, digest, request.parent)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lamina.cli.views import node_of, render_history, render_plan, render_tree, table
 from lamina.domain.graph import ImageGraph
 from lamina.domain.layers import layer_digest, layer_name
 from lamina.domain.plan import RebuildPolicy, plan_cascade
-from lamina.kube import Kube
+
+if TYPE_CHECKING:
+    from lamina.kube import Kube
 
 
 def register(commands: Any) -> None:
@@ -42,6 +44,8 @@ def register(commands: Any) -> None:
 async def _with_kube(
     run: Callable[[Kube, argparse.Namespace], Awaitable[int]], args: argparse.Namespace
 ) -> int:
+    from lamina.kube import Kube  # noqa: PLC0415 - only the commands that talk to the API pay
+
     kube = await Kube.connect()
     try:
         return await run(kube, args)

@@ -1,4 +1,8 @@
-"""Entry point of the ``lamina`` command."""
+"""Entry point of the ``lamina`` command.
+
+Sub-command modules import their heavy dependencies (kopf, the Kubernetes client) inside
+their ``run``, so ``lamina snapshot`` in a commit Job starts without loading the operator.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from lamina import __version__
-from lamina.cli import crds, inspect, operator
+from lamina.cli import crds, inspect, operator, snapshot, thaw
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     crds.register(commands)
     operator.register(commands)
+    snapshot.register(commands)
     inspect.register(commands)
+    thaw.register(commands)
     return parser
 
 

@@ -1,0 +1,209 @@
+"""``lamina snapshot``: commit an overlay upperdir (or a running container's) as a new image.
+
+This is the program a ContainerCommit's Job runs on the pod's node; it also works by hand on
+explicit directories.  It prints one JSON document (the operator reads it from the
+termination message) and exits 0, or prints ``lamina snapshot: <reason>`` on stderr and exits
+1 (2 for bad arguments).
+
+``python -m lamina.cli.snapshot ARGS`` runs the same command without importing the rest of
+the ``lamina`` CLI (the operator's kopf and Kubernetes client): about 0.25 s and 37 MiB instead
+of about 0.9 s and 85 MiB before the first byte is read, which matters for the "1 KiB change in
+under a second" target.  The commit Job uses that form.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lamina.cli.committer import CommitRequest, commit
+from lamina.oci.auth import InvalidCredentials
+from lamina.oci.errors import RegistryError
+from lamina.oci.image import ConfigChanges
+from lamina.oci.reference import InvalidReference, parse_reference
+from lamina.snapshot.container import ContainerNotFound, find_init_process
+from lamina.snapshot.freezer import CgroupFreezer, FreezeFailed
+from lamina.snapshot.mountinfo import NotOverlay, root_overlay
+from lamina.snapshot.tarstream import ChangedWhileReading
+from lamina.snapshot.upper import UnsupportedOverlay, UpperWalk
+
+_EXPECTED_FAILURES = (
+    RegistryError,
+    InvalidReference,
+    InvalidCredentials,
+    UnsupportedOverlay,
+    ChangedWhileReading,
+    ContainerNotFound,
+    NotOverlay,
+    FreezeFailed,
+    LookupError,
+    OSError,
+    ValueError,
+)
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser(
+        "snapshot",
+        help="commit an overlay upperdir or a running container as a new image",
+        description=(
+            "Turn an overlay upperdir (with its lower dirs) into an OCI layer on top of the "
+            "parent image and push the result.  Prints a JSON result."
+        ),
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--upper", type=Path, help="the overlay upperdir")
+    source.add_argument(
+        "--container-id",
+        help="containerd://ID or cri-o://ID: find the container's overlay on this node",
+    )
+    parser.add_argument(
+        "--lower",
+        default="",
+        help="lower dirs, topmost first, colon-separated (as in mountinfo's lowerdir=)",
+    )
+    parser.add_argument("--parent", required=True, help="the parent image reference")
+    parser.add_argument("--to", required=True, help="where to push: registry/repo[:tag]")
+    parser.add_argument(
+        "--insecure", action="store_true", help="the --to registry speaks plain HTTP"
+    )
+    parser.add_argument(
+        "--insecure-registry",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="another registry (e.g. the parent's) that speaks plain HTTP; repeatable",
+    )
+    parser.add_argument("--compression", choices=("gzip", "zstd"), default="gzip")
+    parser.add_argument("--threads", type=int, default=2, help="compression threads")
+    parser.add_argument("--message", help="history comment of the new layer")
+    parser.add_argument("--author", help="author of the new image")
+    parser.add_argument(
+        "--created-by", default="lamina snapshot", help="history created_by (names the commit)"
+    )
+    parser.add_argument(
+        "--exclude", action="append", default=[], metavar="PATH", help="leave PATH out"
+    )
+    parser.add_argument(
+        "--mount-target",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a bind-mount target whose stub file is left out (with --upper; "
+        "--container-id reads them from mountinfo)",
+    )
+    parser.add_argument(
+        "--userxattr", action="store_true", help="overlay markers are user.overlay.*"
+    )
+    parser.add_argument(
+        "--change-json",
+        default=None,
+        help='config changes as JSON, e.g. {"env":[{"name":"A","value":"1"}],"cmd":["sh"]}',
+    )
+    parser.add_argument(
+        "--docker-config",
+        type=Path,
+        default=os.environ.get("LAMINA_DOCKER_CONFIG"),
+        help="a .dockerconfigjson file with registry credentials ($LAMINA_DOCKER_CONFIG)",
+    )
+    parser.add_argument("--pause", action="store_true", help="freeze the container while reading")
+    parser.add_argument(
+        "--host-root",
+        default="/",
+        help="where the node's root filesystem is mounted (overlay paths are prefixed)",
+    )
+    parser.add_argument("--proc-root", default="/proc", help="the host's /proc")
+    parser.add_argument("--cgroup-root", default="/sys/fs/cgroup", help="the host's cgroupfs")
+    parser.add_argument("--retries", type=int, default=4, help="retries for 5xx/connection errors")
+    parser.set_defaults(run=run)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m lamina.cli.snapshot``: this command alone, with its light imports."""
+    parser = argparse.ArgumentParser(prog="lamina")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["snapshot", *(sys.argv[1:] if argv is None else argv)])
+    exit_code: int = args.run(args)
+    return exit_code
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        request = build_request(args)
+        result = asyncio.run(commit(request))
+    except _EXPECTED_FAILURES as error:
+        sys.stderr.write(f"lamina snapshot: {error}\n")
+        return 1
+    sys.stdout.write(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def build_request(args: argparse.Namespace) -> CommitRequest:
+    parent = parse_reference(args.parent)
+    target = parse_reference(args.to)
+    if target.digest:
+        raise ValueError("--to takes a tag, not a digest")
+    insecure = set(args.insecure_registry)
+    if args.insecure:
+        insecure.add(target.registry)
+    docker_config = None
+    if args.docker_config is not None:
+        try:
+            docker_config = json.loads(Path(args.docker_config).read_text())
+        except ValueError as error:
+            raise InvalidCredentials(f"{args.docker_config}: not JSON: {error}") from error
+    changes = ConfigChanges()
+    if args.change_json:
+        changes = ConfigChanges.from_json(json.loads(args.change_json))
+    freeze: Callable[[], contextlib.AbstractContextManager[Callable[[], float]]] | None = None
+    if args.upper is not None:
+        if args.pause:
+            raise ValueError("--pause needs --container-id")
+        walk = UpperWalk.create(
+            args.upper,
+            [lower for lower in args.lower.split(":") if lower],
+            userxattr=args.userxattr,
+            exclude=args.exclude,
+            mount_targets=args.mount_target,
+        )
+    else:
+        process = find_init_process(args.container_id, args.proc_root)
+        mountinfo = (Path(args.proc_root) / str(process.pid) / "mountinfo").read_bytes()
+        overlay = root_overlay(mountinfo)
+        host = os.fsencode(args.host_root).rstrip(b"/")
+        walk = UpperWalk.create(
+            host + overlay.upper,
+            [host + lower for lower in overlay.lowers],
+            userxattr=overlay.userxattr,
+            exclude=args.exclude,
+            mount_targets=[*overlay.mount_targets, *map(os.fsencode, args.mount_target)],
+        )
+        if args.pause:
+            freezer = CgroupFreezer.for_cgroups(process.cgroups, args.cgroup_root)
+            freeze = freezer.frozen
+    return CommitRequest(
+        walk=walk,
+        parent=parent,
+        target=target,
+        insecure=frozenset(insecure),
+        docker_config=docker_config,
+        compression=args.compression,
+        threads=args.threads,
+        created_by=args.created_by,
+        message=args.message,
+        author=args.author,
+        changes=changes,
+        retries=args.retries,
+        freeze=freeze,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

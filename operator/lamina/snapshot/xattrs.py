@@ -1,0 +1,76 @@
+"""Extended attributes: overlayfs's own markers, and the ones a layer may carry.
+
+Overlayfs keeps its bookkeeping in ``trusted.overlay.*`` (or ``user.overlay.*`` when mounted
+with ``userxattr``, as rootless runtimes do).  Those never go into a layer: they describe this
+host's overlay, not the image.  What a layer keeps is an allowlist: file capabilities
+(``security.capability``, which ``setcap`` programs need) and ``user.*`` attributes that
+applications set.  SELinux labels, ACLs and the rest are the host's policy, not the image's.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+CAPABILITY = "security.capability"
+USER_PREFIX = "user."
+
+
+def keep_in_layer(name: str) -> bool:
+    """The allowlist: ``security.capability`` and ``user.*`` except ``user.overlay.*``."""
+    if name == CAPABILITY:
+        return True
+    return name.startswith(USER_PREFIX) and not name.startswith("user.overlay.")
+
+
+def list_xattrs(path: bytes | str) -> list[str]:
+    """The names of the attributes of ``path`` (never following a symlink)."""
+    try:
+        return os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return []
+
+
+def layer_xattrs(path: bytes | str, names: list[str]) -> dict[str, bytes]:
+    """The allowlisted attributes among ``names``, with their values."""
+    kept: dict[str, bytes] = {}
+    for name in names:
+        if keep_in_layer(name):
+            try:
+                kept[name] = os.getxattr(path, name, follow_symlinks=False)
+            except OSError:
+                continue
+    return kept
+
+
+@dataclass(frozen=True)
+class OverlayXattrs:
+    """Overlayfs's markers in the namespace the mount uses (``trusted``, or ``user`` with
+    ``userxattr``)."""
+
+    namespace: str = "trusted"
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.namespace}.overlay."
+
+    def _get(self, path: bytes | str, key: str) -> bytes | None:
+        try:
+            return os.getxattr(path, self.prefix + key, follow_symlinks=False)
+        except OSError:
+            return None
+
+    def is_opaque(self, path: bytes | str) -> bool:
+        return self._get(path, "opaque") == b"y"
+
+    def refusal(self, names: list[str]) -> str | None:
+        """Which overlay feature the attribute ``names`` of one entry show, if unsupported.
+
+        ``redirect`` (a directory renamed with ``redirect_dir=on``) and ``metacopy`` (a file
+        whose data still lives below, ``metacopy=on``) make the upperdir alone an incomplete
+        description of the change; the layer writer refuses them rather than guess.
+        """
+        for key in ("redirect", "metacopy"):
+            if self.prefix + key in names:
+                return key
+        return None
