@@ -38,6 +38,13 @@ class OperatorConfig(BaseModel):
         default="lamina:latest", description="Image of commit Jobs (Lamina's own image)."
     )
     commit_deadline_seconds: int = Field(default=1800, ge=30)
+    registry_config: str | None = Field(
+        default=None,
+        description=(
+            "Text of the registry settings file ($LAMINA_REGISTRY_CONFIG: mirrors, plain-HTTP "
+            "registries), passed on to commit Jobs."
+        ),
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -57,6 +64,8 @@ class OperatorConfig(BaseModel):
             values["committer_image"] = image
         if seconds := source.get("LAMINA_COMMIT_DEADLINE_SECONDS"):
             values["commit_deadline_seconds"] = seconds
+        if path := source.get("LAMINA_REGISTRY_CONFIG"):
+            values["registry_config"] = Path(path).read_text()
         return cls.model_validate(values)
 
 

@@ -44,6 +44,8 @@ class CommitRequest:
     walk: UpperWalk
     parent: Reference
     target: Reference
+    # The parent as the container named it, when it was read from a mirror (``parent``).
+    parent_name: Reference | None = None
     insecure: frozenset[str] = frozenset()
     docker_config: Mapping[str, Any] | None = None
     compression: Compression = "gzip"
@@ -99,7 +101,7 @@ async def commit(request: CommitRequest) -> dict[str, Any]:
             parent_manifest.json(),
             config,
             layer,
-            base_name=str(request.parent.with_digest(parent_digest)),
+            base_name=str((request.parent_name or request.parent).with_digest(parent_digest)),
             base_digest=parent_digest,
         )
         manifest = Manifest(manifest_blob.data, manifest_blob.media_type, manifest_blob.digest)
@@ -112,7 +114,7 @@ async def commit(request: CommitRequest) -> dict[str, Any]:
         "mediaType": manifest.media_type,
         "config": {"digest": config.digest, "size": config.size},
         "parent": {
-            "ref": str(request.parent),
+            "ref": str(request.parent_name or request.parent),
             "digest": parent_digest,
             "manifestDigest": parent_manifest.digest,
         },

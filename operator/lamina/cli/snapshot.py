@@ -26,6 +26,7 @@ from typing import Any
 from lamina.cli.committer import CommitRequest, commit
 from lamina.oci.auth import InvalidCredentials
 from lamina.oci.errors import RegistryError
+from lamina.oci.hosts import InvalidRegistryConfig, RegistryHosts
 from lamina.oci.image import ConfigChanges
 from lamina.oci.reference import InvalidReference, parse_reference
 from lamina.snapshot.container import ContainerNotFound, find_init_process
@@ -36,6 +37,7 @@ from lamina.snapshot.upper import UnsupportedOverlay, UpperWalk
 
 _EXPECTED_FAILURES = (
     RegistryError,
+    InvalidRegistryConfig,
     InvalidReference,
     InvalidCredentials,
     UnsupportedOverlay,
@@ -146,11 +148,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def build_request(args: argparse.Namespace) -> CommitRequest:
-    parent = parse_reference(args.parent)
+    # The parent is read through the node's mirrors ($LAMINA_REGISTRY_CONFIG), as the node
+    # pulled it; the result still names it as the container did.
+    hosts = RegistryHosts.from_environment()
+    named_parent = parse_reference(args.parent)
+    parent = hosts.pull_from(named_parent)
     target = parse_reference(args.to)
     if target.digest:
         raise ValueError("--to takes a tag, not a digest")
-    insecure = set(args.insecure_registry)
+    insecure = set(args.insecure_registry) | hosts.insecure
     if args.insecure:
         insecure.add(target.registry)
     docker_config = None
@@ -191,6 +197,7 @@ def build_request(args: argparse.Namespace) -> CommitRequest:
     return CommitRequest(
         walk=walk,
         parent=parent,
+        parent_name=named_parent,
         target=target,
         insecure=frozenset(insecure),
         docker_config=docker_config,

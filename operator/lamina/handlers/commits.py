@@ -61,6 +61,7 @@ def _settings(memo: Any) -> CommitSettings:
         namespace=config.namespace,
         image=config.committer_image,
         deadline_seconds=config.commit_deadline_seconds,
+        registry_config=config.registry_config,
     )
 
 
