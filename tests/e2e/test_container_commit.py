@@ -1,0 +1,200 @@
+"""ContainerCommit end to end on the node tier: `docker commit` for a running pod.
+
+A busybox pod is changed with `kubectl exec`; a ContainerCommit snapshots its writable layer
+through a real commit Job on the node; a new pod from the pushed image sees exactly those
+changes; the Image and Layer objects record the lineage; committing the committed image's pod
+again stacks a second layer.  The pushed image is also read back with skopeo.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO, start_operator, stop_operator, wait_for
+from tests.e2e.conftest import NodeCluster, cluster_cmd
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def lamina_image(node_cluster: NodeCluster) -> str:
+    built = subprocess.run(
+        [str(REPO / "e2e" / "lib" / "build-lamina-image.sh"), node_cluster.registry],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=900,
+    )
+    assert built.returncode == 0, built.stderr[-3000:]
+    return built.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def commit_operator(
+    node_cluster: NodeCluster, lamina_image: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[NodeCluster]:
+    operator_ns = f"lamina-{uuid.uuid4().hex[:6]}"
+    node_cluster.ok("create", "namespace", operator_ns)
+    node_cluster.kubectl("apply", "-f", str(REPO / "crds"))
+    node_cluster.ok(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd",
+        "-l",
+        "app.kubernetes.io/part-of=lamina",
+    )
+    env = {
+        line.split("=", 1)[0].removeprefix("export "): shlex.split(line.split("=", 1)[1])[0]
+        for line in cluster_cmd("env").stdout.splitlines()
+        if line.startswith("export ")
+    }
+    env |= {"LAMINA_NAMESPACE": operator_ns, "LAMINA_COMMITTER_IMAGE": lamina_image}
+    log = tmp_path_factory.mktemp("e2e-operator") / "operator.log"
+    process = start_operator(
+        node_cluster.kubeconfig, log, "--metrics-port=0", "--health-port=0", env=env
+    )
+    try:
+        yield node_cluster
+    finally:
+        stop_operator(process, log)
+        sys.stderr.write("operator log tail:\n" + "\n".join(log.read_text().splitlines()[-30:]))
+        node_cluster.kubectl("delete", "namespace", operator_ns, "--wait=false")
+
+
+def sleeper(name: str, image: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "main", "image": image, "command": ["sleep", "3600"]}],
+        },
+    }
+
+
+def commit(name: str, pod: str, repository: str, tag: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "lamina.dev/v1alpha1",
+        "kind": "ContainerCommit",
+        "metadata": {"name": name},
+        "spec": {
+            "pod": pod,
+            "output": {"repository": repository, "tag": tag, "insecure": True},
+            "message": f"e2e {name}",
+            "excludePaths": ["/scratch"],
+            "changes": {"env": [{"name": "COMMITTED", "value": name}]},
+        },
+    }
+
+
+def finished(kube: NodeCluster, ns: str, name: str) -> dict[str, Any] | None:
+    found = kube.get("containercommit", name, ns) or {}
+    status = found.get("status") or {}
+    if status.get("phase") == "Failed":
+        raise AssertionError(f"commit {name} failed: {json.dumps(status, indent=1)}")
+    return found if status.get("phase") == "Succeeded" else None
+
+
+def exec_sh(kube: NodeCluster, ns: str, pod: str, script: str) -> str:
+    return kube.ok("exec", "-n", ns, pod, "--", "sh", "-c", script)
+
+
+def test_commit_a_running_container_then_stack_a_second_commit(
+    commit_operator: NodeCluster, ns: str
+) -> None:
+    kube = commit_operator
+    repository = f"{kube.registry}/e2e/{ns}"
+    kube.apply_objects(ns, sleeper("work", "busybox"))
+    kube.wait(ns, "pod/work", "condition=Ready")
+    exec_sh(
+        kube,
+        ns,
+        "work",
+        "mkdir -p /data && echo hello > /data/hello.txt && ln -s /data/hello.txt /link"
+        " && rm /bin/sed && mkdir -p /scratch && echo secret > /scratch/token",
+    )
+
+    kube.apply_objects(ns, commit("snap", "work", repository, "v1"))
+    done = wait_for(lambda: finished(kube, ns, "snap"), timeout=300, what="first commit")
+    status = done["status"]
+    image_ref = status["image"]["ref"]
+    assert image_ref == f"{repository}@{status['image']['digest']}"
+    assert status["layer"]["entries"] >= 4
+    assert "library/busybox" in status["parent"]["ref"]
+    assert status["parent"]["digest"].startswith("sha256:")
+    assert status["frozenSeconds"] >= 0
+
+    # An independent oracle: skopeo reads what was pushed.
+    inspected = json.loads(
+        subprocess.run(
+            ["skopeo", "inspect", "--tls-verify=false", f"docker://{image_ref}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    assert inspected["Digest"] == status["image"]["digest"]
+    assert "COMMITTED=snap" in inspected["Env"]
+    assert inspected["Layers"][-1] == status["layer"]["digest"]
+
+    # A new pod from the committed image sees exactly the changes.
+    kube.apply_objects(ns, sleeper("again", image_ref))
+    kube.wait(ns, "pod/again", "condition=Ready")
+    seen = exec_sh(
+        kube,
+        ns,
+        "again",
+        "cat /data/hello.txt; readlink /link; test -e /bin/sed || echo no-sed;"
+        " test -e /scratch/token || echo no-token; echo $COMMITTED",
+    ).split()
+    assert seen == ["hello", "/data/hello.txt", "no-sed", "no-token", "snap"]
+
+    # The lineage: an Image records the commit, its layers are Layer objects.
+    image = kube.get("image", "snap", ns)
+    assert image is not None
+    assert image["spec"]["commit"] == {"name": "snap"}
+    assert image["status"]["digest"] == status["image"]["digest"]
+    layers = image["status"]["layers"]
+    assert [layer["own"] for layer in layers] == [False] * (len(layers) - 1) + [True]
+    ready = {c["type"]: c for c in image["status"]["conditions"]}["Ready"]
+    assert (ready["status"], ready["reason"]) == ("True", "Committed")
+    own_layer = kube.get("layer", layers[-1]["digest"].replace(":", "-"), ns)
+    assert own_layer is not None
+    wait_for(
+        lambda: (
+            (kube.get("layer", layers[-1]["digest"].replace(":", "-"), ns) or {})
+            .get("status", {})
+            .get("introducedBy")
+            == "snap"
+        ),
+        what="layer introducedBy",
+    )
+
+    # Commit the committed image's pod: a second layer stacks on the first.
+    exec_sh(kube, ns, "again", "echo two > /data/two.txt")
+    kube.apply_objects(ns, commit("snap2", "again", repository, "v2"))
+    wait_for(lambda: finished(kube, ns, "snap2"), timeout=300, what="second commit")
+    second = kube.get("image", "snap2", ns)
+    assert second is not None
+    assert second["spec"]["parent"] == {"image": "snap"}
+    assert [layer["digest"] for layer in second["status"]["layers"][:-1]] == [
+        layer["digest"] for layer in layers
+    ]
+    assert second["status"]["layers"][-1]["own"] is True
+    wait_for(
+        lambda: (
+            (kube.get("image", "snap2", ns) or {}).get("status", {}).get("lineage", [{}])[0]
+            == {"name": "snap", "digest": status["image"]["digest"]}
+        ),
+        what="snap2 lineage",
+    )
