@@ -37,7 +37,6 @@ async def record_committed_image(
     *,
     namespace: str,
     commit: str,
-    commit_uid: str,
     spec: ContainerCommitSpec,
     result: CommitResult,
     pushed: PushedImage,

@@ -10,8 +10,10 @@ operator is down.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 import kopf
@@ -37,7 +39,7 @@ from lamina.domain.commit_outcome import (
     verification_failed,
 )
 from lamina.domain.commit_preflight import preflight
-from lamina.domain.conditions import kstatus, merge_conditions, same_conditions
+from lamina.domain.conditions import Verdict, kstatus, merge_conditions, same_conditions
 from lamina.handlers.commit_record import record_committed_image
 from lamina.handlers.metrics import EVENTS, STATUS_PATCHES
 from lamina.handlers.registry_access import PushSecretError, docker_config_of, read_pushed_image
@@ -65,40 +67,76 @@ def _settings(memo: Any) -> CommitSettings:
     )
 
 
-async def _write(
-    kube: Kube,
-    namespace: str,
-    name: str,
-    *,
-    status: Mapping[str, Any],
-    generation: int | None,
-    phase: str,
-    verdicts: Any,
-    fields: Mapping[str, Any] | None = None,
-) -> None:
-    """Patch status to say ``phase``/``verdicts``/``fields`` unless it already does."""
-    current = ContainerCommitStatus.model_validate(dict(status))
-    conditions = merge_conditions(current.conditions, verdicts, generation=generation, now=_now())
-    fields = dict(fields or {})
-    if (
-        current.phase == phase
-        and current.observed_generation == generation
-        and same_conditions(current.conditions, conditions)
-        and all(status.get(key) == value for key, value in fields.items())
-    ):
-        return
-    STATUS_PATCHES.labels("containercommits").inc()
-    await kube.patch_status(
-        "containercommits",
-        namespace,
-        name,
-        {
-            "phase": phase,
-            "observedGeneration": generation,
-            "conditions": [c.wire() for c in conditions],
-            **fields,
-        },
-    )
+@dataclass(frozen=True)
+class _Commit:
+    """One ContainerCommit being reconciled, and the writes that can follow."""
+
+    kube: Kube
+    settings: CommitSettings
+    namespace: str
+    name: str
+    body: Mapping[str, Any]
+
+    @property
+    def meta(self) -> Mapping[str, Any]:
+        return self.body["metadata"]  # type: ignore[no-any-return]
+
+    @property
+    def status(self) -> Mapping[str, Any]:
+        return self.body.get("status") or {}
+
+    @property
+    def uid(self) -> str:
+        return str(self.meta["uid"])
+
+    @cached_property
+    def spec(self) -> ContainerCommitSpec:
+        return ContainerCommitSpec.model_validate(dict(self.body["spec"]))
+
+    async def write(
+        self, phase: str, verdicts: Iterable[Verdict], fields: Mapping[str, Any] | None = None
+    ) -> None:
+        """Patch status to say ``phase``/``verdicts``/``fields`` unless it already does."""
+        status = self.status
+        generation = self.meta.get("generation")
+        current = ContainerCommitStatus.model_validate(dict(status))
+        conditions = merge_conditions(
+            current.conditions, verdicts, generation=generation, now=_now()
+        )
+        fields = dict(fields or {})
+        if (
+            current.phase == phase
+            and current.observed_generation == generation
+            and same_conditions(current.conditions, conditions)
+            and all(status.get(key) == value for key, value in fields.items())
+        ):
+            return
+        STATUS_PATCHES.labels("containercommits").inc()
+        await self.kube.patch_status(
+            "containercommits",
+            self.namespace,
+            self.name,
+            {
+                "phase": phase,
+                "observedGeneration": generation,
+                "conditions": [c.wire() for c in conditions],
+                **fields,
+            },
+        )
+
+    async def fail(
+        self, reason: str, message: str, fields: Mapping[str, Any] | None = None
+    ) -> None:
+        verdicts = kstatus(ready=False, progressing=False, reason=reason, message=message)
+        await self.write("Failed", verdicts, {**(fields or {}), "completedAt": _now().isoformat()})
+
+    async def docker_config(self) -> str | None:
+        """The push Secret's dockerconfigjson text; raises PushSecretError when unusable."""
+        secret = self.spec.output.push_secret
+        if not secret:
+            return None
+        found = await self.kube.get_secret(self.namespace, secret)
+        return docker_config_of(found, self.namespace, secret)
 
 
 async def _job_outcome(kube: Kube, job: Mapping[str, Any]) -> JobOutcome:
@@ -128,77 +166,45 @@ async def _job_outcome(kube: Kube, job: Mapping[str, Any]) -> JobOutcome:
 
 
 async def reconcile_commit(
-    kube: Kube,
-    settings: CommitSettings,
-    *,
-    namespace: str,
-    name: str,
-    body: Mapping[str, Any],
+    kube: Kube, settings: CommitSettings, *, namespace: str, name: str, body: Mapping[str, Any]
 ) -> None:
-    meta = body["metadata"]
-    status: Mapping[str, Any] = body.get("status") or {}
-    generation = meta.get("generation")
-    if not _waiting(status):
+    commit = _Commit(kube, settings, namespace, name, body)
+    if not _waiting(commit.status):
         return
-    spec = ContainerCommitSpec.model_validate(dict(body["spec"]))
-    uid = meta["uid"]
-
-    job = await kube.get_job(settings.namespace, commit_job_name(uid))
+    job_name = commit_job_name(commit.uid)
+    job = await kube.get_job(settings.namespace, job_name)
     if job is None:
-        if status.get("phase") == "Running":
-            await _write(
-                kube,
-                namespace,
-                name,
-                status=status,
-                generation=generation,
-                phase="Failed",
-                verdicts=kstatus(
-                    ready=False,
-                    progressing=False,
-                    reason="CommitJobLost",
-                    message=f"the commit Job {settings.namespace}/{commit_job_name(uid)} "
-                    "was deleted before it finished",
-                ),
-                fields={"completedAt": _now().isoformat()},
+        if commit.status.get("phase") == "Running":
+            await commit.fail(
+                "CommitJobLost",
+                f"the commit Job {settings.namespace}/{job_name} was deleted before it finished",
             )
-            return
-        await _start(kube, settings, namespace=namespace, name=name, body=body, spec=spec)
+        else:
+            await _start(commit)
         return
 
     verdict = judge_commit_job(await _job_outcome(kube, job))
     if verdict.phase == "Running":
-        await _write(
-            kube,
-            namespace,
-            name,
-            status=status,
-            generation=generation,
-            phase="Running",
-            verdicts=verdict.conditions,
-        )
+        await commit.write("Running", verdict.conditions)
         return
-    if verdict.phase == "Succeeded" and verdict.result is not None:
-        verdict = await _verify_and_record(
-            kube, namespace, name, meta=meta, spec=spec, verdict=verdict
-        )
-    if verdict.phase == "Failed" and spec.pause and status.get("containerID"):
+    if verdict.phase == "Succeeded":
+        verdict = await _verify_and_record(commit, verdict)
+    if verdict.phase == "Failed" and commit.spec.pause:
         # The committer may have died with the container frozen: a thaw Job on that node makes
         # sure it runs again.  Thawing a running container is harmless.
-        target = _target_of(status)
+        target = _target_of(commit.status)
         if target is not None:
             await kube.create_job(
-                thaw_job(namespace=namespace, name=name, uid=uid, target=target, settings=settings)
+                thaw_job(
+                    namespace=namespace,
+                    name=name,
+                    uid=commit.uid,
+                    target=target,
+                    settings=settings,
+                )
             )
-    await _write(
-        kube,
-        namespace,
-        name,
-        status=status,
-        generation=generation,
-        phase=verdict.phase,
-        verdicts=verdict.conditions,
-        fields={**verdict.fields, "completedAt": _now().isoformat()},
+    await commit.write(
+        verdict.phase, verdict.conditions, {**verdict.fields, "completedAt": _now().isoformat()}
     )
 
 
@@ -210,64 +216,26 @@ def _target_of(status: Mapping[str, Any]) -> CommitTarget | None:
     return CommitTarget(node, container, parent.get("ref") or "", parent.get("digest"))
 
 
-async def _start(
-    kube: Kube,
-    settings: CommitSettings,
-    *,
-    namespace: str,
-    name: str,
-    body: Mapping[str, Any],
-    spec: ContainerCommitSpec,
-) -> None:
-    meta = body["metadata"]
-    status: Mapping[str, Any] = body.get("status") or {}
-    generation = meta.get("generation")
-    pod = await kube.get_pod(namespace, spec.pod)
-    check = preflight(spec.pod, spec.container, namespace, pod)
+async def _start(commit: _Commit) -> None:
+    spec = commit.spec
+    pod = await commit.kube.get_pod(commit.namespace, spec.pod)
+    check = preflight(spec.pod, spec.container, commit.namespace, pod)
     if not check.ready_to_commit:
-        await _write(
-            kube,
-            namespace,
-            name,
-            status=status,
-            generation=generation,
-            phase="Pending",
-            verdicts=check.conditions,
-            fields=check.fields,
-        )
+        await commit.write("Pending", check.conditions, check.fields)
         return
-    docker_config: str | None = None
-    if spec.output.push_secret:
-        try:
-            docker_config = docker_config_of(
-                await kube.get_secret(namespace, spec.output.push_secret),
-                namespace,
-                spec.output.push_secret,
-            )
-        except PushSecretError as error:
-            await _write(
-                kube,
-                namespace,
-                name,
-                status=status,
-                generation=generation,
-                phase="Failed",
-                verdicts=kstatus(
-                    ready=False, progressing=False, reason=error.reason, message=str(error)
-                ),
-                fields={**check.fields, "completedAt": _now().isoformat()},
-            )
-            return
-    fields = check.fields
-    parent = fields.get("parent") or {}
-    target = CommitTarget(
-        fields["node"], fields["containerID"], parent["ref"], parent.get("digest")
-    )
-    job = await kube.create_job(
+    try:
+        docker_config = await commit.docker_config()
+    except PushSecretError as error:
+        await commit.fail(error.reason, str(error), check.fields)
+        return
+    target = _target_of(check.fields)
+    assert target is not None  # a ready target has a node and a container
+    settings = commit.settings
+    job = await commit.kube.create_job(
         commit_job(
-            namespace=namespace,
-            name=name,
-            uid=meta["uid"],
+            namespace=commit.namespace,
+            name=commit.name,
+            uid=commit.uid,
             spec=spec,
             target=target,
             settings=settings,
@@ -280,63 +248,40 @@ async def _start(
             "name": job["metadata"]["name"],
             "uid": job["metadata"]["uid"],
         }
-        await kube.create_secret(
+        await commit.kube.create_secret(
             push_secret_copy(
-                uid=meta["uid"], settings=settings, docker_config_json=docker_config, owner=owner
+                uid=commit.uid, settings=settings, docker_config_json=docker_config, owner=owner
             )
         )
-    await _write(
-        kube,
-        namespace,
-        name,
-        status=status,
-        generation=generation,
-        phase="Running",
-        verdicts=kstatus(
-            ready=False,
-            progressing=True,
-            reason="Committing",
-            message=f"commit Job {settings.namespace}/{job['metadata']['name']} started "
-            f"on node {target.node}",
-        ),
-        fields={**fields, "startedAt": _now().isoformat()},
+    message = (
+        f"commit Job {settings.namespace}/{job['metadata']['name']} started on node {target.node}"
+    )
+    await commit.write(
+        "Running",
+        kstatus(ready=False, progressing=True, reason="Committing", message=message),
+        {**check.fields, "startedAt": _now().isoformat()},
     )
 
 
-async def _verify_and_record(
-    kube: Kube,
-    namespace: str,
-    name: str,
-    *,
-    meta: Mapping[str, Any],
-    spec: ContainerCommitSpec,
-    verdict: CommitVerdict,
-) -> CommitVerdict:
+async def _verify_and_record(commit: _Commit, verdict: CommitVerdict) -> CommitVerdict:
     """Trust but verify: the registry must hold the digest the Job reported."""
     result = verdict.result
-    assert result is not None
-    docker_config = None
-    if spec.output.push_secret:
-        try:
-            docker_config = docker_config_of(
-                await kube.get_secret(namespace, spec.output.push_secret),
-                namespace,
-                spec.output.push_secret,
-            )
-        except PushSecretError as error:
-            return verification_failed(str(error))
+    if result is None:
+        return verdict
     try:
+        docker_config = await commit.docker_config()
         pushed = await read_pushed_image(
-            result.image, insecure=spec.output.insecure, docker_config=docker_config
+            result.image, insecure=commit.spec.output.insecure, docker_config=docker_config
         )
+    except PushSecretError as error:
+        return verification_failed(str(error))
     except (RegistryError, OSError, ValueError) as error:
         return verification_failed(f"could not read {result.image} back: {error}")
     await record_committed_image(
-        kube,
-        namespace=namespace,
-        commit=name,
-        commit_uid=meta["uid"],
-        spec=spec,
+        commit.kube,
+        namespace=commit.namespace,
+        commit=commit.name,
+        spec=commit.spec,
         result=result,
         pushed=pushed,
     )
