@@ -38,6 +38,17 @@ class OperatorConfig(BaseModel):
         default="lamina:latest", description="Image of commit Jobs (Lamina's own image)."
     )
     commit_deadline_seconds: int = Field(default=1800, ge=30)
+    builder_image: str = Field(
+        default="docker.io/moby/buildkit:latest",
+        description="Image of build Jobs: buildkitd, buildctl and buildctl-daemonless.sh.",
+    )
+    build_deadline_seconds: int = Field(default=1800, ge=60)
+    max_concurrent_builds: int = Field(
+        default=2, ge=1, description="Global limit on build Jobs running at once."
+    )
+    build_poll_seconds: float = Field(
+        default=30.0, gt=0, description="How often the build loop looks for due parent refs."
+    )
     registry_config: str | None = Field(
         default=None,
         description=(
@@ -64,6 +75,14 @@ class OperatorConfig(BaseModel):
             values["committer_image"] = image
         if seconds := source.get("LAMINA_COMMIT_DEADLINE_SECONDS"):
             values["commit_deadline_seconds"] = seconds
+        for variable, key in (
+            ("LAMINA_BUILDER_IMAGE", "builder_image"),
+            ("LAMINA_BUILD_DEADLINE_SECONDS", "build_deadline_seconds"),
+            ("LAMINA_MAX_CONCURRENT_BUILDS", "max_concurrent_builds"),
+            ("LAMINA_BUILD_POLL_SECONDS", "build_poll_seconds"),
+        ):
+            if value := source.get(variable):
+                values[key] = value
         if path := source.get("LAMINA_REGISTRY_CONFIG"):
             values["registry_config"] = Path(path).read_text()
         return cls.model_validate(values)

@@ -36,7 +36,7 @@ def tree(operator: KubeCluster, namespace: str) -> str:
     manual = image("app-debug", "app") + "  rebuild: {policy: Manual}\n"
     operator.apply(manual, namespace)
     operator.apply(image("orphan", "gone"), namespace)
-    wait_reason(operator, "app-debug", namespace, "BuildPending")
+    wait_reason(operator, "app-debug", namespace, "WaitingForParent")
     wait_reason(operator, "orphan", namespace, "ParentNotFound")
     return namespace
 
@@ -46,10 +46,10 @@ def test_tree(operator: KubeCluster, tree: str) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         "[docker.io/library/busybox:1.36]",
-        "base  -  BuildPending",
-        "├── app  -  BuildPending",
-        "│   └── app-debug  -  BuildPending",
-        "└── tool  -  BuildPending",
+        "base  -  WaitingForParent",
+        "├── app  -  WaitingForParent",
+        "│   └── app-debug  -  WaitingForParent",
+        "└── tool  -  WaitingForParent",
         "[missing parent gone]",
         "orphan  -  ParentNotFound",
     ]

@@ -33,7 +33,7 @@ def test_one_pass_fixes_every_status(crds_installed: KubeCluster, namespace: str
 
     asyncio.run(one_pass())
     app = crds_installed.get("image", "app", namespace)
-    assert condition(app, "Ready")["reason"] == "BuildPending"  # type: ignore[index]
+    assert condition(app, "Ready")["reason"] == "WaitingForParent"  # type: ignore[index]
     assert app["status"]["lineage"][0] == {"name": "base"}  # type: ignore[index]
     lost = crds_installed.get("image", "lost", namespace)
     assert condition(lost, "Stalled")["reason"] == "ParentNotFound"  # type: ignore[index]

@@ -59,7 +59,7 @@ def test_missing_parent_stalls_and_recovers_when_it_appears(
     assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
 
     operator.apply(image("base", "docker.io/library/busybox:1.36"), namespace)
-    obj = wait_reason(operator, "child", namespace, "BuildPending")
+    obj = wait_reason(operator, "child", namespace, "WaitingForParent")
     assert condition(obj, "Stalled")["status"] == "False"  # type: ignore[index]
     assert condition(obj, "Reconciling")["status"] == "True"  # type: ignore[index]
     assert obj["status"]["lineage"] == [
@@ -77,7 +77,7 @@ def test_deleting_a_parent_stalls_its_children(operator: KubeCluster, namespace:
     operator.apply(image("base", "docker.io/library/busybox:1.36"), namespace)
     operator.apply(image("app", "base"), namespace)
     operator.apply(image("app-debug", "app"), namespace)
-    wait_reason(operator, "app-debug", namespace, "BuildPending")
+    wait_reason(operator, "app-debug", namespace, "WaitingForParent")
     operator.kubectl("delete", "image", "base", "-n", namespace, check=True)
     app = wait_reason(operator, "app", namespace, "ParentNotFound")
     assert "base" in condition(app, "Stalled")["message"]  # type: ignore[index]
@@ -93,7 +93,7 @@ def test_lineage_of_a_chain_names_every_ancestor_to_the_root(
 ) -> None:
     for name, parent in [("d", "c"), ("c", "b"), ("b", "a"), ("a", "quay.io/org/base:1")]:
         operator.apply(image(name, parent), namespace)
-    obj = wait_reason(operator, "d", namespace, "BuildPending")
+    obj = wait_reason(operator, "d", namespace, "WaitingForParent")
     assert obj["status"]["lineage"] == [
         {"name": "c"},
         {"name": "b"},
@@ -146,7 +146,7 @@ def test_parent_cycle_stalls_every_member_without_hot_loops(
     # Breaking the cycle lets every member recover by itself.
     operator.apply(image(members[-1], "docker.io/library/busybox:1.36"), namespace)
     for name in [*members, "below"]:
-        wait_reason(operator, name, namespace, "BuildPending")
+        wait_reason(operator, name, namespace, "WaitingForParent")
 
 
 LAYER_A = "sha256:" + "a" * 64

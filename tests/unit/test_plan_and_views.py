@@ -86,10 +86,10 @@ def image(name: str, parent: dict[str, str], reason: str, digest: str | None = N
 def test_tree_shows_roots_missing_parents_and_cycles() -> None:
     lines = render_tree(
         [
-            image("base", {"ref": "busybox:1"}, "BuildPending", D1),
-            image("app", {"image": "base"}, "BuildPending"),
-            image("tool", {"image": "base"}, "BuildPending"),
-            image("dbg", {"image": "app"}, "BuildPending"),
+            image("base", {"ref": "busybox:1"}, "WaitingForParent", D1),
+            image("app", {"image": "base"}, "WaitingForParent"),
+            image("tool", {"image": "base"}, "WaitingForParent"),
+            image("dbg", {"image": "app"}, "WaitingForParent"),
             image("orphan", {"image": "gone"}, "ParentNotFound"),
             image("a", {"image": "b"}, "ParentCycle"),
             image("b", {"image": "a"}, "ParentCycle"),
@@ -97,10 +97,10 @@ def test_tree_shows_roots_missing_parents_and_cycles() -> None:
     )
     assert lines == [
         "[busybox:1]",
-        "base  111111111111  BuildPending",
-        "├── app  -  BuildPending",
-        "│   └── dbg  -  BuildPending",
-        "└── tool  -  BuildPending",
+        "base  111111111111  WaitingForParent",
+        "├── app  -  WaitingForParent",
+        "│   └── dbg  -  WaitingForParent",
+        "└── tool  -  WaitingForParent",
         "[missing parent gone]",
         "orphan  -  ParentNotFound",
         "[in a parent cycle]",

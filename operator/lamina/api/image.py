@@ -233,13 +233,44 @@ class ImageLayer(Model):
     own: bool = Field(description="True when this image introduced the layer.")
 
 
+class BuiltFromStatus(Model):
+    """What the current digest was built from."""
+
+    generation: int | None = None
+    parent_digest: str | None = None
+    trigger: str | None = None
+
+
 class BuildStatus(Model):
     """The current or last build."""
 
-    job: str | None = None
-    reasons: list[str] | None = None
+    job: str | None = Field(default=None, description="The build Job (operator namespace).")
+    phase: Literal["Running", "Succeeded", "Failed"] | None = None
+    reasons: list[str] | None = Field(
+        default=None, description="Why it runs, each 'Kind old -> new'."
+    )
+    inputs: str | None = Field(
+        default=None,
+        description="Hash of what was built; a failed build is not retried "
+        "until these inputs change or a rebuild is requested.",
+    )
+    wanted: BuiltFromStatus | None = Field(
+        default=None, description="The inputs this build runs on (generation, parent digest)."
+    )
     started_at: datetime | None = None
     completed_at: datetime | None = None
+    failure: str | None = Field(
+        default=None, description="Why the last build failed, a CamelCase reason."
+    )
+    message: str | None = None
+
+
+class ResolvedParent(Model):
+    """The digest an external parent reference resolved to, and when."""
+
+    ref: str
+    digest: str | None = None
+    resolved_at: datetime | None = None
     message: str | None = None
 
 
@@ -263,6 +294,8 @@ class ImageStatus(Model):
     lineage: list[LineageEntry] | None = None
     layers: list[ImageLayer] | None = None
     build: BuildStatus | None = None
+    built_from: BuiltFromStatus | None = None
+    resolved: ResolvedParent | None = None
     history: list[HistoryEntry] | None = None
 
 

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from lamina.api.image import ImageStatus, LineageEntry
+from lamina.domain.builds import BuildPlan
 from lamina.domain.conditions import Verdict, kstatus, merge_conditions, same_conditions
 from lamina.domain.graph import Ancestry, ImageGraph
 
@@ -23,6 +24,13 @@ ANCESTOR_STALLED = "AncestorStalled"
 BUILD_PENDING = "BuildPending"
 COMMITTED = "Committed"
 COMMIT_PENDING = "CommitPending"
+UP_TO_DATE = "UpToDate"
+WAITING_FOR_PARENT = "WaitingForParent"
+BUILD_QUEUED = "BuildQueued"
+BUILDING = "Building"
+PARENT_UPDATE_HELD = "ParentUpdateHeld"
+PARENT_CURRENT = "ParentCurrent"
+BUILD_FAILED = "BuildFailed"
 
 
 @dataclass(frozen=True)
@@ -49,7 +57,13 @@ def _spell_cycle(cycle: Sequence[str]) -> str:
     return " -> ".join(cycle)
 
 
-def decide_tree_status(name: str, graph: ImageGraph, namespace: str) -> TreeStatus:
+def decide_tree_status(
+    name: str,
+    graph: ImageGraph,
+    namespace: str,
+    plan: BuildPlan | None = None,
+    status: ImageStatus | None = None,
+) -> TreeStatus:
     """Lineage and kstatus conditions of ``name`` from the tree alone.
 
     An Image whose own parent reference is broken is Stalled with the reason; one whose
@@ -104,14 +118,72 @@ def decide_tree_status(name: str, graph: ImageGraph, namespace: str) -> TreeStat
             )
         return TreeStatus(lineage, verdicts)
 
-    waiting = (
-        f"parent Image {node.parent_image} resolved; waiting for the build"
-        if node.parent_image is not None
-        else f"parent {node.parent_ref}; waiting for the build"
+    if plan is None:
+        waiting = (
+            f"parent Image {node.parent_image} resolved; waiting for the build"
+            if node.parent_image is not None
+            else f"parent {node.parent_ref}; waiting for the build"
+        )
+        return TreeStatus(
+            lineage, kstatus(ready=False, progressing=True, reason=BUILD_PENDING, message=waiting)
+        )
+    return TreeStatus(lineage, build_conditions(plan, status or ImageStatus()))
+
+
+def build_conditions(plan: BuildPlan, status: ImageStatus) -> tuple[Verdict, ...]:
+    """kstatus and ParentCurrent from the build decision and the recorded build."""
+    reasons = "; ".join(str(reason) for reason in plan.reasons)
+    build = status.build
+    built_on = status.built_from.parent_digest if status.built_from else None
+    wanted_parent = plan.wanted.parent_digest if plan.wanted else None
+    current = Verdict(PARENT_CURRENT, "True", UP_TO_DATE, f"built on parent {built_on}")
+    if plan.action == "none":
+        summary = kstatus(
+            ready=True, progressing=False, reason=UP_TO_DATE, message=f"{status.digest}"
+        )
+        return (*summary, current)
+    if plan.action == "wait-parent":
+        resolved = status.resolved
+        why = (
+            f"cannot resolve {resolved.ref}: {resolved.message}"
+            if resolved is not None and resolved.message
+            else f"waiting for parent {plan.waiting_on} to have a new digest"
+        )
+        return kstatus(ready=False, progressing=True, reason=WAITING_FOR_PARENT, message=why)
+    if plan.action == "hold":
+        held = Verdict(
+            PARENT_CURRENT,
+            "False",
+            PARENT_UPDATE_HELD,
+            f"parent has a new digest {wanted_parent} (built on {built_on}); the Manual policy "
+            "holds the rebuild: set annotation lamina.dev/rebuild to a new value to build",
+        )
+        ready = kstatus(
+            ready=status.digest is not None,
+            progressing=status.digest is None,
+            reason=PARENT_UPDATE_HELD,
+            message=f"{status.digest} (parent update held)",
+        )
+        return (*ready, held)
+    stale = Verdict(
+        PARENT_CURRENT,
+        "True" if plan.parent_current else "False",
+        UP_TO_DATE if plan.parent_current else "ParentChanged",
+        f"built on {built_on}, parent is {wanted_parent}",
     )
-    return TreeStatus(
-        lineage, kstatus(ready=False, progressing=True, reason=BUILD_PENDING, message=waiting)
-    )
+    if plan.action == "building":
+        job = build.job if build else None
+        return (
+            *kstatus(
+                ready=False, progressing=True, reason=BUILDING, message=f"{reasons} (Job {job})"
+            ),
+            stale,
+        )
+    if plan.action == "failed":
+        reason = (build.failure if build else None) or BUILD_FAILED
+        message = (build.message if build else None) or "the build failed"
+        return (*kstatus(ready=False, progressing=False, reason=reason, message=message), stale)
+    return (*kstatus(ready=False, progressing=True, reason=BUILD_QUEUED, message=reasons), stale)
 
 
 def image_status_patch(

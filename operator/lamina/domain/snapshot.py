@@ -15,6 +15,7 @@ from typing import Any
 
 from lamina.api.image import ImageStatus
 from lamina.api.layer import LayerStatus
+from lamina.domain.builds import BuildPlan, BuildState, plan_namespace
 from lamina.domain.graph import ImageGraph, ImageNode
 from lamina.domain.image_status import decide_tree_status, image_status_patch
 from lamina.domain.layers import (
@@ -33,6 +34,7 @@ class ImageRecord:
     node: ImageNode
     generation: int | None
     status: ImageStatus
+    build: BuildState | None = None
 
     @property
     def layers(self) -> ImageLayers:
@@ -116,9 +118,18 @@ class NamespaceSnapshot:
         """Images that contain the layer: an advisory on it changes their Vulnerable."""
         return list(self.usage(layer_digest(name)).used_by)
 
+    @cached_property
+    def build_plans(self) -> dict[str, BuildPlan]:
+        """The build decision of every Image that carries its build state."""
+        return plan_namespace(
+            record.build for record in self.images.values() if record.build is not None
+        )
+
     def image_patch(self, name: str, now: datetime) -> dict[str, Any] | None:
         record = self.images[name]
-        tree = decide_tree_status(name, self.graph, self.namespace)
+        tree = decide_tree_status(
+            name, self.graph, self.namespace, self.build_plans.get(name), record.status
+        )
         introducers = {digest: usage.introduced_by for digest, usage in self._usage.items()}
         vulnerable = decide_vulnerable(record.layers, self._advisories, introducers)
         return image_status_patch(

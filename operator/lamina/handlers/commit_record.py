@@ -10,12 +10,12 @@ the container's image reference pinned by digest.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from lamina.api.commit import ContainerCommitSpec
 from lamina.api.meta import API_VERSION
 from lamina.domain.commit_outcome import CommitResult
-from lamina.domain.manifest_facts import LayerFact, layer_facts
+from lamina.domain.manifest_facts import layer_facts
+from lamina.handlers.recording import ensure_layers
 from lamina.handlers.registry_access import PushedImage
 from lamina.kube import Kube
 
@@ -89,32 +89,4 @@ async def record_committed_image(
             ],
         },
     )
-    owner = {
-        "apiVersion": API_VERSION,
-        "kind": "Image",
-        "name": commit,
-        "uid": image["metadata"]["uid"],
-    }
-    for fact in facts:
-        await _ensure_layer(kube, namespace, fact, owner)
-
-
-async def _ensure_layer(kube: Kube, namespace: str, fact: LayerFact, owner: dict[str, Any]) -> None:
-    """Create the Layer, or add this Image to its owners: GC removes it with its last user."""
-    created = await kube.create_object(
-        "layers",
-        namespace,
-        {
-            "apiVersion": API_VERSION,
-            "kind": "Layer",
-            "metadata": {"name": fact.name, "ownerReferences": [owner]},
-        },
-    )
-    if not created:
-        existing = await kube.get_object("layers", namespace, fact.name) or {}
-        owners = existing.get("metadata", {}).get("ownerReferences") or []
-        if all(o.get("uid") != owner["uid"] for o in owners):
-            await kube.patch_object(
-                "layers", namespace, fact.name, {"metadata": {"ownerReferences": [*owners, owner]}}
-            )
-    await kube.patch_status("layers", namespace, fact.name, fact.layer_status())
+    await ensure_layers(kube, namespace, image["metadata"], facts)

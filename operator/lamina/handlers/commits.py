@@ -34,13 +34,13 @@ from lamina.domain.commit_job import (
 )
 from lamina.domain.commit_outcome import (
     CommitVerdict,
-    JobOutcome,
     judge_commit_job,
     verification_failed,
 )
 from lamina.domain.commit_preflight import preflight
 from lamina.domain.conditions import Verdict, kstatus, merge_conditions, same_conditions
 from lamina.handlers.commit_record import record_committed_image
+from lamina.handlers.jobs import job_outcome
 from lamina.handlers.metrics import EVENTS, STATUS_PATCHES
 from lamina.handlers.registry_access import PushSecretError, docker_config_of, read_pushed_image
 from lamina.kube import Kube
@@ -139,32 +139,6 @@ class _Commit:
         return docker_config_of(found, self.namespace, secret)
 
 
-async def _job_outcome(kube: Kube, job: Mapping[str, Any]) -> JobOutcome:
-    status = job.get("status") or {}
-    failed = next(
-        (
-            c
-            for c in status.get("conditions") or []
-            if c.get("type") == "Failed" and c.get("status") == "True"
-        ),
-        None,
-    )
-    if not status.get("succeeded") and failed is None:
-        return JobOutcome("running")
-    name = job["metadata"]["name"]
-    pods = await kube.list_pods(job["metadata"]["namespace"], f"job-name={name}")
-    terminated: dict[str, Any] = {}
-    for pod in pods:
-        for container in (pod.get("status") or {}).get("containerStatuses") or []:
-            terminated = (container.get("state") or {}).get("terminated") or terminated
-    return JobOutcome(
-        "succeeded" if status.get("succeeded") else "failed",
-        job_reason=failed.get("reason") if failed else None,
-        exit_reason=terminated.get("reason"),
-        termination_message=terminated.get("message"),
-    )
-
-
 async def reconcile_commit(
     kube: Kube, settings: CommitSettings, *, namespace: str, name: str, body: Mapping[str, Any]
 ) -> None:
@@ -183,7 +157,7 @@ async def reconcile_commit(
             await _start(commit)
         return
 
-    verdict = judge_commit_job(await _job_outcome(kube, job))
+    verdict = judge_commit_job(await job_outcome(kube, job))
     if verdict.phase == "Running":
         await commit.write("Running", verdict.conditions)
         return

@@ -16,8 +16,10 @@ from pydantic import BaseModel, ValidationError
 from lamina.api.image import ImageStatus
 from lamina.api.layer import LayerStatus
 from lamina.api.meta import GROUP, VERSION
+from lamina.domain.builds import BuildState
 from lamina.domain.graph import ImageNode
 from lamina.domain.layers import Advisory
+from lamina.domain.rebuild import REBUILD_ANNOTATION, BuiltFrom
 from lamina.domain.snapshot import ImageRecord, LayerRecord, NamespaceSnapshot
 
 StatusModel = TypeVar("StatusModel", bound=BaseModel)
@@ -46,7 +48,39 @@ def image_record(
         parent_ref_digest=parsed.parent.digest if external and parsed.parent else None,
         committed_by=(spec.get("commit") or {}).get("name"),
     )
-    return ImageRecord(node, meta.get("generation"), parsed)
+    return ImageRecord(node, meta.get("generation"), parsed, build_state(name, spec, parsed, meta))
+
+
+def build_state(
+    name: str, spec: Mapping[str, Any], status: ImageStatus, meta: Mapping[str, Any]
+) -> BuildState:
+    """What the build planner reads of one Image."""
+    parent = spec.get("parent") or {}
+    rebuild = spec.get("rebuild") or {}
+    built = status.built_from
+    resolved = status.resolved
+    return BuildState(
+        name=name,
+        uid=str(meta.get("uid", "")),
+        generation=meta.get("generation"),
+        parent_image=parent.get("image"),
+        parent_ref=parent.get("ref"),
+        policy=rebuild.get("policy", "Automatic"),
+        strategy=rebuild.get("strategy", "Rebuild"),
+        trigger=(meta.get("annotations") or {}).get(REBUILD_ANNOTATION),
+        committed=spec.get("commit") is not None,
+        digest=status.digest,
+        built_from=BuiltFrom(built.generation, built.parent_digest, built.trigger)
+        if built is not None
+        else None,
+        # A resolution of an earlier ref says nothing about the current one.
+        resolved_digest=resolved.digest
+        if resolved is not None and resolved.ref == parent.get("ref")
+        else None,
+        build_phase=status.build.phase if status.build else None,
+        build_inputs=status.build.inputs if status.build else None,
+        created=str(meta.get("creationTimestamp", "")),
+    )
 
 
 def layer_record(

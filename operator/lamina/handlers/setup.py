@@ -14,7 +14,7 @@ from typing import Any
 import kopf
 
 from lamina.config import OperatorConfig
-from lamina.handlers import resync
+from lamina.handlers import builds, resync
 from lamina.kube import Kube
 
 
@@ -34,11 +34,13 @@ async def configure(
     if not hasattr(memo, "config"):
         memo.config = OperatorConfig.from_env()
     resync.start(memo, logger)
+    builds.start(memo, logger)
 
 
 @kopf.on.cleanup()
 async def close(memo: Any, **_: Any) -> None:
     await resync.stop(memo)
+    await builds.stop(memo)
     kube: Kube | None = getattr(memo, "kube", None)
     if kube is not None:
         await kube.close()

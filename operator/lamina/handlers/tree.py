@@ -17,6 +17,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from lamina.api.meta import GROUP, VERSION
 from lamina.domain.snapshot import NamespaceSnapshot
+from lamina.handlers import builds
 from lamina.handlers.indexes import snapshot
 from lamina.handlers.metrics import EVENTS, STATUS_PATCH_FAILURES, STATUS_PATCHES
 from lamina.kube import Kube
@@ -54,6 +55,7 @@ async def image_event(
     *, namespace: str | None, name: str, memo: Any, logger: kopf.Logger, **kwargs: Any
 ) -> None:
     EVENTS.labels("images").inc()
+    builds.poke(memo)
     view = _view(namespace, kwargs)
     await sync(
         view,

@@ -145,6 +145,28 @@ class Kube:
             raise RuntimeError(f"Job {body['metadata']['name']} vanished while being adopted")
         return found
 
+    async def list_jobs(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        listed = await self._batch.list_namespaced_job(namespace, label_selector=selector)
+        return [self._plain(job) for job in listed.items]
+
+    async def create_config_map(self, body: dict[str, Any]) -> None:
+        try:
+            await self._core.create_namespaced_config_map(
+                body["metadata"]["namespace"],
+                body,  # type: ignore[arg-type]  # a dict body is sent as is
+            )
+        except ApiException as error:
+            if error.status != 409:
+                raise
+
+    async def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._plain(await self._core.read_namespaced_config_map(name, namespace))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
     async def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         listed = await self._core.list_namespaced_pod(namespace, label_selector=selector)
         return [self._plain(pod) for pod in listed.items]

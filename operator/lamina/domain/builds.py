@@ -1,0 +1,170 @@
+"""When an Image builds, and in which order: pure decisions over the tree's state.
+
+An Image needs a build when what its current digest was built from (generation, parent
+digest, manual trigger) differs from what the spec and its parent say now.  Digests, never
+tags, are compared, so a re-pushed tag or a restarted operator never rebuilds in a loop.
+
+Ordering rules (kpack's lessons): a child builds only after its parent is Ready on its new
+digest; one build per Image at a time; a global limit on concurrent builds, with builds a
+person asked for (a spec edit, a trigger, a first build) ahead of automatic cascade rebuilds;
+a build that failed is not retried until its inputs change or a rebuild is requested.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from lamina.domain.rebuild import PARENT_CHANGED, BuiltFrom, RebuildReason, rebuild_reasons
+
+BuildAction = Literal[
+    "none",  # up to date
+    "wait-parent",  # the parent has no usable digest yet, or is itself about to change
+    "hold",  # Manual policy: a new parent digest waits for a trigger
+    "queued",  # needs a build, waiting for a slot
+    "building",  # its Job runs
+    "failed",  # the build for these inputs failed; waits for new inputs or a trigger
+    "committed",  # a snapshot (spec.commit): never built
+]
+
+
+@dataclass(frozen=True)
+class BuildState:
+    """What the planner reads of one Image (spec, annotations, status)."""
+
+    name: str
+    uid: str
+    generation: int | None
+    parent_image: str | None
+    parent_ref: str | None
+    policy: str = "Automatic"
+    strategy: str = "Rebuild"
+    trigger: str | None = None
+    committed: bool = False
+    digest: str | None = None
+    built_from: BuiltFrom | None = None
+    resolved_digest: str | None = None
+    build_phase: str | None = None
+    build_inputs: str | None = None
+    created: str = ""
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """The decision for one Image."""
+
+    name: str
+    action: BuildAction
+    wanted: BuiltFrom | None = None
+    reasons: tuple[RebuildReason, ...] = ()
+    inputs: str | None = None
+    waiting_on: str | None = None
+
+    @property
+    def user_initiated(self) -> bool:
+        return any(reason.user_initiated for reason in self.reasons)
+
+    @property
+    def parent_current(self) -> bool:
+        return not any(reason.kind == PARENT_CHANGED for reason in self.reasons)
+
+
+def inputs_key(uid: str, wanted: BuiltFrom) -> str:
+    """A short, stable name for one set of build inputs (also names its Job)."""
+    payload = json.dumps(
+        [uid, wanted.generation, wanted.parent_digest, wanted.trigger], separators=(",", ":")
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def plan_image(
+    state: BuildState, parent: BuildState | None, parent_plan: BuildPlan | None
+) -> BuildPlan:
+    """The decision for one Image, given its parent's state and decision (None for a ref)."""
+    if state.committed:
+        return BuildPlan(state.name, "committed")
+    if state.parent_image is not None:
+        if parent is None or parent.digest is None:
+            return BuildPlan(state.name, "wait-parent", waiting_on=state.parent_image)
+        if parent_plan is not None and parent_plan.action in ("queued", "building", "wait-parent"):
+            # The parent is about to get a new digest: build once, on that one.
+            return BuildPlan(state.name, "wait-parent", waiting_on=state.parent_image)
+        parent_digest = parent.digest
+    else:
+        if state.resolved_digest is None:
+            return BuildPlan(state.name, "wait-parent", waiting_on=state.parent_ref)
+        parent_digest = state.resolved_digest
+    wanted = BuiltFrom(state.generation, parent_digest, state.trigger)
+    reasons = tuple(rebuild_reasons(state.built_from, wanted))
+    inputs = inputs_key(state.uid, wanted)
+    if not reasons:
+        return BuildPlan(state.name, "none", wanted, reasons, inputs)
+    if state.build_inputs == inputs and state.build_phase == "Running":
+        return BuildPlan(state.name, "building", wanted, reasons, inputs)
+    if state.build_inputs == inputs and state.build_phase == "Failed":
+        return BuildPlan(state.name, "failed", wanted, reasons, inputs)
+    if state.policy == "Manual" and all(r.kind == PARENT_CHANGED for r in reasons):
+        return BuildPlan(state.name, "hold", wanted, reasons, inputs)
+    return BuildPlan(state.name, "queued", wanted, reasons, inputs)
+
+
+def plan_namespace(states: Iterable[BuildState]) -> dict[str, BuildPlan]:
+    """Decisions for every Image of a namespace, parents decided before children.
+
+    Images in a cycle or below a missing parent never get past ``wait-parent``.
+    """
+    by_name = {state.name: state for state in states}
+    plans: dict[str, BuildPlan] = {}
+
+    def decide(name: str, visiting: frozenset[str]) -> BuildPlan:
+        if name in plans:
+            return plans[name]
+        state = by_name[name]
+        parent = by_name.get(state.parent_image) if state.parent_image else None
+        parent_plan = None
+        if parent is not None:
+            if parent.name in visiting:  # a cycle: nothing in it can build
+                plans[name] = BuildPlan(name, "wait-parent", waiting_on=parent.name)
+                return plans[name]
+            parent_plan = decide(parent.name, visiting | {name})
+        plans[name] = plan_image(state, parent, parent_plan)
+        return plans[name]
+
+    for name in sorted(by_name):
+        decide(name, frozenset())
+    return plans
+
+
+@dataclass(frozen=True)
+class Candidate:
+    namespace: str
+    plan: BuildPlan
+    depth: int
+    created: str
+
+
+def choose_builds(candidates: Sequence[Candidate], running: int, limit: int) -> list[Candidate]:
+    """Which queued builds start now under the global limit.
+
+    Person-initiated builds first (a spec edit should not wait behind a cascade), then
+    shallower Images, then the oldest; the order is total, so the choice is stable.
+    """
+    free = max(0, limit - running)
+    ordered = sorted(
+        candidates,
+        key=lambda c: (not c.plan.user_initiated, c.depth, c.created, c.namespace, c.plan.name),
+    )
+    return list(ordered[:free])
+
+
+def depth_of(name: str, parents: Mapping[str, str | None]) -> int:
+    """How many Image ancestors ``name`` has (bounded by the tree's size, cycles included)."""
+    depth, seen, current = 0, {name}, parents.get(name)
+    while current is not None and current in parents and current not in seen:
+        seen.add(current)
+        depth += 1
+        current = parents.get(current)
+    return depth
