@@ -1,0 +1,262 @@
+"""Build decisions, table-driven: when an Image builds, in which order, and on what."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from lamina.api.image import ImageSpec, ImageStatus
+from lamina.domain.build_job import (
+    BuildSettings,
+    DockerfileError,
+    build_job,
+    build_script,
+    buildkitd_toml,
+    dockerfile_for,
+)
+from lamina.domain.build_outcome import judge_build
+from lamina.domain.builds import (
+    BuildState,
+    Candidate,
+    choose_builds,
+    depth_of,
+    inputs_key,
+    plan_namespace,
+)
+from lamina.domain.commit_outcome import JobOutcome
+from lamina.domain.image_status import build_conditions
+from lamina.domain.rebuild import BuiltFrom
+from lamina.handlers.builds import duration_seconds
+
+P1 = "sha256:" + "1" * 64
+P2 = "sha256:" + "2" * 64
+B1 = "sha256:" + "b" * 64
+
+BASE = BuildState(
+    "base",
+    "u-base",
+    1,
+    None,
+    "busybox:1",
+    resolved_digest=P1,
+    digest=B1,
+    built_from=BuiltFrom(1, P1),
+)
+APP = BuildState("app", "u-app", 1, "base", None)
+
+
+def plans(*states: BuildState) -> dict[str, str]:
+    return {name: plan.action for name, plan in plan_namespace(states).items()}
+
+
+@pytest.mark.parametrize(
+    ("states", "expected"),
+    [
+        pytest.param([BASE], {"base": "none"}, id="up-to-date"),
+        pytest.param(
+            [replace(BASE, digest=None, built_from=None)], {"base": "queued"}, id="first-build"
+        ),
+        pytest.param(
+            [replace(BASE, resolved_digest=None)], {"base": "wait-parent"}, id="unresolved-ref"
+        ),
+        pytest.param([replace(BASE, resolved_digest=P2)], {"base": "queued"}, id="tag-moved"),
+        pytest.param([replace(BASE, generation=2)], {"base": "queued"}, id="spec-edited"),
+        pytest.param([replace(BASE, trigger="now")], {"base": "queued"}, id="manual-trigger"),
+        pytest.param(
+            [replace(BASE, resolved_digest=P2, policy="Manual")],
+            {"base": "hold"},
+            id="manual-holds",
+        ),
+        pytest.param(
+            [replace(BASE, resolved_digest=P2, policy="Manual", generation=2)],
+            {"base": "queued"},
+            id="manual-still-builds-spec-edits",
+        ),
+        pytest.param([BASE, APP], {"base": "none", "app": "queued"}, id="child-first-build"),
+        pytest.param(
+            [
+                replace(BASE, resolved_digest=P2),
+                replace(APP, digest=B1, built_from=BuiltFrom(1, B1)),
+            ],
+            {"base": "queued", "app": "wait-parent"},
+            id="child-waits-for-rebuilding-parent",
+        ),
+        pytest.param(
+            [replace(BASE, digest=None, built_from=None), APP],
+            {"base": "queued", "app": "wait-parent"},
+            id="no-parent-digest-yet",
+        ),
+        pytest.param(
+            [BuildState("a", "ua", 1, "b", None), BuildState("b", "ub", 1, "a", None)],
+            {"a": "wait-parent", "b": "wait-parent"},
+            id="cycle-never-builds",
+        ),
+        pytest.param([replace(APP, committed=True)], {"app": "committed"}, id="snapshot"),
+    ],
+)
+def test_plan(states: list[BuildState], expected: dict[str, str]) -> None:
+    assert plans(*states) == expected
+
+
+def test_parent_rebuilt_then_child_rebuilds_on_the_new_digest() -> None:
+    base = replace(BASE, digest=P2, built_from=BuiltFrom(1, P1))  # base just rebuilt
+    app = replace(APP, digest=B1, built_from=BuiltFrom(1, B1))
+    plan = plan_namespace([base, app])["app"]
+    assert plan.action == "queued"
+    assert [str(r) for r in plan.reasons] == [f"ParentChanged {B1} -> {P2}"]
+    assert not plan.user_initiated
+
+
+def test_running_and_failed_builds_are_not_started_again() -> None:
+    fresh = replace(BASE, generation=2)
+    key = inputs_key("u-base", BuiltFrom(2, P1))
+    assert plans(replace(fresh, build_phase="Running", build_inputs=key)) == {"base": "building"}
+    assert plans(replace(fresh, build_phase="Failed", build_inputs=key)) == {"base": "failed"}
+    # New inputs (another edit) or a trigger retry a failed build.
+    assert plans(replace(fresh, generation=3, build_phase="Failed", build_inputs=key)) == {
+        "base": "queued"
+    }
+    assert plans(replace(fresh, trigger="retry", build_phase="Failed", build_inputs=key)) == {
+        "base": "queued"
+    }
+
+
+def test_choose_builds_respects_the_limit_and_puts_people_first() -> None:
+    queued = plan_namespace(
+        [
+            replace(BASE, name="auto", uid="1", resolved_digest=P2),  # automatic
+            replace(BASE, name="edited", uid="2", generation=2),  # a person edited it
+            replace(BASE, name="deep", uid="3", generation=2),
+        ]
+    )
+    candidates = [
+        Candidate("ns", queued["auto"], 0, "2026-01-01"),
+        Candidate("ns", queued["deep"], 2, "2026-01-01"),
+        Candidate("ns", queued["edited"], 0, "2026-01-02"),
+    ]
+    chosen = choose_builds(candidates, running=1, limit=3)
+    assert [c.plan.name for c in chosen] == ["edited", "deep"]
+    assert choose_builds(candidates, running=3, limit=3) == []
+
+
+def test_depth_survives_cycles() -> None:
+    assert depth_of("c", {"a": None, "b": "a", "c": "b"}) == 2
+    assert depth_of("a", {"a": "b", "b": "a"}) == 1
+
+
+def spec(build: dict[str, object], **output: object) -> ImageSpec:
+    return ImageSpec.model_validate(
+        {
+            "parent": {"image": "base"},
+            "build": build,
+            "output": {"repository": "registry.local/demo/app", **output},
+        }
+    )
+
+
+def test_dockerfile_from_steps_pins_the_parent() -> None:
+    text = dockerfile_for(spec({"steps": ["RUN echo hi > /hi", "CMD cat /hi"]}), f"r/base@{P1}")
+    assert text == f"FROM r/base@{P1}\nRUN echo hi > /hi\nCMD cat /hi\n"
+
+
+def test_full_dockerfile_gets_its_base_stage_pinned() -> None:
+    dockerfile = "# syntax note\nARG X=1\nFROM --platform=linux/amd64 anything:latest AS base\n"
+    dockerfile += "RUN true\nFROM base\nCOPY --from=base / /\n"
+    text = dockerfile_for(spec({"dockerfile": dockerfile}), f"r/base@{P1}")
+    assert f"FROM --platform=linux/amd64 r/base@{P1} AS base" in text
+    assert "\nFROM base\n" in text  # later stages are kept
+    with pytest.raises(DockerfileError):
+        dockerfile_for(spec({"dockerfile": "RUN true\n"}), "x")
+
+
+def test_buildkitd_settings_mirror_and_allow_plain_http() -> None:
+    text = buildkitd_toml({"docker.io": ("10.0.0.1:5000",)}, frozenset({"10.0.0.1:5000"}))
+    assert text == (
+        '[registry."10.0.0.1:5000"]\n  http = true\n  insecure = true\n'
+        '[registry."docker.io"]\n  mirrors = ["10.0.0.1:5000"]\n'
+    )
+
+
+def test_build_job_and_script() -> None:
+    image = spec(
+        {"steps": ["RUN true"], "args": {"V": "it's"}}, tags=["1", "latest"], insecure=True
+    )
+    script = build_script(image)
+    assert '\\"name=registry.local/demo/app:1,registry.local/demo/app:latest\\"' in script
+    assert "registry.insecure=true" in script
+    assert "--opt build-arg:V='it'\"'\"'s'" in script
+    assert "> /dev/termination-log" in script
+    settings = BuildSettings(namespace="lamina-system", builder_image="bk", deadline_seconds=600)
+    job = build_job(
+        namespace="team",
+        name="app",
+        uid="u",
+        inputs="abc",
+        spec=image,
+        settings=settings,
+        context_config_map="lamina-build-abc",
+        push_secret_copy="lamina-build-abc-push",
+    )
+    assert job["metadata"]["name"] == "lamina-build-abc"
+    assert job["metadata"]["namespace"] == "lamina-system"
+    assert job["spec"]["activeDeadlineSeconds"] == 600
+    pod = job["spec"]["template"]["spec"]
+    assert {v["name"] for v in pod["volumes"]} >= {"workspace", "dockerfile", "push-secret"}
+
+
+@pytest.mark.parametrize(
+    ("outcome", "digest", "reason"),
+    [
+        (JobOutcome("succeeded", termination_message=P1 + "\n"), P1, None),
+        (JobOutcome("succeeded", termination_message="oops"), None, "InvalidResult"),
+        (JobOutcome("failed", job_reason="DeadlineExceeded"), None, "DeadlineExceeded"),
+        (JobOutcome("failed", exit_reason="OOMKilled"), None, "OOMKilled"),
+        (JobOutcome("failed", exit_reason="Evicted"), None, "Evicted"),
+        (
+            JobOutcome(
+                "failed",
+                termination_message="error: failed to push registry/x: unauthorized: "
+                "authentication required",
+            ),
+            None,
+            "PushDenied",
+        ),
+        (
+            JobOutcome(
+                "failed",
+                termination_message='#5 ERROR: process "/bin/sh -c false" did not complete',
+            ),
+            None,
+            "BuildFailed",
+        ),
+    ],
+)
+def test_judge_build(outcome: JobOutcome, digest: str | None, reason: str | None) -> None:
+    result = judge_build(outcome)
+    assert (result.digest, result.reason) == (digest, reason)
+
+
+def test_durations() -> None:
+    assert [duration_seconds(t) for t in ("10m", "1h30m", "45s", "500ms", "1.5h")] == [
+        600,
+        5400,
+        45,
+        0.5,
+        5400,
+    ]
+
+
+def test_conditions_from_the_plan() -> None:
+    up = plan_namespace([BASE])["base"]
+    summary = {v.type: (v.status, v.reason) for v in build_conditions(up, ImageStatus(digest=B1))}
+    assert summary["Ready"] == ("True", "UpToDate")
+    assert summary["ParentCurrent"] == ("True", "UpToDate")
+    held = plan_namespace([replace(BASE, resolved_digest=P2, policy="Manual")])["base"]
+    summary = {
+        v.type: (v.status, v.reason, v.message)
+        for v in build_conditions(held, ImageStatus(digest=B1))
+    }
+    assert summary["Ready"][:2] == ("True", "ParentUpdateHeld")
+    assert summary["ParentCurrent"][:2] == ("False", "ParentUpdateHeld")
+    assert P2 in summary["ParentCurrent"][2]
