@@ -62,6 +62,8 @@ class BuildPlan:
     reasons: tuple[RebuildReason, ...] = ()
     inputs: str | None = None
     waiting_on: str | None = None
+    # True when waiting_on is an external reference not resolved yet (not an Image).
+    resolving: bool = False
 
     @property
     def user_initiated(self) -> bool:
@@ -95,15 +97,16 @@ def plan_image(
         parent_digest = parent.digest
     else:
         if state.resolved_digest is None:
-            return BuildPlan(state.name, "wait-parent", waiting_on=state.parent_ref)
+            return BuildPlan(state.name, "wait-parent", waiting_on=state.parent_ref, resolving=True)
         parent_digest = state.resolved_digest
     wanted = BuiltFrom(state.generation, parent_digest, state.trigger)
     reasons = tuple(rebuild_reasons(state.built_from, wanted))
     inputs = inputs_key(state.uid, wanted)
+    if state.build_phase == "Running":
+        # One build per Image at a time: what changed meanwhile folds into the next build.
+        return BuildPlan(state.name, "building", wanted, reasons, inputs)
     if not reasons:
         return BuildPlan(state.name, "none", wanted, reasons, inputs)
-    if state.build_inputs == inputs and state.build_phase == "Running":
-        return BuildPlan(state.name, "building", wanted, reasons, inputs)
     if state.build_inputs == inputs and state.build_phase == "Failed":
         return BuildPlan(state.name, "failed", wanted, reasons, inputs)
     if state.policy == "Manual" and all(r.kind == PARENT_CHANGED for r in reasons):

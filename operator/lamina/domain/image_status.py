@@ -144,11 +144,12 @@ def build_conditions(plan: BuildPlan, status: ImageStatus) -> tuple[Verdict, ...
         return (*summary, current)
     if plan.action == "wait-parent":
         resolved = status.resolved
-        why = (
-            f"cannot resolve {resolved.ref}: {resolved.message}"
-            if resolved is not None and resolved.message
-            else f"waiting for parent {plan.waiting_on} to have a new digest"
-        )
+        if resolved is not None and resolved.message:
+            why = f"cannot resolve {resolved.ref}: {resolved.message}"
+        elif plan.resolving:
+            why = f"resolving {plan.waiting_on}"
+        else:
+            why = f"waiting for parent {plan.waiting_on} to have a new digest"
         return kstatus(ready=False, progressing=True, reason=WAITING_FOR_PARENT, message=why)
     if plan.action == "hold":
         held = Verdict(

@@ -27,6 +27,7 @@ from lamina.api.image import ImageSpec, ImageStatus
 from lamina.domain.build_job import (
     LABEL_IMAGE_NAME,
     LABEL_IMAGE_NAMESPACE,
+    LABEL_IMAGE_UID,
     LABEL_PURPOSE,
     MANAGED_BY,
     BuildSettings,
@@ -144,6 +145,7 @@ class BuildController:
                     await self._collect(session, image, images, jobs, logger)
         # Decide on fresh state: the steps above changed status.
         namespaces = await self._list_images()
+        await self._delete_orphans(namespaces, jobs, logger)
         running = sum(1 for job in jobs.values() if not finished(job))
         candidates: list[Candidate] = []
         for namespace, images in namespaces.items():
@@ -162,6 +164,23 @@ class BuildController:
         for chosen in choose_builds(candidates, running, self.limit):
             images = namespaces[chosen.namespace]
             await self._start(images[chosen.plan.name], chosen.plan, images, logger)
+
+    async def _delete_orphans(
+        self,
+        namespaces: Mapping[str, Mapping[str, _Image]],
+        jobs: dict[str, dict[str, Any]],
+        logger: Any,
+    ) -> None:
+        """A deleted Image's running build would hold a slot for nothing: stop it."""
+        alive = {
+            i.obj["metadata"]["uid"] for images in namespaces.values() for i in images.values()
+        }
+        for name, job in list(jobs.items()):
+            uid = (job["metadata"].get("labels") or {}).get(LABEL_IMAGE_UID)
+            if uid and uid not in alive and not finished(job):
+                await self.kube.delete_job(self.settings.namespace, name)
+                del jobs[name]
+                logger.info(f"deleted build Job {name}: its Image is gone")
 
     # -- external parents ------------------------------------------------------------------
 

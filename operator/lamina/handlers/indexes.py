@@ -39,13 +39,16 @@ def image_record(
     """What the tree needs of one Image object."""
     parent = spec.get("parent") or {}
     parsed = _parse(ImageStatus, status)
-    external = parsed.parent is not None and parsed.parent.ref is not None
+    resolved = parsed.resolved
+    current_ref_digest = (
+        resolved.digest if resolved is not None and resolved.ref == parent.get("ref") else None
+    )
     node = ImageNode(
         name=name,
         parent_image=parent.get("image"),
         parent_ref=parent.get("ref"),
         digest=parsed.digest,
-        parent_ref_digest=parsed.parent.digest if external and parsed.parent else None,
+        parent_ref_digest=current_ref_digest,
         committed_by=(spec.get("commit") or {}).get("name"),
     )
     return ImageRecord(node, meta.get("generation"), parsed, build_state(name, spec, parsed, meta))

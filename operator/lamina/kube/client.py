@@ -145,6 +145,16 @@ class Kube:
             raise RuntimeError(f"Job {body['metadata']['name']} vanished while being adopted")
         return found
 
+    async def delete_job(self, namespace: str, name: str) -> None:
+        """Delete a Job and (in the background) its pods."""
+        try:
+            await self._batch.delete_namespaced_job(
+                name, namespace, propagation_policy="Background"
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
     async def list_jobs(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         listed = await self._batch.list_namespaced_job(namespace, label_selector=selector)
         return [self._plain(job) for job in listed.items]
