@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 import kopf
 
-from lamina.api.image import ImageSpec, ImageStatus
+from lamina.api.image import BuildStatus, ImageSpec, ImageStatus
 from lamina.domain.build_job import (
     LABEL_IMAGE_NAME,
     LABEL_IMAGE_NAMESPACE,
@@ -42,6 +42,8 @@ from lamina.domain.build_outcome import judge_build
 from lamina.domain.builds import BuildPlan, Candidate, choose_builds, depth_of, plan_namespace
 from lamina.domain.commit_job import CommitSettings, push_secret_copy
 from lamina.domain.manifest_facts import layer_facts
+from lamina.domain.rebase import RebaseRefused, canonical, rebase
+from lamina.domain.rebuild import PARENT_CHANGED
 from lamina.domain.snapshot import ImageRecord
 from lamina.handlers.indexes import image_record
 from lamina.handlers.jobs import finished, job_outcome
@@ -49,10 +51,10 @@ from lamina.handlers.metrics import EVENTS
 from lamina.handlers.recording import ensure_layers
 from lamina.handlers.registry_access import PushSecretError, docker_config_of
 from lamina.kube import Kube
-from lamina.oci.client import RegistryClient
+from lamina.oci.client import Manifest, RegistryClient, sha256_digest
 from lamina.oci.errors import RegistryError
 from lamina.oci.hosts import RegistryHosts
-from lamina.oci.reference import InvalidReference, parse_reference
+from lamina.oci.reference import InvalidReference, Reference, parse_reference
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _RETRY_UNRESOLVED = timedelta(seconds=30)
@@ -161,9 +163,23 @@ class BuildController:
                 for name, plan in plans.items()
                 if plan.action == "queued"
             ]
-        for chosen in choose_builds(candidates, running, self.limit):
+        waiting: list[Candidate] = []
+        notes: dict[tuple[str, str], str] = {}
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+            for candidate in candidates:
+                images = namespaces[candidate.namespace]
+                image = images[candidate.plan.name]
+                if not _rebase_wanted(image, candidate.plan):
+                    waiting.append(candidate)
+                    continue
+                refused = await self._rebase(session, image, images, candidate.plan, logger)
+                if refused is not None:
+                    notes[(candidate.namespace, candidate.plan.name)] = refused
+                    waiting.append(candidate)
+        for chosen in choose_builds(waiting, running, self.limit):
             images = namespaces[chosen.namespace]
-            await self._start(images[chosen.plan.name], chosen.plan, images, logger)
+            note = notes.get((chosen.namespace, chosen.plan.name))
+            await self._start(images[chosen.plan.name], chosen.plan, images, logger, note)
 
     async def _delete_orphans(
         self,
@@ -251,13 +267,19 @@ class BuildController:
         return f"{repository}@{digest}"
 
     async def _start(
-        self, image: _Image, plan: BuildPlan, images: Mapping[str, _Image], logger: Any
+        self,
+        image: _Image,
+        plan: BuildPlan,
+        images: Mapping[str, _Image],
+        logger: Any,
+        note: str | None = None,
     ) -> None:
         assert plan.inputs is not None and plan.wanted is not None
         spec = image.spec
         build_status: dict[str, Any] = {
             "job": job_name(plan.inputs),
-            "reasons": [str(reason) for reason in plan.reasons],
+            "reasons": [str(reason) for reason in plan.reasons]
+            + ([f"RebaseNotPossible: {note}"] if note else []),
             "inputs": plan.inputs,
             "wanted": {
                 "generation": plan.wanted.generation,
@@ -346,6 +368,104 @@ class BuildController:
             )
         return dict(found.get("data") or {})
 
+    # -- rebase ----------------------------------------------------------------------------
+
+    def _parent_repository(self, image: _Image, images: Mapping[str, _Image]) -> Reference:
+        """Where the parent's digests are read from (mirrors applied for external parents)."""
+        parent = image.spec.parent
+        if parent.image is not None:
+            return parse_reference(images[parent.image].spec.output.repository)
+        return self.hosts.pull_from(parse_reference(parse_reference(parent.ref or "").name))
+
+    async def _rebase(
+        self,
+        session: aiohttp.ClientSession,
+        image: _Image,
+        images: Mapping[str, _Image],
+        plan: BuildPlan,
+        logger: Any,
+    ) -> str | None:
+        """Rebase in the registry; None when done, else why not (then the Image is rebuilt)."""
+        spec, status = image.spec, image.status
+        assert plan.wanted is not None and status.built_from is not None and status.digest
+        old, new = status.built_from.parent_digest, plan.wanted.parent_digest
+        if old is None or new is None:
+            return "the old parent digest is unknown"
+        target = parse_reference(f"{spec.output.repository}@{status.digest}")
+        parent_repo = self._parent_repository(image, images)
+        try:
+            docker_config = await self._docker_config(image)
+            client = RegistryClient(
+                session,
+                insecure=self.hosts.insecure
+                | ({target.registry} if spec.output.insecure else set()),
+                docker_config=json.loads(docker_config) if docker_config else None,
+                retries=2,
+            )
+            image_manifest = await client.get_manifest(target)
+            image_config = json.loads(
+                await client.get_blob(target, image_manifest.json()["config"]["digest"])
+            )
+            old_parent, _ = await client.resolve_image(parent_repo.with_digest(old))
+            new_parent, _ = await client.resolve_image(parent_repo.with_digest(new))
+            new_parent_config = json.loads(
+                await client.get_blob(parent_repo, new_parent.json()["config"]["digest"])
+            )
+            result = rebase(
+                image_manifest=image_manifest.json(),
+                image_config=image_config,
+                old_parent_manifest=old_parent.json(),
+                new_parent_manifest=new_parent.json(),
+                new_parent_config=new_parent_config,
+                new_parent_digest=new,
+            )
+            if isinstance(result, RebaseRefused):
+                return result.reason
+            manifest, config = result
+            config_bytes = canonical(config)
+            config_digest = await client.push_blob(target, config_bytes)
+            manifest["config"] = {
+                **manifest["config"],
+                "digest": config_digest,
+                "size": len(config_bytes),
+            }
+            for layer in new_parent.json().get("layers", []):
+                await client.ensure_blob(target, layer["digest"], parent_repo)
+            data = canonical(manifest)
+            pushed = Manifest(data, image_manifest.media_type, sha256_digest(data))
+            for tag in spec.output.tags:
+                digest = await client.put_manifest(target, pushed, tag)
+        except (
+            RegistryError,
+            OSError,
+            ValueError,
+            KeyError,
+            aiohttp.ClientError,
+            PushSecretError,
+        ) as error:
+            return f"the registry could not be read or written: {error}"
+        reasons = [str(reason) for reason in plan.reasons]
+        wanted = {
+            "generation": plan.wanted.generation,
+            "parentDigest": new,
+            "trigger": plan.wanted.trigger,
+        }
+        rebased = {
+            "job": None,
+            "phase": "Succeeded",
+            "reasons": reasons,
+            "inputs": plan.inputs,
+            "wanted": wanted,
+            "startedAt": _now().isoformat(),
+            "completedAt": _now().isoformat(),
+            "failure": None,
+            "message": f"rebased onto {new} without a build",
+        }
+        recorded = await self._record(session, image, images, digest, rebased)
+        await self.kube.patch_status("images", image.namespace, image.name, recorded)
+        logger.info(f"{image.namespace}/{image.name}: rebased onto {new}: {digest}")
+        return None
+
     # -- finished builds -------------------------------------------------------------------
 
     async def _build_failed(self, image: _Image, reason: str, message: str) -> None:
@@ -385,8 +505,14 @@ class BuildController:
             await self._build_failed(image, result.reason or "BuildFailed", result.message)
             logger.warning(f"{image.namespace}/{image.name}: build failed: {result.reason}")
             return
+        done = {
+            **build.wire(),
+            "phase": "Succeeded",
+            "completedAt": _now().isoformat(),
+            "message": f"pushed {result.digest}",
+        }
         try:
-            recorded = await self._record(session, image, images, result.digest)
+            recorded = await self._record(session, image, images, result.digest, done)
         except (
             RegistryError,
             OSError,
@@ -408,11 +534,15 @@ class BuildController:
         image: _Image,
         images: Mapping[str, _Image],
         digest: str,
+        done: Mapping[str, Any],
     ) -> dict[str, Any]:
-        """Status fields for a verified build, after creating its Layer objects."""
+        """Status fields for a verified new digest, after creating its Layer objects.
+
+        ``done`` is the finished ``status.build`` (a build Job's, or a rebase's).
+        """
         spec, status = image.spec, image.status
-        build = status.build
-        assert build is not None and build.wanted is not None
+        build = BuildStatus.model_validate(dict(done))
+        assert build.wanted is not None
         target = parse_reference(f"{spec.output.repository}@{digest}")
         docker_config = await self._docker_config(image)
         reader = RegistryClient(
@@ -454,13 +584,19 @@ class BuildController:
             "builtFrom": build.wanted.wire(),
             "layers": [fact.image_layer() for fact in facts],
             "history": history,
-            "build": {
-                **build.wire(),
-                "phase": "Succeeded",
-                "completedAt": _now().isoformat(),
-                "message": f"pushed {digest}",
-            },
+            "build": dict(done),
         }
+
+
+def _rebase_wanted(image: _Image, plan: BuildPlan) -> bool:
+    """Rebase only when asked for, and only when nothing but the parent changed."""
+    return (
+        image.spec.rebuild.strategy == "Rebase"
+        and image.status.digest is not None
+        and image.status.built_from is not None
+        and bool(plan.reasons)
+        and all(reason.kind == PARENT_CHANGED for reason in plan.reasons)
+    )
 
 
 def start(memo: Any, logger: Any) -> None:

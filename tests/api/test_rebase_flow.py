@@ -1,0 +1,143 @@
+"""Rebase on a real API server and registry: a moved parent re-points the Image, no build.
+
+The child image is made by `lamina snapshot` (the parent's layers plus one of its own), and
+its Image's status says it was built on the parent's first digest, as a finished build would
+have left it.  Then the parent's tag moves; the operator must rebase: a new manifest with the
+new parent's layers under the child's own, pushed without any Job.  skopeo checks the result.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.api.test_build_planning import push
+from tests.conftest import KubeCluster, start_operator, stop_operator, wait_for
+from tests.integration.conftest import Registry, lamina_snapshot
+
+pytestmark = pytest.mark.api
+
+
+def inspect(ref: str, *extra: str) -> dict[str, object]:
+    out = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", *extra, f"docker://{ref}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return json.loads(out)  # type: ignore[no-any-return]
+
+
+def test_a_moved_parent_is_rebased_without_a_build(
+    crds_installed: KubeCluster, registry: Registry, namespace: str, tmp_path: Path
+) -> None:
+    kube = crds_installed
+    parents = f"parents/{uuid.uuid4().hex[:8]}"
+    first = push(registry, parents, "1", "one", tmp_path)
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    (upper / "own-file").write_text("mine")
+    child_repo = f"{registry.address}/children/{uuid.uuid4().hex[:8]}"
+    made = lamina_snapshot(
+        "--upper",
+        str(upper),
+        "--parent",
+        registry.ref(parents, "1"),
+        "--to",
+        f"{child_repo}:latest",
+        "--insecure",
+    )
+    assert made.returncode == 0, made.stderr
+    child_digest = json.loads(made.stdout)["digest"]
+    own_layer = json.loads(made.stdout)["layer"]["digest"]
+
+    image = {
+        "apiVersion": "lamina.dev/v1alpha1",
+        "kind": "Image",
+        "metadata": {"name": "child"},
+        "spec": {
+            "parent": {"ref": registry.ref(parents, "1"), "pollInterval": "1s"},
+            "build": {"steps": ["RUN echo never-run"]},
+            "output": {"repository": child_repo, "insecure": True},
+            "rebuild": {"strategy": "Rebase"},
+        },
+    }
+    kube.apply(json.dumps(image), namespace)
+    kube.kubectl(
+        "patch",
+        "image",
+        "child",
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps(
+            {
+                "status": {
+                    "digest": child_digest,
+                    "builtFrom": {"generation": 1, "parentDigest": first},
+                }
+            }
+        ),
+        check=True,
+    )
+    operator_ns = f"lamina-{uuid.uuid4().hex[:6]}"
+    kube.kubectl("create", "namespace", operator_ns, check=True)
+    settings = tmp_path / "registries.yaml"
+    settings.write_text(f'registries:\n  "{registry.address}":\n    insecure: true\n')
+    log = tmp_path / "operator.log"
+    process = start_operator(
+        kube.kubeconfig,
+        log,
+        "--metrics-port=0",
+        "--health-port=0",
+        env={
+            "LAMINA_NAMESPACE": operator_ns,
+            "LAMINA_REGISTRY_CONFIG": str(settings),
+            "LAMINA_BUILD_POLL_SECONDS": "1",
+        },
+    )
+    try:
+
+        def ready_reason() -> str | None:
+            for c in (kube.get("image", "child", namespace) or {}).get("status", {}).get(
+                "conditions"
+            ) or []:
+                if c["type"] == "Ready":
+                    return str(c["reason"])
+            return None
+
+        wait_for(lambda: ready_reason() == "UpToDate", what="child up to date on the first parent")
+        moved = push(registry, parents, "1", "two", tmp_path)
+
+        def rebased() -> dict[str, object] | None:
+            status = (kube.get("image", "child", namespace) or {}).get("status") or {}
+            return status if status.get("digest") not in (None, child_digest) else None
+
+        status = wait_for(rebased, timeout=60, what="child rebased")
+    finally:
+        stop_operator(process, log)
+        kube.kubectl("delete", "namespace", operator_ns, "--wait=false")
+
+    assert status["builtFrom"] == {"generation": 1, "parentDigest": moved}
+    build = status["build"]
+    assert "job" not in build  # no Job ran
+    assert build["message"] == f"rebased onto {moved} without a build"
+    assert build["reasons"] == [f"ParentChanged {first} -> {moved}"]
+    jobs = kube.kubectl("get", "jobs", "-n", operator_ns, "-o", "json")
+    assert jobs.returncode != 0 or json.loads(jobs.stdout)["items"] == []
+
+    new_parent = inspect(registry.ref(parents, "1"))
+    result = inspect(f"{child_repo}@{status['digest']}")
+    assert result["Layers"] == [*new_parent["Layers"], own_layer]
+    config = inspect(f"{child_repo}@{status['digest']}", "--config")
+    parent_config = inspect(registry.ref(parents, "1"), "--config")
+    assert config["rootfs"]["diff_ids"][:-1] == parent_config["rootfs"]["diff_ids"]  # type: ignore[index]
+    assert [entry["own"] for entry in status["layers"]] == [False] * len(new_parent["Layers"]) + [
+        True
+    ]

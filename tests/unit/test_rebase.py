@@ -1,0 +1,92 @@
+"""Rebase splices an image's own layers onto a new parent, or refuses with the reason."""
+
+from __future__ import annotations
+
+from lamina.domain.rebase import RebaseRefused, rebase
+
+
+def digest(char: str) -> str:
+    return "sha256:" + char * 64
+
+
+def manifest(*layers: str) -> dict[str, object]:
+    return {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"digest": digest("c"), "size": 1},
+        "layers": [{"digest": digest(c), "size": 1, "mediaType": "gzip"} for c in layers],
+        "annotations": {"org.opencontainers.image.base.digest": digest("0")},
+    }
+
+
+def config(diff_ids: str, history: list[tuple[str, bool]], env: str = "A=1") -> dict[str, object]:
+    return {
+        "config": {"Env": [env]},
+        "rootfs": {"type": "layers", "diff_ids": [digest(c) for c in diff_ids]},
+        "history": [
+            {"created_by": what, **({"empty_layer": True} if empty else {})}
+            for what, empty in history
+        ],
+    }
+
+
+OLD_PARENT = manifest("1", "2")
+IMAGE = manifest("1", "2", "9")
+IMAGE_CONFIG = config(
+    "abz",
+    [("ADD base", False), ("RUN old fix", False), ("ENV A=1", True), ("RUN app", False)],
+)
+NEW_PARENT = manifest("1", "3")
+NEW_PARENT_CONFIG = config("ay", [("ADD base", False), ("RUN new fix", False)], env="B=2")
+
+
+def test_own_layers_move_onto_the_new_parent() -> None:
+    result = rebase(
+        image_manifest=IMAGE,
+        image_config=IMAGE_CONFIG,
+        old_parent_manifest=OLD_PARENT,
+        new_parent_manifest=NEW_PARENT,
+        new_parent_config=NEW_PARENT_CONFIG,
+        new_parent_digest=digest("5"),
+    )
+    assert not isinstance(result, RebaseRefused)
+    new_manifest, new_config = result
+    assert [layer["digest"] for layer in new_manifest["layers"]] == [
+        digest("1"),
+        digest("3"),
+        digest("9"),
+    ]
+    assert new_config["rootfs"]["diff_ids"] == [digest("a"), digest("y"), digest("z")]
+    assert [h["created_by"] for h in new_config["history"]] == [
+        "ADD base",
+        "RUN new fix",
+        "ENV A=1",
+        "RUN app",
+    ]
+    # The image's own runtime settings stay its own.
+    assert new_config["config"] == {"Env": ["A=1"]}
+    assert new_manifest["annotations"]["org.opencontainers.image.base.digest"] == digest("5")
+
+
+def test_refused_when_the_old_parent_is_not_a_prefix() -> None:
+    result = rebase(
+        image_manifest=manifest("1", "4", "9"),
+        image_config=IMAGE_CONFIG,
+        old_parent_manifest=OLD_PARENT,
+        new_parent_manifest=NEW_PARENT,
+        new_parent_config=NEW_PARENT_CONFIG,
+        new_parent_digest=digest("5"),
+    )
+    assert result == RebaseRefused("the old parent's layers are not the first layers of the image")
+
+
+def test_refused_when_config_and_layers_disagree() -> None:
+    result = rebase(
+        image_manifest=IMAGE,
+        image_config=config("ab", [("ADD", False)]),
+        old_parent_manifest=OLD_PARENT,
+        new_parent_manifest=NEW_PARENT,
+        new_parent_config=NEW_PARENT_CONFIG,
+        new_parent_digest=digest("5"),
+    )
+    assert isinstance(result, RebaseRefused)
