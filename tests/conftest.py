@@ -56,10 +56,11 @@ class KubeCluster:
 
 @pytest.fixture(scope="session")
 def kube_cluster() -> Iterator[KubeCluster]:
-    already_up = (
-        subprocess.run([str(CLUSTER), "status"], capture_output=True, check=False).returncode == 0
-    )
-    if not already_up:
+    status = subprocess.run([str(CLUSTER), "status"], capture_output=True, text=True, check=False)
+    already_up = status.returncode == 0
+    # Only the api tier is reused as it is: a running node tier (which has a scheduler and a
+    # node) is switched to the api tier in place (etcd and its data stay).
+    if not (already_up and "(api tier): up and healthy" in status.stdout):
         subprocess.run([str(CLUSTER), "up", "--tier", "api"], check=True)
     kubeconfig = subprocess.run(
         [str(CLUSTER), "kubeconfig"], capture_output=True, text=True, check=True

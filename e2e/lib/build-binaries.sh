@@ -38,8 +38,18 @@ install_bins() {  # install_bins TMPDIR OUTDIR
   rm -rf "$1"
 }
 
-k8s_components=("$@")
-[ ${#k8s_components[@]} -gt 0 ] || k8s_components=(kube-apiserver kube-controller-manager)
+# Arguments: Kubernetes components (kube-apiserver, kubelet, kubectl, ...) and/or the extra
+# components `containerd`, `buildkit`, `helm`, `kind` (the last only for hosts with Docker).  etcd is always built.  No argument at all means
+# kube-apiserver + kube-controller-manager (the API tier).
+k8s_components=()
+extra_components=()
+for arg in "$@"; do
+  case "$arg" in
+    containerd|buildkit|helm|kind) extra_components+=("$arg") ;;
+    *) k8s_components+=("$arg") ;;
+  esac
+done
+[ $# -gt 0 ] || k8s_components=(kube-apiserver kube-controller-manager)
 
 build_k8s() {
   local out="$LAMINA_CACHE/bin/kubernetes-$K8S_VERSION" missing=() c
@@ -107,6 +117,80 @@ build_etcd() {
   )
 }
 
+# build_wrapped NAME VERSION MODULE@VERSION... -- OUTNAME=PACKAGE... -- GO-BUILD-ARGS...
+# A wrapper module that requires the given modules, then `go build` of each package.  This is
+# how modules with `exclude`/`replace` lines in their go.mod (BuildKit, containerd) are built:
+# `go install pkg@version` refuses them, a wrapper module does not.
+build_wrapped() {
+  local name="$1" version="$2"; shift 2
+  local requires=() bins=() args=()
+  while [ $# -gt 0 ] && [ "$1" != "--" ]; do requires+=("$1"); shift; done
+  shift
+  while [ $# -gt 0 ] && [ "$1" != "--" ]; do bins+=("$1"); shift; done
+  [ $# -gt 0 ] && shift
+  args=("$@")
+  local out="$LAMINA_CACHE/bin/$name-$version" b missing=()
+  for b in "${bins[@]}"; do [ -x "$out/${b%%=*}" ] || missing+=("$b"); done
+  [ ${#missing[@]} -gt 0 ] || return 0
+  log "building $name $version (${missing[*]%%=*})"
+  local t0=$SECONDS mod="$work/$name-$version"
+  mkdir -p "$mod" "$out"
+  (
+    cd "$mod"
+    if [ ! -f doc.go ]; then
+      rm -f go.mod go.sum
+      go mod init "lamina.local/$name-wrapper" >/dev/null 2>&1
+      local r
+      for r in "${requires[@]}"; do go mod edit -require="$r"; done
+      printf 'package wrapper\n' > doc.go
+    fi
+    local tmp="$out/.tmp.$$"
+    rm -rf "$tmp" && mkdir -p "$tmp"
+    for b in "${missing[@]}"; do
+      go build -trimpath "${args[@]}" -o "$tmp/${b%%=*}" "${b#*=}"
+    done
+    install_bins "$tmp" "$out"
+  )
+  log "$name $version built in $((SECONDS - t0))s"
+}
+
+build_containerd() {
+  # containerd 2.x (not Debian's 1.6): it pins the sandbox image, so the kubelet's image GC
+  # can never remove pause; it is the line Kubernetes 1.34 is tested with.  Static, no cgo:
+  # the btrfs/devmapper snapshotters (cgo) are left out; overlayfs and native remain.
+  local m=github.com/containerd/containerd/v2 v="$CONTAINERD_VERSION"
+  build_wrapped containerd "$v" "$m@$v" -- \
+    "containerd=$m/cmd/containerd" \
+    "containerd-shim-runc-v2=$m/cmd/containerd-shim-runc-v2" \
+    "ctr=$m/cmd/ctr" -- \
+    -tags "no_btrfs,no_devmapper,no_zfs,urfave_cli_no_docs" \
+    -ldflags "-s -w -X $m/version.Version=$v -X $m/version.Revision=lamina -X $m/version.Package=$m"
+}
+
+build_buildkit() {
+  local m=github.com/moby/buildkit v="$BUILDKIT_VERSION"
+  build_wrapped buildkit "$v" "$m@$v" -- \
+    "buildkitd=$m/cmd/buildkitd" "buildctl=$m/cmd/buildctl" -- \
+    -tags "urfave_cli_no_docs" \
+    -ldflags "-s -w -X $m/version.Version=$v -X $m/version.Revision=lamina -X $m/version.Package=$m"
+}
+
+build_helm() {
+  # Helm's k8s version ldflags: without them `helm template`/lint assume an old Kubernetes.
+  local m=helm.sh/helm/v3 v="$HELM_VERSION" minor
+  minor="$(echo "$K8S_VERSION" | cut -d. -f2)"
+  local ld="-s -w -X $m/internal/version.version=$v -X $m/internal/version.gitTreeState=clean"
+  ld+=" -X $m/pkg/lint/rules.k8sVersionMajor=1 -X $m/pkg/lint/rules.k8sVersionMinor=$minor"
+  ld+=" -X $m/pkg/chartutil.k8sVersionMajor=1 -X $m/pkg/chartutil.k8sVersionMinor=$minor"
+  build_wrapped helm "$v" "$m@$v" -- "helm=$m/cmd/helm" -- -ldflags "$ld"
+}
+
+build_kind() {
+  local m=sigs.k8s.io/kind v="$KIND_VERSION"
+  build_wrapped kind "$v" "$m@$v" -- "kind=$m" -- -ldflags "-s -w"
+}
+
 build_etcd
 build_k8s
+for c in "${extra_components[@]}"; do "build_$c"; done
 log "binaries ready in $LAMINA_CACHE/bin"

@@ -3,3 +3,13 @@
 K8S_VERSION="${K8S_VERSION:-v1.34.4}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 LAMINA_CACHE="${LAMINA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lamina}"
+# Node tier: containerd 2.2 (pins the sandbox image; Debian's 1.6 cannot), BuildKit for the
+# builder image, Helm for chart installs.  runc, CNI plugins, the registry: Debian packages.
+CONTAINERD_VERSION="${CONTAINERD_VERSION:-v2.2.9}"
+BUILDKIT_VERSION="${BUILDKIT_VERSION:-v0.34.2}"
+HELM_VERSION="${HELM_VERSION:-v3.22.0}"
+# Images made offline for the node tier (e2e/lib/build-images.sh).
+PAUSE_VERSION="${PAUSE_VERSION:-3.10.1}"          # the sandbox image Kubernetes 1.34 expects
+DEBIAN_SUITE="${DEBIAN_SUITE:-bookworm}"          # the Python base image's Debian
+DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+KIND_VERSION="${KIND_VERSION:-v0.33.0}"           # only on hosts with Docker (e2e/kind.yaml)

@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# Makes the node tier's images offline and pushes them to the local registry under their
+# usual names, so `docker.io/library/busybox`, `registry.k8s.io/pause:3.10.1`, ... resolve
+# through containerd's mirror (hosts.toml) to the local registry.
+#
+#   e2e/lib/build-images.sh [--build-only] REGISTRY_HOST:PORT
+#
+# Images (name in the registry  <-  what it is made of):
+#   pause:$PAUSE_VERSION                   the pause program, compiled statically with gcc from
+#                                          build/pause/linux/pause.c in the k8s.io/kubernetes
+#                                          module (the cluster's sandbox image)
+#   library/busybox:{latest,1.35,1.35.0}   Debian's busybox-static + every applet symlink
+#   moby/buildkit:{$BUILDKIT_VERSION,latest}
+#                                          buildkitd + buildctl (built from Go modules), runc
+#                                          (Debian's, with its shared libraries),
+#                                          /usr/bin/buildctl-daemonless.sh, busybox
+#   library/python:{3.11-slim,3.11-slim-bookworm,3.11}
+#                                          a minimal Debian (debootstrap --variant=minbase)
+#                                          + python3 + pip; the rootfs tarball is cached in
+#                                          $LAMINA_CACHE/rootfs/ keyed by suite
+#
+# Assembly: GNU tar makes each layer (numeric owners, fixed mtimes, sorted names), umoci puts
+# layers and config into an OCI layout cached in $LAMINA_CACHE/images/<name>-<key>/, skopeo
+# copies the layout to the registry (plain HTTP).  A warm run only checks the registry
+# (`skopeo inspect`) and pushes what it lacks.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=versions.sh
+source "$here/versions.sh"
+
+build_only=0
+if [ "${1:-}" = "--build-only" ]; then build_only=1; shift; fi
+registry="${1:-}"
+[ -n "$registry" ] || [ "$build_only" = 1 ] || { echo "usage: $0 [--build-only] HOST:PORT" >&2; exit 2; }
+
+log() { printf '[images] %s\n' "$*" >&2; }
+
+images="$LAMINA_CACHE/images"
+rootfs_cache="$LAMINA_CACHE/rootfs"
+work="$LAMINA_CACHE/build/images"
+mkdir -p "$images" "$rootfs_cache" "$work"
+
+exec 8>"$work/.lock"
+if ! flock -n 8; then log "another image build is running; waiting for it"; flock 8; fi
+
+# tar_dir DIR OUT.tar: a reproducible layer tarball of DIR's contents.
+tar_dir() {
+  tar --sort=name --numeric-owner --owner=0 --group=0 --mtime=@0 --format=posix \
+      --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime \
+      -C "$1" -cf "$2" .
+}
+
+# oci_image NAME KEY CONFIG-ARGS... -- LAYER.tar...: OCI layout in $images/NAME-KEY (tag
+# "image"), made once.  Prints the layout path.
+oci_image() {
+  local name="$1" key="$2"; shift 2
+  local cfg=() layers=()
+  while [ $# -gt 0 ] && [ "$1" != "--" ]; do cfg+=("$1"); shift; done
+  shift
+  layers=("$@")
+  local out="$images/$name-$key"
+  if [ -f "$out/.done" ]; then echo "$out"; return 0; fi
+  rm -rf "$out.tmp"
+  umoci init --layout "$out.tmp"
+  umoci new --image "$out.tmp:image"
+  local l
+  for l in "${layers[@]}"; do
+    umoci raw add-layer --image "$out.tmp:image" --history.created_by "lamina e2e: $(basename "$l")" "$l"
+  done
+  umoci config --image "$out.tmp:image" --os linux --architecture amd64 \
+    --created 1970-01-01T00:00:00Z --author lamina-e2e "${cfg[@]}"
+  umoci gc --layout "$out.tmp"
+  touch "$out.tmp/.done"
+  rm -rf "$out"
+  mv "$out.tmp" "$out"
+  echo "$out"
+}
+
+# --- pause -----------------------------------------------------------------------------------
+build_pause() {
+  local key="$PAUSE_VERSION-k8s$K8S_VERSION"
+  if [ -f "$images/pause-$key/.done" ]; then echo "$images/pause-$key"; return; fi
+  local src
+  src="$(GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@$K8S_VERSION" \
+         | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')/build/pause/linux/pause.c"
+  [ -f "$src" ] || { log "pause.c not found at $src"; exit 1; }
+  local d="$work/pause"
+  rm -rf "$d" && mkdir -p "$d/root"
+  # As build/pause/Makefile does: -Os -Wall -Werror -static -DVERSION=...
+  gcc -Os -Wall -Werror -static -DVERSION="v$PAUSE_VERSION-lamina" -o "$d/root/pause" "$src"
+  strip "$d/root/pause"
+  tar_dir "$d/root" "$d/layer.tar"
+  log "pause: compiled $(basename "$src") from k8s.io/kubernetes@$K8S_VERSION"
+  oci_image pause "$key" --config.entrypoint /pause --config.user 65535:65535 -- "$d/layer.tar"
+}
+
+# --- busybox ---------------------------------------------------------------------------------
+busybox_tree() {  # busybox_tree DIR: busybox-static with its applet symlinks, /etc basics
+  local d="$1"
+  mkdir -p "$d/bin" "$d/etc" "$d/tmp" "$d/root" "$d/home" "$d/var/tmp" "$d/usr/bin" "$d/usr/sbin" "$d/sbin"
+  chmod 1777 "$d/tmp" "$d/var/tmp"
+  cp /bin/busybox "$d/bin/busybox"
+  local a
+  for a in $(/bin/busybox --list-full); do
+    [ -e "$d/$a" ] || ln -s /bin/busybox "$d/$a"
+  done
+  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n' > "$d/etc/passwd"
+  printf 'root:x:0:\nnogroup:x:65534:\n' > "$d/etc/group"
+}
+
+build_busybox() {
+  local ver key
+  ver="$(dpkg-query -W -f='${Version}' busybox-static)"
+  key="$(printf '%s' "$ver" | tr -c 'A-Za-z0-9.\n' '_')"
+  if [ -f "$images/busybox-$key/.done" ]; then echo "$images/busybox-$key"; return; fi
+  local d="$work/busybox"
+  rm -rf "$d" && mkdir -p "$d/root"
+  busybox_tree "$d/root"
+  tar_dir "$d/root" "$d/layer.tar"
+  oci_image busybox "$key" --config.cmd sh \
+    --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    -- "$d/layer.tar"
+}
+
+# --- buildkit --------------------------------------------------------------------------------
+build_buildkit_image() {
+  local bk="$LAMINA_CACHE/bin/buildkit-$BUILDKIT_VERSION" runc_ver key
+  [ -x "$bk/buildkitd" ] && [ -x "$bk/buildctl" ] || { log "buildkit binaries missing in $bk"; exit 1; }
+  runc_ver="$(dpkg-query -W -f='${Version}' runc | tr -c 'A-Za-z0-9.\n' '_')"
+  key="$BUILDKIT_VERSION-runc$runc_ver-v1"
+  if [ -f "$images/buildkit-$key/.done" ]; then echo "$images/buildkit-$key"; return; fi
+  local d="$work/buildkit"
+  rm -rf "$d" && mkdir -p "$d/base" "$d/bk"
+  busybox_tree "$d/base"
+  tar_dir "$d/base" "$d/base.tar"
+  mkdir -p "$d/bk/usr/bin" "$d/bk/var/lib/buildkit" "$d/bk/run/buildkit" "$d/bk/etc/buildkit"
+  cp "$bk/buildkitd" "$bk/buildctl" "$d/bk/usr/bin/"
+  cp /usr/sbin/runc "$d/bk/usr/bin/runc"
+  # runc is dynamically linked (libseccomp): copy the libraries it loads, at the same paths.
+  local lib
+  for lib in $(ldd /usr/sbin/runc | grep -o '/[^ ]*'); do
+    mkdir -p "$d/bk$(dirname "$lib")"
+    cp -L "$lib" "$d/bk$lib"
+  done
+  cp "$here/buildctl-daemonless.sh" "$d/bk/usr/bin/buildctl-daemonless.sh"
+  chmod 0755 "$d/bk/usr/bin/buildctl-daemonless.sh"
+  tar_dir "$d/bk" "$d/bk.tar"
+  oci_image buildkit "$key" --config.entrypoint buildkitd \
+    --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    --config.volume /var/lib/buildkit \
+    -- "$d/base.tar" "$d/bk.tar"
+}
+
+# --- python (debootstrap) --------------------------------------------------------------------
+python_rootfs() {  # prints the cached rootfs tarball, making it once per suite
+  local suite="$DEBIAN_SUITE" tarball="$rootfs_cache/debian-$DEBIAN_SUITE-python3.tar"
+  if [ -f "$tarball" ]; then echo "$tarball"; return; fi
+  local d="$work/debootstrap-$suite" t0=$SECONDS
+  rm -rf "$d"
+  log "debootstrap $suite (minbase + python3) from $DEBIAN_MIRROR: a few minutes, once"
+  debootstrap --variant=minbase --include=python3,python3-pip,python3-venv \
+    "$suite" "$d" "$DEBIAN_MIRROR" >"$work/debootstrap.log" 2>&1 \
+    || { tail -20 "$work/debootstrap.log" >&2; exit 1; }
+  # As the official python images: pip may install into the system Python (no PEP 668
+  # marker), no apt caches or lists, a `python` command.
+  rm -f "$d"/usr/lib/python3*/EXTERNALLY-MANAGED
+  rm -rf "$d"/var/lib/apt/lists/* "$d"/var/cache/apt/*.bin "$d"/var/cache/apt/archives/*.deb \
+         "$d"/var/log/* "$d"/tmp/* "$d"/root/.cache
+  [ -e "$d/usr/bin/python" ] || ln -s python3 "$d/usr/bin/python"
+  : > "$d/etc/resolv.conf"
+  : > "$d/etc/hostname"
+  tar_dir "$d" "$tarball.tmp"
+  mv "$tarball.tmp" "$tarball"
+  rm -rf "$d"
+  log "python rootfs made in $((SECONDS - t0))s: $tarball"
+  echo "$tarball"
+}
+
+build_python() {
+  local key="$DEBIAN_SUITE-v1"
+  if [ -f "$images/python-$key/.done" ]; then echo "$images/python-$key"; return; fi
+  local tarball
+  tarball="$(python_rootfs)"
+  oci_image python "$key" --config.cmd python3 \
+    --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    --config.env LANG=C.UTF-8 \
+    -- "$tarball"
+}
+
+# --- push ------------------------------------------------------------------------------------
+push() {  # push LAYOUT NAME TAG...
+  local layout="$1" name="$2"; shift 2
+  local tag
+  for tag in "$@"; do
+    if skopeo inspect --raw --tls-verify=false "docker://$registry/$name:$tag" >/dev/null 2>&1; then
+      continue
+    fi
+    skopeo copy --quiet --dest-tls-verify=false "oci:$layout:image" "docker://$registry/$name:$tag"
+    log "pushed $registry/$name:$tag"
+  done
+}
+
+t0=$SECONDS
+pause="$(build_pause)"
+busybox="$(build_busybox)"
+buildkit="$(build_buildkit_image)"
+python="$(build_python)"
+[ "$build_only" = 1 ] && { log "images ready in $images ($((SECONDS - t0))s)"; exit 0; }
+push "$pause" pause "$PAUSE_VERSION"
+push "$busybox" library/busybox latest 1.35 1.35.0
+push "$buildkit" moby/buildkit "$BUILDKIT_VERSION" latest
+push "$python" library/python 3.11-slim 3.11-slim-bookworm 3.11
+log "images in $registry ($((SECONDS - t0))s)"

@@ -1,0 +1,179 @@
+"""The node tier: a real single-node cluster (kubelet, containerd, runc, CNI bridge,
+kube-proxy, scheduler) with a local registry, started by ``e2e/cluster up``.
+
+The ``node_cluster`` session fixture brings the node tier up once, or reuses one that is
+already up, and leaves a cluster it started running only when ``LAMINA_KEEP_CLUSTER`` is set.
+
+The tier runs its own cluster instance (``E2E_DEFAULTS``: state in ``.state/e2e``, device
+``lamina-e2e`` with 10.213.0.2, its own ports), so an API-tier session (``.state/cluster``,
+``lamina0``, 10.213.0.1) and this one never restart each other's cluster, in one ``make test``
+or in two terminals.  Setting ``LAMINA_STATE_DIR`` in the environment opts out: then every
+``e2e/cluster`` setting comes from the environment as it is (e.g. to run against the cluster
+``e2e/cluster up`` made for ``make run``).  Only one node tier can run on a machine at a time
+(the pods' bridge, cgroups and kube-proxy rules are machine-wide).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import CLUSTER, REPO, KubeCluster
+
+START_TIMEOUT = 1800  # a cold machine builds containerd, BuildKit and the images first
+
+E2E_DEFAULTS = {
+    "LAMINA_STATE_DIR": str(REPO / ".state" / "e2e"),
+    "LAMINA_NETDEV": "lamina-e2e",
+    "LAMINA_ADVERTISE_ADDRESS": "10.213.0.2",
+    "LAMINA_ETCD_PORT": "23791",
+    "LAMINA_ETCD_PEER_PORT": "23801",
+    "LAMINA_APISERVER_PORT": "16444",
+    "LAMINA_KCM_PORT": "16258",
+    "LAMINA_SCHEDULER_PORT": "16260",
+}
+E2E_ENV = (
+    dict(os.environ)
+    if os.environ.get("LAMINA_STATE_DIR")
+    else {**os.environ, **E2E_DEFAULTS, "KUBECONFIG": ""}
+)
+
+
+def cluster_cmd(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """``e2e/cluster ARGS`` for this tier's cluster instance."""
+    return subprocess.run(
+        [str(CLUSTER), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+        env=E2E_ENV,
+    )
+
+
+def node_tier_up() -> bool:
+    status = cluster_cmd("status")
+    return status.returncode == 0 and "(node tier): up and healthy" in status.stdout
+
+
+def state_dir() -> Path:
+    for line in cluster_cmd("status").stdout.splitlines():
+        if line.startswith("state dir: "):
+            return Path(line.removeprefix("state dir: ").strip())
+    raise AssertionError("e2e/cluster status printed no state dir")
+
+
+@dataclass
+class NodeCluster(KubeCluster):
+    registry: str
+    state: Path
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(CLUSTER), "kubectl", *args],
+            input=input,
+            text=True,
+            capture_output=True,
+            check=False,
+            env=E2E_ENV,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
+        return result
+
+    @property
+    def on_kind(self) -> bool:
+        """kind (hosts with Docker): the node is a container, its processes and files are not
+        the host's, so the tests that look at the node from the host are skipped."""
+        return (self.state / "run" / "kind.json").exists()
+
+    def skip_on_kind(self) -> None:
+        if self.on_kind:
+            pytest.skip("looks at the node from the host: not on kind")
+
+    def ok(self, *args: str, input: str | None = None) -> str:
+        result = self.kubectl(*args, input=input)
+        assert result.returncode == 0, (
+            f"kubectl {' '.join(args)} exited {result.returncode}\n"
+            f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+        )
+        return result.stdout
+
+    def apply_objects(self, namespace: str, *objects: dict[str, Any]) -> None:
+        doc = {"apiVersion": "v1", "kind": "List", "items": list(objects)}
+        self.ok("apply", "-n", namespace, "-f", "-", input=json.dumps(doc))
+
+    def wait(self, namespace: str, what: str, condition: str, timeout: int = 180) -> None:
+        result = self.kubectl(
+            "wait", "-n", namespace, f"--for={condition}", f"--timeout={timeout}s", what
+        )
+        if result.returncode != 0:
+            describe = self.kubectl("describe", "-n", namespace, what).stdout
+            pods = self.kubectl("get", "pods", "-n", namespace, "-o", "wide").stdout
+            raise AssertionError(
+                f"{what} did not reach {condition} in {timeout}s: {result.stderr}\n"
+                f"{describe[-3000:]}\n{pods}"
+            )
+
+    def container_init_pid(self, namespace: str, pod: str) -> int:
+        """The host PID of the pod's first container's init process, from containerd's
+        task state (what a committer on the node finds from the containerID)."""
+        cid = self.ok(
+            "get",
+            "pod",
+            pod,
+            "-n",
+            namespace,
+            "-o",
+            "jsonpath={.status.containerStatuses[0].containerID}",
+        ).strip()
+        assert cid.startswith("containerd://"), cid
+        task = (
+            self.state
+            / "containerd"
+            / "state"
+            / "io.containerd.runtime.v2.task"
+            / "k8s.io"
+            / cid.removeprefix("containerd://")
+        )
+        return int((task / "init.pid").read_text())
+
+
+@pytest.fixture(scope="session")
+def node_cluster() -> Iterator[NodeCluster]:
+    already_up = node_tier_up()
+    if not already_up:
+        t0 = time.monotonic()
+        up = cluster_cmd("up", timeout=START_TIMEOUT)
+        assert up.returncode == 0, f"e2e/cluster up failed:\n{up.stdout}\n{up.stderr[-5000:]}"
+        print(f"\nnode tier up in {time.monotonic() - t0:.1f}s")
+    kubeconfig = cluster_cmd("kubeconfig").stdout.strip()
+    registry = cluster_cmd("registry").stdout.strip()
+    assert registry, "e2e/cluster registry printed nothing"
+    yield NodeCluster(kubeconfig, registry, state_dir())
+    if not already_up and not os.environ.get("LAMINA_KEEP_CLUSTER"):
+        cluster_cmd("down")
+
+
+@pytest.fixture
+def ns(node_cluster: NodeCluster) -> Iterator[str]:
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    node_cluster.ok("create", "namespace", name)
+    # Pods need the namespace's default ServiceAccount, made asynchronously.
+    deadline = time.monotonic() + 30
+    while node_cluster.kubectl("get", "sa", "default", "-n", name).returncode != 0:
+        assert time.monotonic() < deadline, f"no default ServiceAccount in {name}"
+        time.sleep(0.2)
+    yield name
+    node_cluster.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
