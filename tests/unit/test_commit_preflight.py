@@ -70,3 +70,12 @@ def test_a_running_target_records_node_container_and_parent_digest() -> None:
         "containerID": "containerd://sidecar-id",
         "parent": {"ref": "docker.io/library/busybox:1.36", "digest": DIGEST},
     }
+
+
+def test_an_image_pulled_by_digest_is_named_from_its_image_id() -> None:
+    observed = pod()
+    status = observed["status"]["containerStatuses"][0]
+    status["image"] = DIGEST
+    status["imageID"] = f"10.0.0.1:5000/demo/snap@{DIGEST}"
+    result = preflight("web", None, "ns", observed)
+    assert result.fields["parent"] == {"ref": "10.0.0.1:5000/demo/snap", "digest": DIGEST}

@@ -37,6 +37,22 @@ def _digest_of(image_id: str) -> str | None:
     return digest if digest.startswith("sha256:") else None
 
 
+def _image_ref(observed: dict[str, Any], spec: dict[str, Any], container: str | None) -> str:
+    """The container's image by name.  For an image pulled by digest only, containerd reports
+    ``status.image`` as the bare ``sha256:`` ID, so fall back to ``imageID``'s repository, then
+    to the pod spec's image."""
+    image = str(observed.get("image") or "")
+    if image and not image.startswith("sha256:"):
+        return image
+    image_id = str(observed.get("imageID") or "")
+    if "@" in image_id:
+        return image_id.split("@", 1)[0]
+    for entry in spec.get("containers") or []:
+        if entry.get("name") == container:
+            return str(entry.get("image") or image)
+    return image
+
+
 def preflight(
     pod_name: str, container: str | None, namespace: str, pod: dict[str, Any] | None
 ) -> Preflight:
@@ -73,7 +89,7 @@ def preflight(
         "node": node,
         "containerID": observed.get("containerID"),
         "parent": {
-            "ref": observed.get("image"),
+            "ref": _image_ref(observed, spec, target),
             "digest": _digest_of(observed.get("imageID") or ""),
         },
     }
