@@ -186,7 +186,7 @@ def test_commit_a_running_container_then_stack_a_second_commit(
     wait_for(lambda: finished(kube, ns, "snap2"), timeout=300, what="second commit")
     second = kube.get("image", "snap2", ns)
     assert second is not None
-    assert second["spec"]["parent"] == {"image": "snap"}
+    assert second["spec"]["parent"]["image"] == "snap"
     assert [layer["digest"] for layer in second["status"]["layers"][:-1]] == [
         layer["digest"] for layer in layers
     ]
