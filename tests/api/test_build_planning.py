@@ -114,6 +114,11 @@ def test_external_parent_resolves_and_a_moved_tag_is_noticed(
         what="ref resolved",
     )
     # A first build is started for it, on the parent pinned by digest.
+    # The Job is created first, then status says so: wait for both.
+    wait_for(
+        lambda: status_of(kube, "base", namespace).get("build", {}).get("phase") == "Running",
+        what="build recorded as running",
+    )
     (job,) = wait_for(lambda: build_jobs(kube, operator_ns, namespace), what="build Job")
     status = status_of(kube, "base", namespace)
     assert status["build"]["phase"] == "Running"
