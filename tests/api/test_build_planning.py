@@ -124,7 +124,14 @@ def test_external_parent_resolves_and_a_moved_tag_is_noticed(
     assert status["build"]["phase"] == "Running"
     assert status["build"]["reasons"] == [f"FirstBuild - -> {first}"]
     assert status["build"]["wanted"]["parentDigest"] == first
-    assert condition({"status": status}, "Reconciling")["reason"] == "Building"  # type: ignore[index]
+    # Conditions follow the build fields one event later.
+    wait_for(
+        lambda: (
+            (condition(kube.get("image", "base", namespace), "Reconciling") or {}).get("reason")
+            == "Building"
+        ),
+        what="Reconciling=Building",
+    )
     context = kube.kubectl(
         "get", "configmap", job["metadata"]["name"], "-n", operator_ns, "-o", "json", check=True
     )
