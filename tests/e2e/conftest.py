@@ -15,8 +15,10 @@ or in two terminals.  Setting ``LAMINA_STATE_DIR`` in the environment opts out: 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shlex
 import subprocess
 import time
 import uuid
@@ -27,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import CLUSTER, REPO, KubeCluster
+from tests.conftest import CLUSTER, REPO, KubeCluster, start_operator, stop_operator
 
 START_TIMEOUT = 1800  # a cold machine builds containerd, BuildKit and the images first
 
@@ -177,3 +179,32 @@ def ns(node_cluster: NodeCluster) -> Iterator[str]:
         time.sleep(0.2)
     yield name
     node_cluster.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
+
+
+@contextlib.contextmanager
+def node_operator(kube: NodeCluster, log: Path, **settings: str) -> Iterator[str]:
+    """``lamina operator`` on the host against the node tier, with the cluster's registry
+    settings (``e2e/cluster env``) and its own operator namespace; yields that namespace."""
+    operator_ns = f"lamina-{uuid.uuid4().hex[:6]}"
+    kube.ok("create", "namespace", operator_ns)
+    kube.kubectl("apply", "-f", str(REPO / "crds"))
+    kube.ok(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd",
+        "-l",
+        "app.kubernetes.io/part-of=lamina",
+    )
+    env = {
+        line.split("=", 1)[0].removeprefix("export "): shlex.split(line.split("=", 1)[1])[0]
+        for line in cluster_cmd("env").stdout.splitlines()
+        if line.startswith("export ")
+    }
+    env |= {"LAMINA_NAMESPACE": operator_ns, **settings}
+    process = start_operator(kube.kubeconfig, log, "--metrics-port=0", "--health-port=0", env=env)
+    try:
+        yield operator_ns
+    finally:
+        stop_operator(process, log)
+        kube.kubectl("delete", "namespace", operator_ns, "--wait=false")

@@ -9,17 +9,14 @@ again stacks a second layer.  The pushed image is also read back with skopeo.
 from __future__ import annotations
 
 import json
-import shlex
 import subprocess
-import sys
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, start_operator, stop_operator, wait_for
-from tests.e2e.conftest import NodeCluster, cluster_cmd
+from tests.conftest import REPO, wait_for
+from tests.e2e.conftest import NodeCluster, node_operator
 
 pytestmark = pytest.mark.e2e
 
@@ -41,33 +38,9 @@ def lamina_image(node_cluster: NodeCluster) -> str:
 def commit_operator(
     node_cluster: NodeCluster, lamina_image: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[NodeCluster]:
-    operator_ns = f"lamina-{uuid.uuid4().hex[:6]}"
-    node_cluster.ok("create", "namespace", operator_ns)
-    node_cluster.kubectl("apply", "-f", str(REPO / "crds"))
-    node_cluster.ok(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd",
-        "-l",
-        "app.kubernetes.io/part-of=lamina",
-    )
-    env = {
-        line.split("=", 1)[0].removeprefix("export "): shlex.split(line.split("=", 1)[1])[0]
-        for line in cluster_cmd("env").stdout.splitlines()
-        if line.startswith("export ")
-    }
-    env |= {"LAMINA_NAMESPACE": operator_ns, "LAMINA_COMMITTER_IMAGE": lamina_image}
     log = tmp_path_factory.mktemp("e2e-operator") / "operator.log"
-    process = start_operator(
-        node_cluster.kubeconfig, log, "--metrics-port=0", "--health-port=0", env=env
-    )
-    try:
+    with node_operator(node_cluster, log, LAMINA_COMMITTER_IMAGE=lamina_image):
         yield node_cluster
-    finally:
-        stop_operator(process, log)
-        sys.stderr.write("operator log tail:\n" + "\n".join(log.read_text().splitlines()[-30:]))
-        node_cluster.kubectl("delete", "namespace", operator_ns, "--wait=false")
 
 
 def sleeper(name: str, image: str) -> dict[str, Any]:

@@ -10,17 +10,15 @@ from the grandchild's new digest sees the fixed file.  tool waits for a trigger.
 from __future__ import annotations
 
 import json
-import shlex
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, start_operator, stop_operator, wait_for
-from tests.e2e.conftest import NodeCluster, cluster_cmd
+from tests.conftest import wait_for
+from tests.e2e.conftest import NodeCluster, node_operator
 
 pytestmark = pytest.mark.e2e
 
@@ -31,36 +29,11 @@ LIMIT = 2
 def build_operator(
     node_cluster: NodeCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[NodeCluster, str]]:
-    operator_ns = f"lamina-{uuid.uuid4().hex[:6]}"
-    node_cluster.ok("create", "namespace", operator_ns)
-    node_cluster.kubectl("apply", "-f", str(REPO / "crds"))
-    node_cluster.ok(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd",
-        "-l",
-        "app.kubernetes.io/part-of=lamina",
-    )
-    env = {
-        line.split("=", 1)[0].removeprefix("export "): shlex.split(line.split("=", 1)[1])[0]
-        for line in cluster_cmd("env").stdout.splitlines()
-        if line.startswith("export ")
-    }
-    env |= {
-        "LAMINA_NAMESPACE": operator_ns,
-        "LAMINA_MAX_CONCURRENT_BUILDS": str(LIMIT),
-        "LAMINA_BUILD_POLL_SECONDS": "2",
-    }
     log = tmp_path_factory.mktemp("build-operator") / "operator.log"
-    process = start_operator(
-        node_cluster.kubeconfig, log, "--metrics-port=0", "--health-port=0", env=env
-    )
-    try:
+    with node_operator(
+        node_cluster, log, LAMINA_MAX_CONCURRENT_BUILDS=str(LIMIT), LAMINA_BUILD_POLL_SECONDS="2"
+    ) as operator_ns:
         yield node_cluster, operator_ns
-    finally:
-        stop_operator(process, log)
-        node_cluster.kubectl("delete", "namespace", operator_ns, "--wait=false")
 
 
 class JobWatcher:

@@ -293,14 +293,7 @@ class BuildController:
         }
 
         async def refuse(reason: str, message: str) -> None:
-            failed = {
-                **build_status,
-                "phase": "Failed",
-                "failure": reason,
-                "message": message,
-                "completedAt": _now().isoformat(),
-            }
-            await self.kube.patch_status("images", image.namespace, image.name, {"build": failed})
+            await self._build_failed(image, reason, message, build_status)
 
         try:
             dockerfile = dockerfile_for(spec, self._parent_reference(image, images, plan))
@@ -468,11 +461,15 @@ class BuildController:
 
     # -- finished builds -------------------------------------------------------------------
 
-    async def _build_failed(self, image: _Image, reason: str, message: str) -> None:
-        build = image.status.build
-        assert build is not None
+    async def _build_failed(
+        self, image: _Image, reason: str, message: str, build: Mapping[str, Any] | None = None
+    ) -> None:
+        """Record a failed build: ``build`` (default: the recorded one) with the reason."""
+        if build is None:
+            assert image.status.build is not None
+            build = image.status.build.wire()
         failed = {
-            **build.wire(),
+            **build,
             "phase": "Failed",
             "failure": reason,
             "message": message,
