@@ -137,7 +137,12 @@ def test_external_parent_resolves_and_a_moved_tag_is_noticed(
     )
     dockerfile = json.loads(context.stdout)["data"]["Dockerfile"]
     assert dockerfile == f"FROM {registry.address}/{repository}@{first}\nRUN echo built > /built\n"
-    assert status["lineage"] == [{"ref": ref, "digest": first}]
+    wait_for(
+        lambda: (
+            status_of(kube, "base", namespace).get("lineage") == [{"ref": ref, "digest": first}]
+        ),
+        what="lineage with the resolved digest",
+    )
 
     moved = push(registry, repository, "1", "two", tmp_path)
     assert moved != first
