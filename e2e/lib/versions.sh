@@ -13,3 +13,7 @@ PAUSE_VERSION="${PAUSE_VERSION:-3.10.1}"          # the sandbox image Kubernetes
 DEBIAN_SUITE="${DEBIAN_SUITE:-bookworm}"          # the Python base image's Debian
 DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 KIND_VERSION="${KIND_VERSION:-v0.33.0}"           # only on hosts with Docker (e2e/kind.yaml)
+# Go's module and build caches live in Lamina's cache too, so an empty LAMINA_CACHE is a truly
+# cold machine (and a warm one reuses them).  A caller's own GOMODCACHE/GOCACHE wins.
+export GOMODCACHE="${GOMODCACHE:-$LAMINA_CACHE/go/mod}"
+export GOCACHE="${GOCACHE:-$LAMINA_CACHE/go/build}"
