@@ -25,11 +25,10 @@ from lamina.api.meta import (
     name_length_rule,
 )
 from lamina.api.text import (
-    ABSOLUTE_PATH_PATTERN,
     MULTI_LINE_PATTERN,
     NO_NUL_PATTERN,
-    PATH_MAX_LENGTH,
     SINGLE_LINE_PATTERN,
+    AbsolutePath,
 )
 
 # Environment variable names as Kubernetes admits them in a container's env.
@@ -89,9 +88,7 @@ class ConfigChanges(Model):
     )
     cmd: list[_ARGUMENT] | None = Field(default=None, max_length=ARGV_MAX_ITEMS)
     entrypoint: list[_ARGUMENT] | None = Field(default=None, max_length=ARGV_MAX_ITEMS)
-    working_dir: str | None = Field(
-        default=None, max_length=PATH_MAX_LENGTH, pattern=ABSOLUTE_PATH_PATTERN
-    )
+    working_dir: AbsolutePath | None = None
     user: str | None = Field(default=None, max_length=256, pattern=USER_PATTERN)
     labels: (
         dict[
@@ -148,7 +145,7 @@ class ContainerCommitSpec(Model):
     changes: ConfigChanges | None = None
     exclude_paths: (
         Annotated[
-            list[Annotated[str, Field(max_length=PATH_MAX_LENGTH, pattern=ABSOLUTE_PATH_PATTERN)]],
+            list[AbsolutePath],
             AfterValidator(distinct),
         ]
         | None

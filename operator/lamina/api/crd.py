@@ -18,7 +18,7 @@ from pydantic import BaseModel, JsonValue
 from lamina.api.commit import ContainerCommit, ContainerCommitSpec, ContainerCommitStatus
 from lamina.api.image import Image, ImageSpec, ImageStatus
 from lamina.api.layer import Layer, LayerSpec, LayerStatus
-from lamina.api.meta import GROUP, VERSION
+from lamina.api.meta import GROUP, VERSION, cel_string
 
 JsonSchema = dict[str, Any]
 
@@ -217,7 +217,7 @@ def _key_rule(node: JsonSchema) -> dict[str, JsonValue] | None:
         return None
     checks, words = [], []
     if patterns:
-        checks.append(f"k.matches({_cel_string(patterns[0])})")
+        checks.append(f"k.matches({cel_string(patterns[0])})")
         words.append(f"match {patterns[0]}")
     if max_length is not None:
         checks.append(f"size(k) <= {max_length}")
@@ -226,10 +226,6 @@ def _key_rule(node: JsonSchema) -> dict[str, JsonValue] | None:
         "rule": f"self.all(k, {' && '.join(checks)})",
         "message": f"keys must {' and '.join(words)}",
     }
-
-
-def _cel_string(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def crd_manifest(resource: ResourceKind) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import AfterValidator, Field
 
-from lamina.api.meta import cel
+from lamina.api.meta import cel, cel_string
 
 DURATION_PATTERN = r"^([0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m|h)){1,4}$"
 DURATION_MAX_LENGTH = 48
@@ -52,9 +52,11 @@ def duration_range(minimum: str, maximum: str) -> Any:
         max_length=DURATION_MAX_LENGTH,
         json_schema_extra={
             "x-kubernetes-validations": [
+                # Only a well-formed duration is compared (the pattern refuses the others).
                 cel(
-                    f"duration(self) >= duration('{minimum}') && "
-                    f"duration(self) <= duration('{maximum}')",
+                    f"!self.matches({cel_string(DURATION_PATTERN)}) || "
+                    f"(duration(self) >= duration('{minimum}') && "
+                    f"duration(self) <= duration('{maximum}'))",
                     f"must be between {minimum} and {maximum}",
                 )
             ]

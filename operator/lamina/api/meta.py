@@ -46,6 +46,11 @@ def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, Jso
     return entry
 
 
+def cel_string(text: str) -> str:
+    """``text`` as a CEL string literal (for a regex in ``matches()``)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def name_length_rule(what: str) -> dict[str, JsonValue]:
     """The root rule bounding ``metadata.name`` to :data:`OBJECT_NAME_MAX_LENGTH`."""
     return cel(

@@ -24,7 +24,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field
 
-from lamina.api.meta import cel
+from lamina.api.meta import cel, cel_string
 
 # Characters BuildKit (Go) treats as line breaks or white space, besides space and tab, and
 # invisible format characters: none of them may appear in a build step or a Dockerfile line.
@@ -141,11 +141,7 @@ def pattern_matches(pattern: str, text: str) -> bool:
 
 
 def _not_matching(pattern: str, message: str) -> dict[str, Any]:
-    return cel(f"!self.matches({_cel_string(pattern)})", message)
-
-
-def _cel_string(pattern: str) -> str:
-    return "'" + pattern.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return cel(f"!self.matches({cel_string(pattern)})", message)
 
 
 def _check_step(step: str) -> str:
@@ -169,16 +165,21 @@ def _step_schema() -> Any:
         pattern=STEP_PATTERN,
         json_schema_extra={
             "x-kubernetes-validations": [
+                cel(
+                    f"self.matches({cel_string(STEP_PATTERN)})",
+                    "a step is one instruction on one line: no line break, control or Unicode "
+                    "space character",
+                ),
                 *(_not_matching(pattern, why) for pattern, why in STEP_REFUSALS),
                 cel(
-                    f"!(self.matches({_cel_string(_COPY_LINE)}) && "
-                    f"self.matches({_cel_string(_FROM_FLAG)}))",
+                    f"!(self.matches({cel_string(_COPY_LINE)}) && "
+                    f"self.matches({cel_string(_FROM_FLAG)}))",
                     "COPY/ADD --from takes files from an image lineage does not know",
                 ),
                 cel(
-                    f"!(self.matches({_cel_string(_RUN_LINE)}) && "
-                    f"self.matches({_cel_string(_MOUNT_FROM)}) && "
-                    f"self.matches({_cel_string(_FROM_OPTION)}))",
+                    f"!(self.matches({cel_string(_RUN_LINE)}) && "
+                    f"self.matches({cel_string(_MOUNT_FROM)}) && "
+                    f"self.matches({cel_string(_FROM_OPTION)}))",
                     "RUN --mount=...,from= takes files from an image lineage does not know",
                 ),
             ]
@@ -227,3 +228,22 @@ DockerfileText = Annotated[
     AfterValidator(_check_dockerfile),
 ]
 BuildStep = Annotated[str, _step_schema(), AfterValidator(_check_step)]
+
+
+def _absolute_path_schema() -> Any:
+    return Field(
+        max_length=PATH_MAX_LENGTH,
+        pattern=ABSOLUTE_PATH_PATTERN,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    f"self.matches({cel_string(ABSOLUTE_PATH_PATTERN)})",
+                    "must be an absolute, normalised path: starts with /, no empty, . or .. "
+                    "segments, no trailing /, no NUL or line break",
+                )
+            ]
+        },
+    )
+
+
+AbsolutePath = Annotated[str, _absolute_path_schema()]
