@@ -185,6 +185,10 @@ def buildctl_args(spec: ImageSpec) -> list[str]:
 
     The output names are CSV inside one argument (BuildKit's syntax); repository and tags
     are checked to contain neither quotes nor commas, so they cannot add exporter options.
+    A build-arg value may contain anything but NUL, commas included: buildctl (v0.34 sets
+    urfave/cli's ``DisableSliceFlagSeparator``) takes each ``--opt=`` whole, so a value cannot
+    add a frontend option such as ``cmdline=``; the node tier's ``test_build_argv`` checks it
+    against the builder image the cluster runs.
     """
     check_build(spec)
     assert spec.build is not None
