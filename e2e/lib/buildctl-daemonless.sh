@@ -4,6 +4,9 @@
 #   BUILDKITD_FLAGS               extra buildkitd flags (e.g. --config /etc/buildkit/buildkitd.toml)
 #   BUILDCTL_CONNECT_RETRIES_MAX  how many times to wait for buildkitd (default 50, ~0.2s apart)
 # On failure to start, buildkitd's log is printed.  Part of Lamina's e2e builder image.
+# Lamina's build Jobs pass every value from an Image's spec as one argument in "$@" (never
+# through BUILDKITD_FLAGS, which is the operator's constant and is split into words on purpose,
+# as upstream does); this script never evaluates its arguments.
 set -eu
 : "${BUILDCTL:=buildctl}"
 : "${BUILDKITD:=buildkitd}"

@@ -6,15 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from lamina.api.image import ImageSpec, ImageStatus
-from lamina.domain.build_job import (
-    BuildSettings,
-    DockerfileError,
-    build_job,
-    build_script,
-    buildkitd_toml,
-    dockerfile_for,
-)
+from lamina.api.image import ImageStatus
 from lamina.domain.build_outcome import judge_build
 from lamina.domain.builds import (
     BuildState,
@@ -143,66 +135,6 @@ def test_choose_builds_respects_the_limit_and_puts_people_first() -> None:
 def test_depth_survives_cycles() -> None:
     assert depth_of("c", {"a": None, "b": "a", "c": "b"}) == 2
     assert depth_of("a", {"a": "b", "b": "a"}) == 1
-
-
-def spec(build: dict[str, object], **output: object) -> ImageSpec:
-    return ImageSpec.model_validate(
-        {
-            "parent": {"image": "base"},
-            "build": build,
-            "output": {"repository": "registry.local/demo/app", **output},
-        }
-    )
-
-
-def test_dockerfile_from_steps_pins_the_parent() -> None:
-    text = dockerfile_for(spec({"steps": ["RUN echo hi > /hi", "CMD cat /hi"]}), f"r/base@{P1}")
-    assert text == f"FROM r/base@{P1}\nRUN echo hi > /hi\nCMD cat /hi\n"
-
-
-def test_full_dockerfile_gets_its_base_stage_pinned() -> None:
-    dockerfile = "# syntax note\nARG X=1\nFROM --platform=linux/amd64 anything:latest AS base\n"
-    dockerfile += "RUN true\nFROM base\nCOPY --from=base / /\n"
-    text = dockerfile_for(spec({"dockerfile": dockerfile}), f"r/base@{P1}")
-    assert f"FROM --platform=linux/amd64 r/base@{P1} AS base" in text
-    assert "\nFROM base\n" in text  # later stages are kept
-    with pytest.raises(DockerfileError):
-        dockerfile_for(spec({"dockerfile": "RUN true\n"}), "x")
-
-
-def test_buildkitd_settings_mirror_and_allow_plain_http() -> None:
-    text = buildkitd_toml({"docker.io": ("10.0.0.1:5000",)}, frozenset({"10.0.0.1:5000"}))
-    assert text == (
-        '[registry."10.0.0.1:5000"]\n  http = true\n  insecure = true\n'
-        '[registry."docker.io"]\n  mirrors = ["10.0.0.1:5000"]\n'
-    )
-
-
-def test_build_job_and_script() -> None:
-    image = spec(
-        {"steps": ["RUN true"], "args": {"V": "it's"}}, tags=["1", "latest"], insecure=True
-    )
-    script = build_script(image)
-    assert '\\"name=registry.local/demo/app:1,registry.local/demo/app:latest\\"' in script
-    assert "registry.insecure=true" in script
-    assert "--opt build-arg:V='it'\"'\"'s'" in script
-    assert "> /dev/termination-log" in script
-    settings = BuildSettings(namespace="lamina-system", builder_image="bk", deadline_seconds=600)
-    job = build_job(
-        namespace="team",
-        name="app",
-        uid="u",
-        inputs="abc",
-        spec=image,
-        settings=settings,
-        context_config_map="lamina-build-abc",
-        push_secret_copy="lamina-build-abc-push",
-    )
-    assert job["metadata"]["name"] == "lamina-build-abc"
-    assert job["metadata"]["namespace"] == "lamina-system"
-    assert job["spec"]["activeDeadlineSeconds"] == 600
-    pod = job["spec"]["template"]["spec"]
-    assert {v["name"] for v in pod["volumes"]} >= {"workspace", "dockerfile", "push-secret"}
 
 
 @pytest.mark.parametrize(

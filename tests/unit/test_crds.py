@@ -85,3 +85,53 @@ def test_commit_spec_is_immutable_by_rule() -> None:
     commit = crd_manifest(RESOURCE_KINDS[2])
     spec = commit["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     assert spec["x-kubernetes-validations"][0]["rule"] == "self == oldSelf"
+
+
+def _spec_schema(kind: Any) -> dict[str, Any]:
+    root = crd_manifest(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return root["properties"]["spec"]  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("kind", RESOURCE_KINDS, ids=lambda k: k.kind)
+def test_every_spec_field_is_bounded(kind: Any) -> None:
+    """No spec value a tenant writes is unbounded: strings, lists, maps and integers.
+
+    Bounds keep every value inside what derived objects (labels, Job fields, argv) admit and
+    keep CEL's cost estimates finite, so the API server accepts the rules at all.
+    """
+    unbounded = []
+    for path, node in _walk(_spec_schema(kind)):
+        if path.endswith(".properties") or "x-kubernetes-validations" in path:
+            continue
+        kind_of = node.get("type")
+        if kind_of == "string" and "maxLength" not in node and "enum" not in node:
+            unbounded.append(f"{path}: string without maxLength")
+        elif kind_of == "array" and "maxItems" not in node:
+            unbounded.append(f"{path}: array without maxItems")
+        elif kind_of == "integer" and "maximum" not in node:
+            unbounded.append(f"{path}: integer without maximum")
+        elif kind_of == "object" and "additionalProperties" in node and "maxProperties" not in node:
+            unbounded.append(f"{path}: map without maxProperties")
+    assert unbounded == []
+
+
+def test_map_key_constraints_become_a_cel_rule() -> None:
+    """pydantic states key constraints as patternProperties/propertyNames; CRDs cannot."""
+    image = _spec_schema(RESOURCE_KINDS[0])
+    args = image["properties"]["build"]["properties"]["args"]
+    assert "patternProperties" not in args and "propertyNames" not in args
+    assert args["additionalProperties"]["maxLength"] == 4096
+    assert args["maxProperties"] == 64
+    rules = [rule["rule"] for rule in args["x-kubernetes-validations"]]
+    assert rules == [
+        "self.all(k, k.matches('^[A-Za-z_][A-Za-z0-9_]*$') && size(k) <= 128)",
+        "self.all(k, !k.startsWith('BUILDKIT_'))",
+    ]
+
+
+@pytest.mark.parametrize("kind", [RESOURCE_KINDS[0], RESOURCE_KINDS[2]], ids=lambda k: k.kind)
+def test_names_are_bounded_at_the_root(kind: Any) -> None:
+    root = crd_manifest(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert "size(self.metadata.name) <= 128" in [
+        r["rule"] for r in root["x-kubernetes-validations"]
+    ]

@@ -18,7 +18,7 @@ from pydantic import BaseModel, JsonValue
 from lamina.api.commit import ContainerCommit, ContainerCommitSpec, ContainerCommitStatus
 from lamina.api.image import Image, ImageSpec, ImageStatus
 from lamina.api.layer import Layer, LayerSpec, LayerStatus
-from lamina.api.meta import GROUP, VERSION
+from lamina.api.meta import GROUP, VERSION, cel_string
 
 JsonSchema = dict[str, Any]
 
@@ -80,6 +80,7 @@ RESOURCE_KINDS: list[ResourceKind] = [
         spec=ImageSpec,
         status=ImageStatus,
         spec_required=True,
+        root_validations=Image.root_validations,
         columns=[
             _READY,
             _REASON,
@@ -123,6 +124,7 @@ RESOURCE_KINDS: list[ResourceKind] = [
         spec=ContainerCommitSpec,
         status=ContainerCommitStatus,
         spec_required=True,
+        root_validations=ContainerCommit.root_validations,
         columns=[
             PrinterColumn("Phase", ".status.phase"),
             PrinterColumn("Pod", ".spec.pod"),
@@ -164,8 +166,16 @@ def _structural(node: JsonSchema, definitions: dict[str, JsonSchema]) -> JsonSch
         return _structural(node, definitions)
 
     out: JsonSchema = {}
+    key_rule = _key_rule(node)
     for key, value in node.items():
         if key in _DROPPED_KEYS:
+            continue
+        if key == "patternProperties":
+            # A map with constrained keys: the values' schema, the keys' rule as CEL below.
+            (values,) = value.values()
+            out["additionalProperties"] = _structural(values, definitions)
+            continue
+        if key == "propertyNames":
             continue
         if key == "additionalProperties":
             if value is False:
@@ -182,6 +192,8 @@ def _structural(node: JsonSchema, definitions: dict[str, JsonSchema]) -> JsonSch
             out["enum"] = [value]
         else:
             out[key] = value
+    if key_rule is not None:
+        out["x-kubernetes-validations"] = [key_rule, *out.get("x-kubernetes-validations", [])]
     if "enum" in out and "type" not in out:
         out["type"] = "string"
     if "properties" in out:
@@ -189,6 +201,31 @@ def _structural(node: JsonSchema, definitions: dict[str, JsonSchema]) -> JsonSch
     if out.get("type") == "integer":
         out.setdefault("format", "int64")
     return out
+
+
+def _key_rule(node: JsonSchema) -> dict[str, JsonValue] | None:
+    """CEL for a map's key constraints, which structural schemas cannot state otherwise.
+
+    pydantic writes a constrained key type as ``patternProperties`` (its pattern) and
+    ``propertyNames`` (its length); the API server knows neither, so they become one rule.
+    """
+    patterns = list(node.get("patternProperties") or {})
+    max_length = (node.get("propertyNames") or {}).get("maxLength")
+    if len(patterns) > 1:
+        raise ValueError("no structural form for a map with several key patterns")
+    if not patterns and max_length is None:
+        return None
+    checks, words = [], []
+    if patterns:
+        checks.append(f"k.matches({cel_string(patterns[0])})")
+        words.append(f"match {patterns[0]}")
+    if max_length is not None:
+        checks.append(f"size(k) <= {max_length}")
+        words.append(f"be at most {max_length} characters")
+    return {
+        "rule": f"self.all(k, {' && '.join(checks)})",
+        "message": f"keys must {' and '.join(words)}",
+    }
 
 
 def crd_manifest(resource: ResourceKind) -> dict[str, Any]:

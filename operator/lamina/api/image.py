@@ -9,11 +9,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import AfterValidator, ConfigDict, Field, JsonValue
 
+from lamina.api.durations import duration_check, duration_range
 from lamina.api.meta import (
     DIGEST_PATTERN,
-    DURATION_PATTERN,
+    OBJECT_NAME_MAX_LENGTH,
     OBJECT_NAME_PATTERN,
     REFERENCE_PATTERN,
     REPOSITORY_PATTERN,
@@ -22,9 +23,27 @@ from lamina.api.meta import (
     Model,
     cel,
     conditions_field,
+    distinct,
+    name_length_rule,
+)
+from lamina.api.text import (
+    BUILD_ARGS_MAX_PROPERTIES,
+    BUILD_ARGS_RULE,
+    PATH_MAX_LENGTH,
+    RELATIVE_PATH_PATTERN,
+    STEPS_MAX_ITEMS,
+    BuildArgKey,
+    BuildArgValue,
+    BuildStep,
+    DockerfileText,
 )
 
 BuildEngine = Literal["buildkit", "kaniko", "buildah"]
+TAGS_MAX_ITEMS = 32
+# Clone URLs: a scheme git knows and no white space; never an option (a leading "-").
+GIT_URL_PATTERN = r"^(https|http|ssh|git)://[^\s\x00-\x1f\x7f]+$"
+# A branch, tag or commit: what git's check-ref-format admits, minus a leading "-".
+GIT_REVISION_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_./@{}^~+-]*$"
 RebuildPolicy = Literal["Automatic", "Manual"]
 RebuildStrategy = Literal["Rebuild", "Rebase"]
 
@@ -46,7 +65,7 @@ class ParentSpec(Model):
     image: str | None = Field(
         default=None,
         pattern=OBJECT_NAME_PATTERN,
-        max_length=253,
+        max_length=OBJECT_NAME_MAX_LENGTH,
         description="Name of another Image in the same namespace.",
     )
     ref: str | None = Field(
@@ -58,10 +77,11 @@ class ParentSpec(Model):
             "digest and re-resolves it every pollInterval to notice a moved tag."
         ),
     )
-    poll_interval: str = Field(
-        default="10m",
-        pattern=DURATION_PATTERN,
-        description="How often an external ref is re-resolved, e.g. 10m or 1h.",
+    poll_interval: Annotated[str, duration_range("1s", "168h"), duration_check("1s", "168h")] = (
+        Field(
+            default="10m",
+            description="How often an external ref is re-resolved, e.g. 10m or 1h (1s to 168h).",
+        )
     )
 
 
@@ -74,9 +94,24 @@ class ConfigMapContext(Model):
 class GitContext(Model):
     """Build context from a git repository."""
 
-    url: str = Field(min_length=1, description="Clone URL.")
-    revision: str = Field(default="HEAD", description="Branch, tag or commit.")
-    path: str | None = Field(default=None, description="Sub-directory used as the context.")
+    url: str = Field(
+        min_length=1,
+        max_length=2048,
+        pattern=GIT_URL_PATTERN,
+        description="Clone URL: https://, http://, ssh:// or git://.",
+    )
+    revision: str = Field(
+        default="HEAD",
+        max_length=255,
+        pattern=GIT_REVISION_PATTERN,
+        description="Branch, tag or commit.",
+    )
+    path: str | None = Field(
+        default=None,
+        max_length=PATH_MAX_LENGTH,
+        pattern=RELATIVE_PATH_PATTERN,
+        description="Sub-directory used as the context (relative, without . or .. segments).",
+    )
 
 
 class BuildContext(Model):
@@ -112,25 +147,41 @@ class BuildSpec(Model):
         }
     )
 
-    steps: list[str] | None = Field(
+    steps: list[BuildStep] | None = Field(
         default=None,
         min_length=1,
-        description="Dockerfile instructions appended after a generated FROM <parent>@<digest>.",
-    )
-    dockerfile: str | None = Field(
-        default=None,
-        min_length=1,
+        max_length=STEPS_MAX_ITEMS,
         description=(
-            "A full Dockerfile; its base stage is replaced by the parent, pinned by digest."
+            "Dockerfile instructions appended after a generated FROM <parent>@<digest>, one "
+            "instruction each: no line breaks or trailing backslash, no FROM, no parser "
+            "directive, no COPY --from / RUN --mount from= (the parent is the only stage)."
+        ),
+    )
+    dockerfile: DockerfileText | None = Field(
+        default=None,
+        description=(
+            "A full Dockerfile; its first stage's base is replaced by the parent, pinned by "
+            "digest. Later stages must be based on earlier stages (FROM <stage>), and "
+            "COPY --from / RUN --mount from= may name only earlier stages, so the pushed image "
+            "always starts with the parent's layers; no parser directives, no heredocs."
         ),
     )
     context: BuildContext | None = None
-    args: dict[str, str] | None = Field(default=None, description="Build arguments.")
-    engine: BuildEngine | None = Field(
-        default=None, description="Build engine; the operator's default when unset."
+    args: dict[BuildArgKey, BuildArgValue] | None = Field(
+        default=None,
+        max_length=BUILD_ARGS_MAX_PROPERTIES,
+        description=(
+            "Build arguments; names match [A-Za-z_][A-Za-z0-9_]* and may not start with BUILDKIT_."
+        ),
+        json_schema_extra={"x-kubernetes-validations": [BUILD_ARGS_RULE]},
     )
-    timeout: str = Field(
-        default="30m", pattern=DURATION_PATTERN, description="Deadline of one build."
+    engine: BuildEngine | None = Field(
+        default=None,
+        description="Build engine; the operator's default when unset. Only buildkit is wired.",
+    )
+    timeout: Annotated[str, duration_range("10s", "24h"), duration_check("10s", "24h")] = Field(
+        default="30m",
+        description="Deadline of one build (10s to 24h; the operator may cap it lower).",
     )
 
 
@@ -142,14 +193,20 @@ class OutputSpec(Model):
         max_length=255,
         description="Target repository, e.g. registry.example.com/team/app.",
     )
-    tags: list[Annotated[str, Field(pattern=TAG_PATTERN)]] = Field(
+    tags: Annotated[
+        list[Annotated[str, Field(pattern=TAG_PATTERN, max_length=128)]],
+        AfterValidator(distinct),
+    ] = Field(
         default_factory=lambda: ["latest"],
-        description="Tags to push.",
-        json_schema_extra={"default": ["latest"]},
+        min_length=1,
+        max_length=TAGS_MAX_ITEMS,
+        description=f"Tags to push (1 to {TAGS_MAX_ITEMS}, each once).",
+        json_schema_extra={"default": ["latest"], "x-kubernetes-list-type": "set"},
     )
     push_secret: str | None = Field(
         default=None,
         pattern=OBJECT_NAME_PATTERN,
+        max_length=253,
         description="A kubernetes.io/dockerconfigjson Secret in the same namespace.",
     )
     insecure: bool = Field(default=False, description="The registry speaks plain HTTP.")
@@ -175,7 +232,9 @@ class CommitSource(Model):
     """Marks an Image that records a ContainerCommit's result instead of being built."""
 
     name: str = Field(
-        pattern=OBJECT_NAME_PATTERN, max_length=253, description="The ContainerCommit."
+        pattern=OBJECT_NAME_PATTERN,
+        max_length=OBJECT_NAME_MAX_LENGTH,
+        description="The ContainerCommit.",
     )
 
 
@@ -305,6 +364,7 @@ class Image(Model):
     kind: ClassVar[str] = "Image"
     plural: ClassVar[str] = "images"
     short_names: ClassVar[list[str]] = ["img"]
+    root_validations: ClassVar[list[dict[str, JsonValue]]] = [name_length_rule("an Image")]
 
     metadata: dict[str, Any] = Field(default_factory=dict)
     spec: ImageSpec

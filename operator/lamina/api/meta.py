@@ -30,8 +30,12 @@ REFERENCE_PATTERN = (
     rf"^{_DOMAIN}?{_COMPONENT}(?:/{_COMPONENT})*"
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
 )
+LABEL_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 OBJECT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+# Images and ContainerCommits are named at most this long (a ContainerCommit names the Image
+# that records it): their names are copied into other objects' status (lineage, a Layer's
+# usedBy), and Job names and label values derived from them are hashed to fit in 63.
+OBJECT_NAME_MAX_LENGTH = 128
 
 
 def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, JsonValue]:
@@ -40,6 +44,29 @@ def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, Jso
     if field_path is not None:
         entry["fieldPath"] = field_path
     return entry
+
+
+def cel_string(text: str) -> str:
+    """``text`` as a CEL string literal (for a regex in ``matches()``)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def name_length_rule(what: str) -> dict[str, JsonValue]:
+    """The root rule bounding ``metadata.name`` to :data:`OBJECT_NAME_MAX_LENGTH`."""
+    return cel(
+        f"size(self.metadata.name) <= {OBJECT_NAME_MAX_LENGTH}",
+        f"metadata.name of {what} must be at most {OBJECT_NAME_MAX_LENGTH} characters",
+    )
+
+
+def distinct(values: list[str]) -> list[str]:
+    """A list validator: each value at most once (the CRD says ``x-kubernetes-list-type: set``)."""
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"{value!r} is listed twice")
+        seen.add(value)
+    return values
 
 
 class Model(BaseModel):

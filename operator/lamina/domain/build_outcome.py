@@ -49,7 +49,12 @@ def judge_build(outcome: JobOutcome) -> BuildResult:
             None, INVALID_RESULT, "the build Job succeeded but reported no digest: " + message[:200]
         )
     if outcome.job_reason == "DeadlineExceeded":
-        return BuildResult(None, DEADLINE_EXCEEDED, "the build ran past spec.build.timeout")
+        return BuildResult(
+            None,
+            DEADLINE_EXCEEDED,
+            "the build ran past its deadline: spec.build.timeout, at most the operator's "
+            "LAMINA_BUILD_DEADLINE_SECONDS",
+        )
     if outcome.exit_reason == "OOMKilled":
         return BuildResult(None, OOM_KILLED, "the builder ran out of memory")
     if outcome.exit_reason == "Evicted" or outcome.job_reason == "Evicted":

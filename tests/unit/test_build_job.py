@@ -1,0 +1,327 @@
+"""The build Job carries no spec value into a shell, and refuses what would make lineage lie.
+
+Specs are built here both through the models (what the API server would admit) and around
+them (``model_copy`` skips validation: an object stored before the schema was tightened), so
+the generator's own refusals are exercised, not only the schema's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lamina.api.image import BuildContext, GitContext, ImageSpec
+from lamina.domain.build_job import (
+    ANNOTATION_IMAGE_NAME,
+    BUILDER_COMMAND,
+    METADATA_FILE,
+    REPORT_SCRIPT,
+    BuildNotSupported,
+    BuildSettings,
+    DockerfileError,
+    build_job,
+    buildctl_args,
+    buildkitd_toml,
+    dockerfile_for,
+    job_name,
+)
+from lamina.domain.dockerfile import check_dockerfile
+from lamina.domain.labels import label_value
+
+P1 = "sha256:" + "1" * 64
+PARENT = f"r/base@{P1}"
+SETTINGS = BuildSettings(namespace="lamina-system", builder_image="bk", deadline_seconds=1800)
+LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+HOSTILE = "x'\"; $(touch /pwned) `id` && rm -rf / #"
+
+
+def spec(build: dict[str, Any], **output: Any) -> ImageSpec:
+    return ImageSpec.model_validate(
+        {
+            "parent": {"image": "base"},
+            "build": build,
+            "output": {"repository": "registry.local/demo/app", **output},
+        }
+    )
+
+
+def unchecked(base: ImageSpec, *, output: dict[str, Any] | None = None, **build: Any) -> ImageSpec:
+    """``base`` with fields set past validation, as an object stored under an older schema."""
+    assert base.build is not None
+    updated = base.model_copy(update={"build": base.build.model_copy(update=build)})
+    if output:
+        updated = updated.model_copy(update={"output": base.output.model_copy(update=output)})
+    return updated
+
+
+def job_for(image: ImageSpec, name: str = "app", namespace: str = "team") -> dict[str, Any]:
+    return build_job(
+        namespace=namespace,
+        name=name,
+        uid="0b7e4a2c-6a43-4c5e-9a54-0c9c1c0e1f00",
+        inputs="abc123def456",
+        spec=image,
+        settings=SETTINGS,
+        context_config_map="lamina-build-abc123def456",
+        push_secret_copy="lamina-build-abc123def456-push",
+    )
+
+
+def container(job: dict[str, Any]) -> dict[str, Any]:
+    (only,) = job["spec"]["template"]["spec"]["containers"]
+    return dict(only)
+
+
+# -- argv, not a script ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        spec({"steps": ["RUN true"]}),
+        spec({"steps": ["RUN true"], "args": {"V": HOSTILE, "W": "--help"}}, insecure=True),
+        spec({"steps": [f"RUN echo {HOSTILE}"]}, tags=["1", "latest"]),
+        spec({"dockerfile": f"FROM x\nRUN echo {HOSTILE}\n"}),
+    ],
+    ids=["plain", "hostile-arg-values", "hostile-step", "dockerfile"],
+)
+def test_the_command_is_the_same_constant_for_every_image(image: ImageSpec) -> None:
+    build = container(job_for(image))
+    assert build["command"] == BUILDER_COMMAND == ["/bin/sh", "-c", REPORT_SCRIPT, "lamina-build"]
+    assert isinstance(build["args"], list) and all(isinstance(a, str) for a in build["args"])
+    # Spec values are only ever whole argv elements, each a --flag=value buildctl parses.
+    assert all(a == "build" or a.startswith("--") for a in build["args"])
+    assert HOSTILE not in REPORT_SCRIPT
+    assert '"$@"' in REPORT_SCRIPT and "eval" not in REPORT_SCRIPT
+
+
+def test_buildctl_args_hold_each_value_in_one_element() -> None:
+    image = spec(
+        {"steps": ["RUN true"], "args": {"B": "two words", "A": HOSTILE}},
+        tags=["1", "latest"],
+        insecure=True,
+    )
+    assert buildctl_args(image) == [
+        "build",
+        "--progress=plain",
+        "--frontend=dockerfile.v0",
+        "--local=context=/workspace/context",
+        "--local=dockerfile=/workspace/dockerfile",
+        f"--opt=build-arg:A={HOSTILE}",
+        "--opt=build-arg:B=two words",
+        '--output=type=image,"name=registry.local/demo/app:1,registry.local/demo/app:latest",'
+        "push=true,registry.insecure=true",
+        f"--metadata-file={METADATA_FILE}",
+    ]
+
+
+def test_the_report_script_passes_hostile_arguments_through_a_real_shell(tmp_path: Path) -> None:
+    """Run the constant script with /bin/sh, a stand-in buildctl-daemonless.sh recording argv."""
+    bin_dir, canary = tmp_path / "bin", tmp_path / "pwned"
+    bin_dir.mkdir()
+    metadata, termination = tmp_path / "metadata.json", tmp_path / "termination-log"
+    fake = bin_dir / "buildctl-daemonless.sh"
+    fake.write_text(
+        f"#!{sys.executable}\n"
+        + textwrap.dedent(
+            f"""\
+            import json, sys
+            open({str(tmp_path / "argv.json")!r}, "w").write(json.dumps(sys.argv[1:]))
+            open({str(metadata)!r}, "w").write(json.dumps(
+                {{"containerimage.digest": "{P1}", "image.name": "x"}}, indent=2))
+            """
+        )
+    )
+    fake.chmod(0o755)
+    image = spec(
+        {"steps": ["RUN true"], "args": {"A": f"$(touch {canary})", "B": f"`touch {canary}`"}},
+    )
+    args = buildctl_args(image)
+    script = REPORT_SCRIPT.replace(METADATA_FILE, str(metadata)).replace(
+        "/dev/termination-log", str(termination)
+    )
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    subprocess.run(["/bin/sh", "-c", script, "lamina-build", *args], env=env, check=True)
+    assert json.loads((tmp_path / "argv.json").read_text()) == args
+    assert termination.read_text().strip() == P1
+    assert not canary.exists()
+
+
+# -- what the generator refuses, whatever the schema let through ---------------------------
+
+SAFE = spec({"steps": ["RUN true"]})
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        (unchecked(SAFE, args={"X=1 $(touch /pwned)": "v"}), "must match ^[A-Za-z_]"),
+        (unchecked(SAFE, args={"BUILDKIT_SYNTAX": "evil/frontend"}), "BUILDKIT_"),
+        (unchecked(SAFE, args={"A": "a\x00b"}), "NUL"),
+        (unchecked(SAFE, steps=["RUN a\nFROM evil"]), "steps[0]: a step is one line"),
+        (unchecked(SAFE, steps=["RUN a\rFROM evil"]), "steps[0]: a step is one line"),
+        (unchecked(SAFE, steps=["RUN a \\", "FROM evil"]), "steps[0]: a step may not end with"),
+        (unchecked(SAFE, steps=["RUN a", "  from evil"]), "steps[1]: a step may not be a FROM"),
+        (unchecked(SAFE, steps=["# syntax=evil/frontend"]), "parser directive"),
+        (unchecked(SAFE, steps=["# escape=`"]), "parser directive"),
+        (unchecked(SAFE, steps=["COPY --from=alpine:3 / /"]), "COPY/ADD --from"),
+        (unchecked(SAFE, steps=["RUN --mount=type=bind,from=evil,target=/x true"]), "--mount"),
+        (unchecked(SAFE, steps=["RUN\u00a0a"]), "a step is one line"),
+        (unchecked(SAFE, dockerfile="FROM x\nFROM evil\n", steps=None), "not an earlier stage"),
+        (
+            unchecked(SAFE, output={"repository": 'r/a",push=false,"name=evil/x'}),
+            "spec.output.repository",
+        ),
+        (unchecked(SAFE, output={"tags": ["1,evil/x:2"]}), "spec.output.tags"),
+        (unchecked(SAFE, output={"tags": []}), "at least one tag"),
+        (unchecked(SAFE, timeout="999999999999h"), "spec.build.timeout"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else "",
+)
+def test_the_generator_refuses_what_the_schema_would(image: ImageSpec, message: str) -> None:
+    with pytest.raises(DockerfileError, match=re.escape(message)) as refused:
+        dockerfile_for(image, PARENT)
+    assert refused.value.reason == "DockerfileInvalid"
+    with pytest.raises(DockerfileError):
+        job_for(image)
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        (spec({"steps": ["RUN true"], "engine": "kaniko"}), "spec.build.engine kaniko"),
+        (spec({"steps": ["RUN true"], "engine": "buildah"}), "spec.build.engine buildah"),
+        (
+            unchecked(SAFE, context=BuildContext(git=GitContext(url="https://example.com/r.git"))),
+            "spec.build.context.git",
+        ),
+    ],
+)
+def test_what_is_not_wired_is_refused_not_ignored(image: ImageSpec, message: str) -> None:
+    with pytest.raises(BuildNotSupported, match=re.escape(message)) as refused:
+        dockerfile_for(image, PARENT)
+    assert refused.value.reason == "BuildNotSupported"
+
+
+# -- Dockerfiles: several stages, all descending from the parent ---------------------------
+
+
+def test_dockerfile_from_steps_pins_the_parent() -> None:
+    text = dockerfile_for(spec({"steps": ["RUN echo hi > /hi", "CMD cat /hi"]}), PARENT)
+    assert text == f"FROM {PARENT}\nRUN echo hi > /hi\nCMD cat /hi\n"
+
+
+def test_multi_stage_dockerfile_gets_its_base_stage_pinned() -> None:
+    dockerfile = textwrap.dedent(
+        """\
+        # a note, not a directive
+        ARG X=1
+        FROM --platform=linux/amd64 anything:latest AS build
+        RUN make && \\
+            # comments inside a continuation are dropped, as BuildKit does
+            make install
+        FROM build AS test
+        RUN --mount=type=bind,from=build,target=/src true
+        FROM build
+        COPY --from=test /out /out
+        COPY --from=0 /a /b
+        """
+    )
+    text = dockerfile_for(spec({"dockerfile": dockerfile}), PARENT)
+    assert f"FROM --platform=linux/amd64 {PARENT} AS build\n" in text
+    assert text.replace(f"{PARENT}", "anything:latest") == dockerfile  # nothing else changes
+    assert [s.name for s in check_dockerfile(dockerfile)] == ["build", "test", None]
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "message"),
+    [
+        ("FROM a\nFROM busybox\nCOPY --from=0 / /\n", "FROM busybox is not an earlier stage"),
+        ("FROM a AS one\nFROM $BASE\n", "FROM $BASE is not an earlier stage"),
+        ("FROM a AS one\nFROM later\nFROM a AS later\n", "FROM later is not an earlier stage"),
+        ("FROM a\nCOPY --from=alpine /bin/sh /sh\n", "files from 'alpine'"),
+        ("FROM a\nCOPY --from=$X / /\n", "files from ''"),
+        ('FROM a AS b\nRUN --mount="type=bind,target=/a b,from=evil" true\n', "'evil'"),
+        ("FROM a\nONBUILD COPY --from=a / /\n", "files from 'a'"),
+        ("FROM a AS x\nRUN echo \\\nFROM x AS y\nFROM y\n", "a FROM may not continue"),
+        ("ARG V=\\\nFROM evil\nFROM a\n", "a FROM may not continue"),
+        ("FROM a\nRUN <<EOF\nFROM a AS y\nEOF\n", "heredocs"),
+        ("# syntax=docker.io/evil/frontend\nFROM a\n", "parser directives"),
+        ("# escape=`\nFROM a\n", "parser directives"),
+        ("RUN true\nFROM a\n", "must start with FROM"),
+        ("FROM \\\n  a\n", "must be on one line"),
+        ("FROM a\nRUN true \\\n", "ends with a backslash"),
+        ("FROM a AS x\nFROM x AS x\n", "named twice"),
+        ("FROM a\r\nRUN true\n", "control characters"),
+        ("\ufeffFROM a\n", "control characters"),
+        ("# only a comment\n", "no FROM line"),
+    ],
+)
+def test_dockerfiles_that_would_make_lineage_lie_are_refused(dockerfile: str, message: str) -> None:
+    image = unchecked(SAFE, dockerfile=dockerfile, steps=None)
+    with pytest.raises(DockerfileError, match=re.escape(message)):
+        dockerfile_for(image, PARENT)
+
+
+# -- names, labels and the deadline ------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["app", "a" * 63, "a" * 64, "b" * 100 + ".v1", "c" * 128])
+def test_job_names_and_labels_are_valid_for_every_image_name(name: str) -> None:
+    job = job_for(SAFE, name=name, namespace="n" * 63)
+    assert job["metadata"]["name"] == job_name("abc123def456")
+    assert len(job["metadata"]["name"]) <= 63
+    labels = job["metadata"]["labels"]
+    assert job["spec"]["template"]["metadata"]["labels"] == labels
+    for value in labels.values():
+        assert len(value) <= 63 and LABEL_VALUE.match(value), value
+    assert job["metadata"]["annotations"][ANNOTATION_IMAGE_NAME] == name
+    # Deterministic, so a restarted operator finds the same Job by the same labels.
+    assert job_for(SAFE, name=name, namespace="n" * 63) == job
+
+
+def test_long_names_get_distinct_stable_label_values() -> None:
+    first, second = "x" * 100 + "-one", "x" * 100 + "-two"
+    assert label_value(first) != label_value(second)
+    assert label_value(first) == label_value(first)
+    assert label_value("short.name-1") == "short.name-1"
+    assert label_value("-" * 70) == label_value("-" * 70) and LABEL_VALUE.match(
+        label_value("-" * 70)
+    )
+
+
+def test_job_names_come_only_from_an_inputs_hash() -> None:
+    with pytest.raises(ValueError, match="not a short hex hash"):
+        job_name("../../x")
+
+
+@pytest.mark.parametrize(("timeout", "seconds"), [("5m", 300), ("30m", 1800), ("2h", 1800)])
+def test_the_deadline_is_the_spec_timeout_capped_by_the_operator(
+    timeout: str, seconds: int
+) -> None:
+    job = job_for(spec({"steps": ["RUN true"], "timeout": timeout}))
+    assert job["spec"]["activeDeadlineSeconds"] == seconds
+
+
+def test_job_mounts_the_context_and_the_push_secret() -> None:
+    job = job_for(SAFE)
+    assert job["metadata"]["namespace"] == "lamina-system"
+    pod = job["spec"]["template"]["spec"]
+    assert {v["name"] for v in pod["volumes"]} >= {"workspace", "dockerfile", "push-secret"}
+    assert container(job)["securityContext"] == {"privileged": True}
+
+
+def test_buildkitd_settings_mirror_and_allow_plain_http() -> None:
+    text = buildkitd_toml({"docker.io": ("10.0.0.1:5000",)}, frozenset({"10.0.0.1:5000"}))
+    assert text == (
+        '[registry."10.0.0.1:5000"]\n  http = true\n  insecure = true\n'
+        '[registry."docker.io"]\n  mirrors = ["10.0.0.1:5000"]\n'
+    )
