@@ -166,10 +166,22 @@ def test_an_oversized_parent_manifest_is_that_images_condition_and_others_go_on(
         )
     assert setup.process.poll() is None, "the operator must still be running"
 
-    # Polling the good ref: five Images, one HEAD per pass, no GET while the digest stays.
+    # Polling the good ref: five Images, one HEAD per pass, no GET while the digest stays,
+    # and no status write either (an unchanged answer is not written).
+    def versions() -> list[str]:
+        return [
+            (kube.get("image", f"good{index}", other_namespace) or {})["metadata"][
+                "resourceVersion"
+            ]
+            for index in range(5)
+        ]
+
+    time.sleep(2)  # let the conditions follow the last build fields
+    before = versions()
     start = len(registry.log.requests)
     window = 6.0
     time.sleep(window)
     polled = [r.method for r in registry.log.requests[start:] if r.path == GOOD]
     assert "GET" not in polled
     assert 1 <= polled.count("HEAD") <= window + 2, polled
+    assert versions() == before

@@ -12,7 +12,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from lamina.handlers.parent_resolver import ParentResolver
+from lamina.api.image import ResolvedParent
+from lamina.domain.parent_polling import poll_jitter
+from lamina.handlers.parent_resolver import ParentResolver, resolved_status
 from lamina.oci.hosts import RegistryHosts
 from tests.hostile_registry import (
     OCI_INDEX,
@@ -243,3 +245,33 @@ async def test_an_invalid_reference_is_refused_without_a_request(
     assert results["UPPER/Case:x"].message is not None
     assert results["UPPER/Case:x"].message.startswith("InvalidReference: ")
     assert hostile.log.requests == []
+
+
+async def test_an_unchanged_answer_writes_nothing_and_the_resolver_remembers_the_poll(
+    hostile: Hostiles, clock: Clock
+) -> None:
+    body = small_image_manifest()
+    serve(hostile, body)
+    resolver = resolver_for(hostile, clock)
+    (first,) = (await resolver.resolve_refs({"busybox": None})).values()
+    patch = resolved_status("busybox", None, first, clock.now)
+    assert patch == {
+        "ref": "busybox",
+        "digest": sha(body),
+        "resolvedAt": "2026-12-01T10:00:00Z",
+        "message": None,
+    }
+    status = ResolvedParent.model_validate(patch)
+    clock.advance(600)
+    (again,) = (await resolver.resolve_refs({"busybox": sha(body)})).values()
+    assert resolved_status("busybox", status, again, clock.now) is None
+    # status.resolvedAt stays at 10:00, but the poll at 10:10 counts: not due again before
+    # 10:20 (plus the ref's jitter).
+    interval = timedelta(minutes=10)
+    assert not resolver.due("busybox", interval, status, clock.now + timedelta(seconds=599))
+    assert resolver.due(
+        "busybox", interval, status, clock.now + interval + poll_jitter("busybox", interval)
+    )
+    # A fresh resolver (an operator restart) goes by status alone: due 10 minutes after 10:00.
+    restarted = resolver_for(hostile, clock)
+    assert restarted.due("busybox", interval, status, clock.now + poll_jitter("busybox", interval))

@@ -42,7 +42,6 @@ from lamina.domain.build_outcome import judge_build
 from lamina.domain.builds import BuildPlan, Candidate, choose_builds, depth_of, plan_namespace
 from lamina.domain.commit_job import CommitSettings, push_secret_copy
 from lamina.domain.manifest_facts import layer_facts
-from lamina.domain.parent_polling import poll_due
 from lamina.domain.rebase import RebaseRefused, canonical, rebase
 from lamina.domain.rebuild import PARENT_CHANGED
 from lamina.domain.snapshot import ImageRecord
@@ -216,30 +215,26 @@ class BuildController:
         wanted = {
             ref: next(filter(None, (_known_digest(i, ref) for i in images)), None)
             for ref, images in naming.items()
-            if any(_parent_due(i, ref, now) for i in images)
+            if any(
+                self.parents.due(
+                    ref,
+                    timedelta(seconds=duration_seconds(i.spec.parent.poll_interval)),
+                    i.status.resolved,
+                    now,
+                )
+                for i in images
+            )
         }
         if not wanted:
             return
         for ref, resolution in (await self.parents.resolve_refs(wanted)).items():
-            # Every Image naming the ref takes the result: their schedules merge into one.
-            for image in naming[ref]:
+            for image in naming[ref]:  # every Image naming the ref takes the one answer
                 resolved = image.status.resolved
-                same = resolved is not None and (
-                    resolved.ref,
-                    resolved.digest,
-                    resolved.message,
-                ) == (
-                    ref,
-                    resolution.digest,
-                    resolution.message,
-                )
-                if same and not resolution.asked:
-                    continue  # a registry backing off: nothing new to say
+                patch = resolved_status(ref, resolved, resolution, now)
+                if patch is None:
+                    continue  # nothing new: no write
                 await self.kube.patch_status(
-                    "images",
-                    image.namespace,
-                    image.name,
-                    {"resolved": resolved_status(ref, resolution, now)},
+                    "images", image.namespace, image.name, {"resolved": patch}
                 )
                 if resolved is None or resolved.digest != resolution.digest:
                     logger.info(
@@ -591,18 +586,6 @@ class BuildController:
 def _known_digest(image: _Image, ref: str) -> str | None:
     resolved = image.status.resolved
     return resolved.digest if resolved is not None and resolved.ref == ref else None
-
-
-def _parent_due(image: _Image, ref: str, now: datetime) -> bool:
-    resolved = image.status.resolved
-    return poll_due(
-        ref,
-        timedelta(seconds=duration_seconds(image.spec.parent.poll_interval)),
-        resolved_ref=resolved.ref if resolved else None,
-        resolved_digest=resolved.digest if resolved else None,
-        resolved_at=resolved.resolved_at if resolved else None,
-        now=now,
-    )
 
 
 def _rebase_wanted(image: _Image, plan: BuildPlan) -> bool:

@@ -21,10 +21,11 @@ to, and gets one :class:`Resolution` per ref text back:
 - Every failure is that ref's message (``Reason: text``, never a response body); the others
   go on.
 
-How the build pass uses it: collect the due refs (one ``poll_due`` per Image), call
-``resolve_refs`` once with ``{ref: last digest}``, and write
-``resolved_status(ref, resolution, now)`` to ``status.resolved`` of every Image naming a
-resolved ref (also those not due yet, so their schedules merge into one).
+How the build pass uses it: a ref is due when ``resolver.due(ref, pollInterval,
+status.resolved, now)`` holds for any Image naming it; call ``resolve_refs`` once with
+``{ref: last digest}`` for the due refs, and patch ``status.resolved`` of every Image naming
+a resolved ref with ``resolved_status(ref, status.resolved, resolution, now)`` when that is
+not None (only a changed answer is written: an unchanged poll costs one HEAD and no write).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import ssl
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -46,6 +47,7 @@ from lamina.domain.parent_polling import (
     RegistryPause,
     active_pause,
     pause_after_failure,
+    poll_due,
     retry_after_seconds,
 )
 from lamina.oci.client import RegistryClient, platform_descriptor
@@ -84,8 +86,19 @@ class Resolution:
     asked: bool = True
 
 
-def resolved_status(ref: str, resolution: Resolution, now: datetime) -> dict[str, Any]:
-    """``status.resolved`` for an Image naming ``ref``, as a merge patch (nulls clear)."""
+def resolved_status(
+    ref: str, current: ResolvedParent | None, resolution: Resolution, now: datetime
+) -> dict[str, Any] | None:
+    """``status.resolved`` for an Image naming ``ref`` as a merge patch (nulls clear), or None
+    when it already says this: a poll that found nothing new writes nothing, so
+    ``resolvedAt`` is when the answer last changed (when it was last asked is the resolver's
+    to remember, see :meth:`ParentResolver.due`)."""
+    if current is not None and (current.ref, current.digest, current.message) == (
+        ref,
+        resolution.digest,
+        resolution.message,
+    ):
+        return None
     model = ResolvedParent(
         ref=ref, digest=resolution.digest, resolved_at=now, message=resolution.message
     )
@@ -104,6 +117,25 @@ class ParentResolver:
     pauses: dict[str, RegistryPause] = field(default_factory=dict)
     # Digests this resolver fetched and checked itself, per asked-for reference.
     verified: dict[Reference, str] = field(default_factory=dict)
+    # When each ref text was last asked for (status.resolved is written only on a change).
+    checked: dict[str, datetime] = field(default_factory=dict)
+
+    def due(
+        self, ref: str, interval: timedelta, resolved: ResolvedParent | None, now: datetime
+    ) -> bool:
+        """Whether an Image naming ``ref`` with this ``status.resolved`` wants a poll now."""
+        same = resolved is not None and resolved.ref == ref
+        last = [resolved.resolved_at] if same and resolved and resolved.resolved_at else []
+        if same and ref in self.checked:
+            last.append(self.checked[ref])
+        return poll_due(
+            ref,
+            interval,
+            resolved_ref=resolved.ref if resolved else None,
+            resolved_digest=resolved.digest if resolved else None,
+            resolved_at=max(last) if last else None,
+            now=now,
+        )
 
     async def resolve_refs(self, refs: Mapping[str, str | None]) -> dict[str, Resolution]:
         """``{ref text: last known digest}`` -> ``{ref text: Resolution}``."""
@@ -137,6 +169,8 @@ class ParentResolver:
                             )
 
             await asyncio.gather(*(one_registry(keys) for keys in by_registry.values()))
+        now = self.clock()
+        self.checked.update((text, now) for text, result in results.items() if result.asked)
         return results
 
     async def _resolve(
