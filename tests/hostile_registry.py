@@ -57,6 +57,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes | Iterable[bytes] = b""
     reason: str | None = None  # the status line's phrase; None: the standard one
+    delay: float = 0.0  # seconds to wait before answering at all (a registry that stalls)
 
 
 Responder = Callable[[Request], Reply]
@@ -183,6 +184,8 @@ class HostileRegistry:
         self, writer: asyncio.StreamWriter, method: str, reply: Reply, index: int
     ) -> bool:
         """Send ``reply``; False when the connection must close (a streamed body's end)."""
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
         headers = {k.lower(): v for k, v in reply.headers.items()}
         streamed = not isinstance(reply.body, bytes | bytearray)
         if not streamed and "content-length" not in headers:
@@ -224,6 +227,14 @@ class ServerThread:
     def stop(self) -> None:
         for server in self.servers:
             asyncio.run_coroutine_threadsafe(server.stop(), self.loop).result(10)
+
+        async def cancel_the_rest() -> None:
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(cancel_the_rest(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
 

@@ -275,3 +275,21 @@ async def test_an_unchanged_answer_writes_nothing_and_the_resolver_remembers_the
     # A fresh resolver (an operator restart) goes by status alone: due 10 minutes after 10:00.
     restarted = resolver_for(hostile, clock)
     assert restarted.due("busybox", interval, status, clock.now + poll_jitter("busybox", interval))
+
+
+async def test_a_registry_that_stalls_is_paused_after_one_timeout(
+    hostile: Hostiles, clock: Clock
+) -> None:
+    """A tenant's slow registry must not hold the pass up ref after ref."""
+    stalled = Reply(200, {"Content-Type": OCI_MANIFEST}, b"{}", delay=5)
+    hostile.plain.on("*", r"/v2/team/(a|b|c)/manifests/1", stalled)
+    refs = {f"{hostile.plain.address}/team/{name}:1": None for name in "abc"}
+    resolver = resolver_for(hostile, clock)
+    resolver.timeout = 0.5
+    results = await resolver.resolve_refs(refs)
+    assert len(hostile.plain.requests()) == 1  # the first timed out; the others were not asked
+    expected = (
+        f"RegistryUnavailable: registry {hostile.plain.address} did not answer within 0.5 s; "
+        "it is not asked again before 2026-12-01T10:00:30Z (1 failed poll in a row)"
+    )
+    assert {r.message for r in results.values()} == {expected}

@@ -82,7 +82,7 @@ def test_pauses(retry_after: float | None, failures_before: int, wait: timedelta
     pause = pause_after_failure(
         previous,
         registry="r",
-        answer="HTTP 429 Too Many Requests",
+        answer="answered HTTP 429 Too Many Requests",
         reason="RegistryRateLimited",
         retry_after=retry_after,
         now=NOW,

@@ -10,10 +10,11 @@ Pure: the clock is passed in.  The I/O (HEAD, then GET only when the digest move
   text (a stable hash, up to 10% of the interval and at most 5 minutes), so it needs no random
   state, every Image naming one ref shares one schedule (one request serves them all), and two
   refs rarely share a second.  It only ever delays: a poll is never earlier than asked for.
-- **Backoff** per registry on 429 and 5xx: the registry is not asked again until its pause
-  ends: its ``Retry-After`` when it gave one (at least 5 s, at most 30 minutes), else 30 s
-  doubling per consecutive failure up to 30 minutes.  The pause remembers what the registry
-  answered (status and standard reason phrase), which the affected Images' conditions quote.
+- **Backoff** per registry on 429 and 5xx (and on no answer within the poll's timeout): the
+  registry is not asked again until its pause ends: its ``Retry-After`` when it gave one (at
+  least 5 s, at most 30 minutes), else 30 s doubling per consecutive failure up to 30
+  minutes.  The pause remembers what the registry answered (status and standard reason
+  phrase, never a body), which the affected Images' conditions quote.
 """
 
 from __future__ import annotations
@@ -63,14 +64,15 @@ class RegistryPause:
     registry: str
     until: datetime
     failures: int
-    # What it answered: "HTTP 429 Too Many Requests" (standard phrase; never a body).
+    # What it did: "answered HTTP 429 Too Many Requests" (the standard phrase, never a body),
+    # or "did not answer within 10 s".
     answer: str
     # The condition reason of the failure (RegistryRateLimited, RegistryUnavailable).
     reason: str
 
     def message(self) -> str:
         return (
-            f"{self.reason}: registry {self.registry} answered {self.answer}; it is not asked "
+            f"{self.reason}: registry {self.registry} {self.answer}; it is not asked "
             f"again before {self.until.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')} "
             f"({self.failures} failed poll{'s' if self.failures != 1 else ''} in a row)"
         )

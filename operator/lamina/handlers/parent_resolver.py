@@ -111,7 +111,11 @@ class ParentResolver:
 
     hosts: RegistryHosts
     concurrency: int = 8
-    timeout: float = 30.0
+    # Seconds for one ref (HEAD, and GET when needed); a registry that takes longer is paused
+    # like one that answered 503, so a slow registry cannot hold up the pass ref after ref.
+    timeout: float = 10.0
+    # Seconds for the whole pass: refs not reached by then stay due and go first next time.
+    budget: float = 60.0
     clock: Callable[[], datetime] = _now
     ssl_context: ssl.SSLContext | None = None
     pauses: dict[str, RegistryPause] = field(default_factory=dict)
@@ -152,7 +156,9 @@ class ParentResolver:
         limit = asyncio.Semaphore(self.concurrency)
         connector = aiohttp.TCPConnector(ssl=self.ssl_context) if self.ssl_context else None
         async with aiohttp.ClientSession(
-            connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout)
+            # A safety net only: each ref's own deadline (below) is what times polls out.
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=2 * self.timeout),
         ) as session:
             client = RegistryClient(session, insecure=self.hosts.insecure, retries=0)
 
@@ -168,7 +174,17 @@ class ParentResolver:
                                 else Resolution(refs[text], outcome.message, False, outcome.asked)
                             )
 
-            await asyncio.gather(*(one_registry(keys) for keys in by_registry.values()))
+            tasks = [asyncio.create_task(one_registry(k)) for k in by_registry.values()]
+            _, late = await asyncio.wait(tasks, timeout=self.budget) if tasks else (set(), set())
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if missing := [text for text in refs if text not in results]:
+                log.warning(
+                    "parent polling ran out of its %gs budget; %d ref(s) wait for the next pass",
+                    self.budget,
+                    len(missing),
+                )
         now = self.clock()
         self.checked.update((text, now) for text, result in results.items() if result.asked)
         return results
@@ -191,11 +207,13 @@ class ParentResolver:
                 return Resolution(None, self._pause(registry, error).message())
             return Resolution(None, condition_message(error))
         except TimeoutError:
-            return Resolution(
-                None,
-                f"{REGISTRY_UNAVAILABLE}: registry {registry} did not answer within "
-                f"{self.timeout:g} s",
+            pause = self._pause_for(
+                registry,
+                answer=f"did not answer within {self.timeout:g} s",
+                reason=REGISTRY_UNAVAILABLE,
+                retry_after=None,
             )
+            return Resolution(None, pause.message())
         except (OSError, aiohttp.ClientError) as error:
             return Resolution(
                 None, f"{REGISTRY_UNAVAILABLE}: registry {registry}: {type(error).__name__}"
@@ -222,19 +240,26 @@ class ParentResolver:
         return Resolution(top.digest, fetched=True)
 
     def _pause(self, registry: str, error: RegistryError) -> RegistryPause:
-        now = self.clock()
         retry_after = (
-            retry_after_seconds(error.retry_after, now)
+            retry_after_seconds(error.retry_after, self.clock())
             if isinstance(error, RegistryRateLimited)
             else None
         )
+        answer = f"answered {status_text(error.status)}" if error.status else "gave no answer"
+        return self._pause_for(
+            registry, answer=answer, reason=error.reason, retry_after=retry_after
+        )
+
+    def _pause_for(
+        self, registry: str, *, answer: str, reason: str, retry_after: float | None
+    ) -> RegistryPause:
         pause = pause_after_failure(
             self.pauses.get(registry),
             registry=registry,
-            answer=status_text(error.status) if error.status else "no usable answer",
-            reason=error.reason,
+            answer=answer,
+            reason=reason,
             retry_after=retry_after,
-            now=now,
+            now=self.clock(),
         )
         self.pauses[registry] = pause
         log.warning("%s", pause.message())
