@@ -48,16 +48,16 @@ from lamina.domain.snapshot import ImageRecord
 from lamina.handlers.indexes import image_record
 from lamina.handlers.jobs import finished, job_outcome
 from lamina.handlers.metrics import EVENTS
+from lamina.handlers.parent_resolver import ParentResolver, resolved_status
 from lamina.handlers.recording import ensure_layers
 from lamina.handlers.registry_access import PushSecretError, docker_config_of
 from lamina.kube import Kube
 from lamina.oci.client import Manifest, RegistryClient, sha256_digest
 from lamina.oci.errors import RegistryError
 from lamina.oci.hosts import RegistryHosts
-from lamina.oci.reference import InvalidReference, Reference, parse_reference
+from lamina.oci.reference import Reference, parse_reference
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_RETRY_UNRESOLVED = timedelta(seconds=30)
 
 
 def _now() -> datetime:
@@ -110,6 +110,7 @@ class BuildController:
     namespaces: list[str]
     limit: int
     poll_seconds: float
+    parents: ParentResolver
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run_forever(self, logger: Any) -> None:
@@ -140,10 +141,11 @@ class BuildController:
             job["metadata"]["name"]: job
             for job in await self.kube.list_jobs(self.settings.namespace, f"{LABEL_PURPOSE}=build")
         }
+        listed = await self._list_images()
+        await self._resolve_parents(listed, logger)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-            for images in (await self._list_images()).values():
+            for images in listed.values():
                 for image in images.values():
-                    await self._resolve_if_due(session, image, logger)
                     await self._collect(session, image, images, jobs, logger)
         # Decide on fresh state: the steps above changed status.
         namespaces = await self._list_images()
@@ -200,49 +202,45 @@ class BuildController:
 
     # -- external parents ------------------------------------------------------------------
 
-    async def _resolve_if_due(
-        self, session: aiohttp.ClientSession, image: _Image, logger: Any
+    async def _resolve_parents(
+        self, namespaces: Mapping[str, Mapping[str, _Image]], logger: Any
     ) -> None:
-        ref = image.spec.parent.ref
-        if ref is None:
-            return
-        resolved = image.status.resolved
-        every = timedelta(seconds=duration_seconds(image.spec.parent.poll_interval))
-        if resolved is not None and resolved.ref == ref and resolved.resolved_at is not None:
-            wait = every if resolved.digest else _RETRY_UNRESOLVED
-            if _now() - resolved.resolved_at < wait:
-                return
-        registry = RegistryClient(session, insecure=self.hosts.insecure, retries=1)
-        message: str | None = None
-        try:
-            manifest, index = await registry.resolve_image(
-                self.hosts.pull_from(parse_reference(ref))
+        """Resolve the due external parents, each ref once (see ``ParentResolver``)."""
+        now = _now()
+        naming: dict[str, list[_Image]] = defaultdict(list)
+        for images in namespaces.values():
+            for image in images.values():
+                if image.spec.parent.ref is not None:
+                    naming[image.spec.parent.ref].append(image)
+        wanted = {
+            ref: next(filter(None, (_known_digest(i, ref) for i in images)), None)
+            for ref, images in naming.items()
+            if any(
+                self.parents.due(
+                    ref,
+                    timedelta(seconds=duration_seconds(i.spec.parent.poll_interval)),
+                    i.status.resolved,
+                    now,
+                )
+                for i in images
             )
-            digest: str | None = (index or manifest).digest
-        except (
-            RegistryError,
-            InvalidReference,
-            OSError,
-            aiohttp.ClientError,
-            TimeoutError,
-        ) as error:
-            digest = resolved.digest if resolved is not None and resolved.ref == ref else None
-            message = str(error) or type(error).__name__
-        await self.kube.patch_status(
-            "images",
-            image.namespace,
-            image.name,
-            {
-                "resolved": {
-                    "ref": ref,
-                    "digest": digest,
-                    "resolvedAt": _now().isoformat(),
-                    "message": message,
-                }
-            },
-        )
-        if resolved is None or resolved.digest != digest:
-            logger.info(f"{image.namespace}/{image.name}: {ref} is {digest or message}")
+        }
+        if not wanted:
+            return
+        for ref, resolution in (await self.parents.resolve_refs(wanted)).items():
+            for image in naming[ref]:  # every Image naming the ref takes the one answer
+                resolved = image.status.resolved
+                patch = resolved_status(ref, resolved, resolution, now)
+                if patch is None:
+                    continue  # nothing new: no write
+                await self.kube.patch_status(
+                    "images", image.namespace, image.name, {"resolved": patch}
+                )
+                if resolved is None or resolved.digest != resolution.digest:
+                    logger.info(
+                        f"{image.namespace}/{image.name}: {ref} is "
+                        f"{resolution.digest or resolution.message}"
+                    )
 
     # -- starting builds -------------------------------------------------------------------
 
@@ -585,6 +583,11 @@ class BuildController:
         }
 
 
+def _known_digest(image: _Image, ref: str) -> str | None:
+    resolved = image.status.resolved
+    return resolved.digest if resolved is not None and resolved.ref == ref else None
+
+
 def _rebase_wanted(image: _Image, plan: BuildPlan) -> bool:
     """Rebase only when asked for, and only when nothing but the parent changed."""
     return (
@@ -614,6 +617,7 @@ def start(memo: Any, logger: Any) -> None:
         namespaces=config.namespaces,
         limit=config.max_concurrent_builds,
         poll_seconds=config.build_poll_seconds,
+        parents=ParentResolver(hosts),
     )
     memo.builds = controller
     memo.builds_task = asyncio.create_task(controller.run_forever(logger))

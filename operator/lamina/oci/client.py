@@ -1,17 +1,19 @@
-"""A small async client for the OCI distribution API: what a commit needs, nothing more.
+"""A small async client for the OCI distribution API: what a commit and a build need.
 
-- Transport: HTTPS, or plain HTTP for the registries named ``insecure`` (never by default and
-  never as a fallback).
-- Auth: anonymous first; on 401 it answers the ``WWW-Authenticate`` challenge (a bearer token
-  from the realm, with the dockerconfigjson credentials when it has some, or basic auth) and
-  retries once.  Tokens are cached per registry and scope.
-- Retries: connection errors and 5xx answers are retried with exponential backoff, a bounded
-  number of times; 4xx answers are final and raised with the registry's own message.
+HTTP, auth, redirects, retries and bounded reads are :mod:`lamina.oci.transport`'s; this is
+the API on top:
+
 - Blobs: HEAD existence checks, cross-repository mount (falling back to a copy when the
   registry declines), chunked uploads (POST, PATCH per chunk, PUT ``?digest=``) from any async
-  iterable of bytes, so a layer never has to be in memory or on disk.
-- Manifests: GET accepting indexes (the ``linux/amd64`` manifest is resolved from them); PUT of
-  exact bytes, checked against the registry's ``Docker-Content-Digest``.
+  iterable of bytes, so a layer never has to be in memory or on disk; small blobs (configs)
+  read up to 8 MiB; layers streamed, hashed, and cut off at the descriptor's size.  Upload
+  ``Location`` headers are followed (relative or absolute) but never from https to http, and
+  carry credentials only on the registry's own origin.
+- Manifests: HEAD for the digest alone (``Docker-Content-Digest``); GET accepting indexes (the
+  ``linux/amd64`` manifest is resolved from them), at most 4 MiB, valid JSON of a media type
+  that was asked for; PUT of exact bytes, checked against the registry's
+  ``Docker-Content-Digest``.  Digests from the registry go into URL paths only when they are
+  ``sha256:<64 hex>``.
 """
 
 from __future__ import annotations
@@ -20,29 +22,32 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+import re
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 from yarl import URL
 
-from lamina.oci.auth import Credentials, credentials_for, parse_challenge
 from lamina.oci.errors import (
     DigestMismatch,
+    ManifestTooLarge,
     RegistryError,
-    RegistryUnavailable,
-    describe_error_body,
+    RegistryResponseInvalid,
+    ResponseTooLarge,
 )
 from lamina.oci.image import select_platform
-from lamina.oci.mediatypes import ACCEPT_MANIFESTS, INDEXES
+from lamina.oci.limits import CONFIG_LIMIT, MANIFEST_LIMIT, mebibytes
+from lamina.oci.mediatypes import ACCEPT_MANIFESTS, INDEXES, MANIFESTS, OCI_INDEX, OCI_MANIFEST
 from lamina.oci.reference import Reference
+from lamina.oci.transport import CHUNK_SIZE, RegistryTransport, redirect_target
+
+__all__ = ["CHUNK_SIZE", "Manifest", "RegistryClient", "platform_descriptor", "sha256_digest"]
 
 log = logging.getLogger(__name__)
 
-CHUNK_SIZE = 4 << 20
-_RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
 _CHUNKS_AHEAD = 2
+_DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
 
 
 @dataclass(frozen=True)
@@ -62,143 +67,11 @@ def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-class RegistryClient:
-    """Talks to any number of registries through one aiohttp session."""
-
-    def __init__(
-        self,
-        session: aiohttp.ClientSession,
-        *,
-        insecure: Iterable[str] = (),
-        docker_config: Mapping[str, Any] | None = None,
-        retries: int = 4,
-        backoff: float = 0.5,
-        chunk_size: int = CHUNK_SIZE,
-    ) -> None:
-        self.session = session
-        self.insecure = frozenset(insecure)
-        self.docker_config = docker_config
-        self.retries = retries
-        self.backoff = backoff
-        self.chunk_size = chunk_size
-        self._authorization: dict[tuple[str, str], str] = {}
-
-    # -- plumbing ---------------------------------------------------------------------------
-
-    def _base(self, ref: Reference) -> URL:
-        scheme = "http" if ref.registry in self.insecure else "https"
-        return URL(f"{scheme}://{ref.api_host}/v2/")
+class RegistryClient(RegistryTransport):
+    """The distribution API over :class:`RegistryTransport`."""
 
     def _url(self, ref: Reference, path: str) -> URL:
         return self._base(ref).join(URL(f"{ref.repository}/{path}"))
-
-    def _credentials(self, ref: Reference) -> Credentials | None:
-        return credentials_for(self.docker_config, ref.registry)
-
-    async def _request(
-        self,
-        method: str,
-        ref: Reference,
-        url: URL,
-        *,
-        scopes: tuple[str, ...],
-        headers: Mapping[str, str] | None = None,
-        data: bytes | bytearray | memoryview | None = None,
-        expect: tuple[int, ...] = (200,),
-        allow_redirects: bool = True,
-    ) -> tuple[int, Mapping[str, str], bytes]:
-        """One request with auth, retries and error decoding; returns status, headers, body."""
-        key = (ref.registry, " ".join(scopes))
-        authenticated = False
-        attempt = 0
-        while True:
-            request_headers = dict(headers or {})
-            if key in self._authorization:
-                request_headers["Authorization"] = self._authorization[key]
-            try:
-                async with self.session.request(
-                    method,
-                    url,
-                    headers=request_headers,
-                    data=data,
-                    allow_redirects=allow_redirects,
-                ) as response:
-                    body = await response.read()
-                    status = response.status
-                    response_headers: Mapping[str, str] = response.headers
-            except (aiohttp.ClientConnectionError, TimeoutError) as error:
-                attempt += 1
-                if attempt > self.retries:
-                    raise RegistryUnavailable(
-                        f"cannot reach registry {ref.registry} ({url.scheme}): "
-                        f"{error or type(error).__name__} (after {attempt} attempts)"
-                    ) from error
-                await self._sleep(attempt, f"{method} {url}: {error}")
-                continue
-            if status == 401 and not authenticated and "WWW-Authenticate" in response_headers:
-                self._authorization[key] = await self._authorize(
-                    ref, response_headers["WWW-Authenticate"], scopes
-                )
-                authenticated = True
-                continue
-            if status in _RETRYABLE_STATUS:
-                attempt += 1
-                if attempt <= self.retries:
-                    await self._sleep(attempt, f"{method} {url}: HTTP {status}")
-                    continue
-            if status in expect:
-                return status, response_headers, body
-            code, message = describe_error_body(body)
-            error_type = RegistryUnavailable if status >= 500 else RegistryError
-            raise error_type(
-                f"{ref.registry} refused {method} {url.path}: HTTP {status}"
-                + (f": {message}" if message else ""),
-                status=status,
-                code=code,
-            )
-
-    async def _sleep(self, attempt: int, what: str) -> None:
-        delay = self.backoff * 2 ** (attempt - 1)
-        log.warning("retrying in %.1fs: %s", delay, what)
-        await asyncio.sleep(delay)
-
-    async def _authorize(self, ref: Reference, header: str, scopes: tuple[str, ...]) -> str:
-        challenge = parse_challenge(header)
-        credentials = self._credentials(ref)
-        if challenge.scheme == "basic":
-            if credentials is None:
-                raise RegistryError(f"{ref.registry} wants basic auth and no credentials given")
-            return credentials.basic_header()
-        if challenge.scheme != "bearer" or "realm" not in challenge.params:
-            raise RegistryError(f"{ref.registry}: unsupported auth challenge {header!r}")
-        query: list[tuple[str, str]] = []
-        if "service" in challenge.params:
-            query.append(("service", challenge.params["service"]))
-        query.extend(("scope", scope) for scope in scopes)
-        token_headers = {} if credentials is None else {"Authorization": credentials.basic_header()}
-        realm = URL(challenge.params["realm"]).update_query(query)
-        try:
-            async with self.session.get(realm, headers=token_headers) as response:
-                body = await response.read()
-                if response.status != 200:
-                    _, message = describe_error_body(body)
-                    raise RegistryError(
-                        f"{ref.registry}: token request to {realm.host} failed: "
-                        f"HTTP {response.status}: {message}",
-                        status=response.status,
-                    )
-        except aiohttp.ClientConnectionError as error:
-            raise RegistryUnavailable(
-                f"cannot reach token service {realm.host}: {error}"
-            ) from error
-        try:
-            document = json.loads(body)
-            token = document.get("token") or document.get("access_token")
-        except (ValueError, AttributeError):
-            token = None
-        if not token:
-            raise RegistryError(f"{ref.registry}: token service answered without a token")
-        return f"Bearer {token}"
 
     @staticmethod
     def _pull(ref: Reference) -> tuple[str, ...]:
@@ -212,11 +85,13 @@ class RegistryClient:
     # -- blobs ------------------------------------------------------------------------------
 
     async def blob_exists(self, ref: Reference, digest: str) -> bool:
+        _check_digest(ref, digest)
         status, _, _ = await self._request(
             "HEAD",
             ref,
             self._url(ref, f"blobs/{digest}"),
             scopes=self._pull(ref),
+            what=f"blob {digest} of {ref.repository}",
             expect=(200, 404),
         )
         return status == 200
@@ -227,39 +102,56 @@ class RegistryClient:
         True when mounted; False when the registry declined (it then opened an upload, which
         is cancelled, and the caller copies instead).
         """
+        _check_digest(ref, digest)
         url = self._url(ref, "blobs/uploads/").with_query(
             {"mount": digest, "from": source.repository}
         )
         status, headers, _ = await self._request(
-            "POST", ref, url, scopes=self._push(ref, source), expect=(201, 202)
+            "POST",
+            ref,
+            url,
+            scopes=self._push(ref, source),
+            what=f"mount of {digest} into {ref.repository}",
+            expect=(201, 202),
         )
         if status == 201:
             return True
         if "Location" in headers:
-            await self._cancel_upload(ref, self._location(ref, headers))
+            await self._cancel_upload(ref, self._location(ref, url, headers))
         return False
 
     async def _cancel_upload(self, ref: Reference, location: URL) -> None:
         try:
             await self._request(
-                "DELETE", ref, location, scopes=self._push(ref), expect=(202, 204, 404)
+                "DELETE",
+                ref,
+                location,
+                scopes=self._push(ref),
+                what=f"upload to {ref.repository}",
+                expect=(202, 204, 404),
             )
         except RegistryError as error:  # best effort: the registry expires it anyway
-            log.debug("could not cancel upload %s: %s", location, error)
+            log.debug("could not cancel an upload to %s: %s", ref.name, error)
 
-    def _location(self, ref: Reference, headers: Mapping[str, str]) -> URL:
-        location = URL(headers["Location"], encoded=True)
-        if location.is_absolute():
-            return location
-        return self._base(ref).join(location)
+    def _location(self, ref: Reference, request: URL, headers: Mapping[str, str]) -> URL:
+        """Where an upload goes on: relative to the request, never from https to http."""
+        return redirect_target(ref, request, headers["Location"], f"upload to {ref.repository}")
 
     async def _start_upload(self, ref: Reference) -> URL:
+        url = self._url(ref, "blobs/uploads/")
         _, headers, _ = await self._request(
-            "POST", ref, self._url(ref, "blobs/uploads/"), scopes=self._push(ref), expect=(202,)
+            "POST",
+            ref,
+            url,
+            scopes=self._push(ref),
+            what=f"upload to {ref.repository}",
+            expect=(202,),
         )
         if "Location" not in headers:
-            raise RegistryError(f"{ref.registry} opened an upload without a Location")
-        return self._location(ref, headers)
+            raise RegistryResponseInvalid(
+                f"{ref.registry} opened an upload without a Location", registry=ref.registry
+            )
+        return self._location(ref, url, headers)
 
     async def push_blob(self, ref: Reference, data: bytes, media_type: str | None = None) -> str:
         """Upload small exact bytes (a config) unless the registry has them already."""
@@ -305,6 +197,7 @@ class RegistryClient:
                 ref,
                 put_url,
                 scopes=self._push(ref),
+                what=f"upload to {ref.repository}",
                 headers=headers,
                 data=final,
                 expect=(201, 204),
@@ -349,6 +242,7 @@ class RegistryClient:
             ref,
             location,
             scopes=self._push(ref),
+            what=f"upload to {ref.repository}",
             headers={
                 "Content-Type": "application/octet-stream",
                 "Content-Range": f"{offset}-{offset + len(chunk) - 1}",
@@ -356,69 +250,142 @@ class RegistryClient:
             data=chunk,
             expect=(202,),
         )
-        return self._location(ref, headers) if "Location" in headers else location
+        return self._location(ref, location, headers) if "Location" in headers else location
 
-    async def get_blob(self, ref: Reference, digest: str) -> bytes:
-        """A small blob (a config), verified against its digest."""
+    async def get_blob(self, ref: Reference, digest: str, limit: int = CONFIG_LIMIT) -> bytes:
+        """A small blob (a config), at most ``limit`` bytes, verified against its digest."""
+        _check_digest(ref, digest)
         _, _, body = await self._request(
-            "GET", ref, self._url(ref, f"blobs/{digest}"), scopes=self._pull(ref)
+            "GET",
+            ref,
+            self._url(ref, f"blobs/{digest}"),
+            scopes=self._pull(ref),
+            what=f"blob {digest} of {ref.repository}",
+            limit=limit,
+            too_large=lambda: ResponseTooLarge(
+                f"{ref.registry}: blob {digest} of {ref.repository} is larger than the "
+                f"{mebibytes(limit)} limit for image configs",
+                limit=limit,
+                registry=ref.registry,
+            ),
         )
         if sha256_digest(body) != digest:
-            raise DigestMismatch(f"{ref.name}: blob {digest} has different bytes")
+            raise DigestMismatch(
+                f"{ref.name}: blob {digest} has different bytes", registry=ref.registry
+            )
         return body
 
-    async def stream_blob(self, ref: Reference, digest: str) -> AsyncIterator[bytes]:
-        """A blob's bytes as they arrive (for copies between registries), verified at the end."""
-        scopes = self._pull(ref)
-        await self.blob_exists(ref, digest)  # authenticates for the scope, if needed
-        headers = {}
-        if (ref.registry, " ".join(scopes)) in self._authorization:
-            headers["Authorization"] = self._authorization[(ref.registry, " ".join(scopes))]
+    async def stream_blob(
+        self, ref: Reference, digest: str, size: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """A blob's bytes as they arrive (for copies between registries), verified at the end.
+
+        With ``size`` (from the descriptor), a blob that runs longer is cut off at once.
+        """
+        _check_digest(ref, digest)
         sha256 = hashlib.sha256()
-        async with self.session.get(self._url(ref, f"blobs/{digest}"), headers=headers) as reply:
-            if reply.status != 200:
-                _, message = describe_error_body(await reply.read())
-                raise RegistryError(
-                    f"{ref.name}: GET blob {digest}: HTTP {reply.status}: {message}"
-                )
+        seen = 0
+        async with self._exchange(
+            "GET",
+            ref,
+            self._url(ref, f"blobs/{digest}"),
+            scopes=self._pull(ref),
+            what=f"blob {digest} of {ref.repository}",
+        ) as reply:
             async for piece in reply.content.iter_chunked(1 << 20):
+                seen += len(piece)
+                if size is not None and seen > size:
+                    raise DigestMismatch(
+                        f"{ref.name}: blob {digest} is longer than its {size} bytes",
+                        registry=ref.registry,
+                    )
                 sha256.update(piece)
                 yield piece
         if "sha256:" + sha256.hexdigest() != digest:
-            raise DigestMismatch(f"{ref.name}: blob {digest} has different bytes")
+            raise DigestMismatch(
+                f"{ref.name}: blob {digest} has different bytes", registry=ref.registry
+            )
 
     async def ensure_blob(
-        self, ref: Reference, digest: str, source: Reference | None = None
+        self,
+        ref: Reference,
+        digest: str,
+        source: Reference | None = None,
+        size: int | None = None,
     ) -> str:
-        """Make ``digest`` present in ``ref``'s repository; says how: present|mounted|copied."""
+        """Make ``digest`` present in ``ref``'s repository; says how: present|mounted|copied.
+
+        ``size`` (the descriptor's) bounds a copy: a source that sends more is cut off.
+        """
         if await self.blob_exists(ref, digest):
             return "present"
         if source is None or source.name == ref.name:
-            raise RegistryError(f"{ref.name} lacks blob {digest} and there is no source for it")
+            raise RegistryError(
+                f"{ref.name} lacks blob {digest} and there is no source for it",
+                registry=ref.registry,
+            )
         if source.registry == ref.registry and await self.mount_blob(ref, digest, source):
             return "mounted"
-        await self.upload_blob(ref, self.stream_blob(source, digest), lambda: digest)
+        await self.upload_blob(ref, self.stream_blob(source, digest, size), lambda: digest)
         return "copied"
 
     # -- manifests --------------------------------------------------------------------------
 
-    async def get_manifest(self, ref: Reference, target: str | None = None) -> Manifest:
-        """The manifest (or index) ``target`` (default: the reference's digest or tag)."""
+    async def head_manifest(self, ref: Reference, target: str | None = None) -> str | None:
+        """The digest the registry says ``target`` has now (``Docker-Content-Digest``), or
+        None when it does not say (or says something that is not a digest).
+
+        A HEAD costs the registry no pull (Docker Hub counts only GETs against rate limits).
+        """
         wanted = target or ref.target
+        _, headers, _ = await self._request(
+            "HEAD",
+            ref,
+            self._url(ref, f"manifests/{wanted}"),
+            scopes=self._pull(ref),
+            what=f"manifest {ref.repository}:{wanted}"
+            if not wanted.startswith("sha256:")
+            else f"manifest {ref.repository}@{wanted}",
+            headers={"Accept": ACCEPT_MANIFESTS},
+        )
+        answered = headers.get("Docker-Content-Digest", "").strip()
+        return answered if _DIGEST.match(answered) else None
+
+    async def get_manifest(self, ref: Reference, target: str | None = None) -> Manifest:
+        """The manifest (or index) ``target`` (default: the reference's digest or tag).
+
+        At most 4 MiB (the distribution spec's limit), valid JSON, and of a media type that
+        was asked for; by digest, its bytes must hash to it.
+        """
+        wanted = target or ref.target
+        if wanted.startswith("sha256:"):
+            _check_digest(ref, wanted)
+        shown = (
+            f"{ref.repository}@{wanted}"
+            if wanted.startswith("sha256:")
+            else (f"{ref.repository}:{wanted}")
+        )
         _, headers, body = await self._request(
             "GET",
             ref,
             self._url(ref, f"manifests/{wanted}"),
             scopes=self._pull(ref),
+            what=f"manifest {shown}",
             headers={"Accept": ACCEPT_MANIFESTS},
+            limit=MANIFEST_LIMIT,
+            too_large=lambda: ManifestTooLarge(
+                f"registry {ref.registry} served a manifest for {shown} larger than the "
+                f"{mebibytes(MANIFEST_LIMIT)} limit of the distribution spec",
+                limit=MANIFEST_LIMIT,
+                registry=ref.registry,
+            ),
         )
         digest = sha256_digest(body)
         if wanted.startswith("sha256:") and digest != wanted:
-            raise DigestMismatch(f"{ref.name}: manifest {wanted} has different bytes")
-        media_type = headers.get("Content-Type", "").split(";")[0].strip()
-        if not media_type or media_type == "application/json":
-            media_type = str(json.loads(body).get("mediaType", ""))
-        return Manifest(body, media_type, digest)
+            raise DigestMismatch(
+                f"{ref.name}: manifest {wanted} has different bytes", registry=ref.registry
+            )
+        return Manifest(body, _manifest_media_type(ref, shown, headers, body), digest)
 
     async def resolve_image(
         self, ref: Reference, os_name: str = "linux", architecture: str = "amd64"
@@ -427,8 +394,15 @@ class RegistryClient:
         top = await self.get_manifest(ref)
         if top.media_type not in INDEXES:
             return top, None
-        descriptor = select_platform(top.json(), os_name, architecture)
-        return await self.get_manifest(ref, descriptor["digest"]), top
+        descriptor = platform_descriptor(ref, top, os_name, architecture)
+        manifest = await self.get_manifest(ref, descriptor)
+        if manifest.media_type not in MANIFESTS:
+            raise RegistryResponseInvalid(
+                f"{ref.registry}: the {os_name}/{architecture} entry of the index of "
+                f"{ref.repository} is not an image manifest",
+                registry=ref.registry,
+            )
+        return manifest, top
 
     async def put_manifest(self, ref: Reference, manifest: Manifest, tag: str) -> str:
         """PUT exact bytes under ``tag``; the registry must agree on the digest."""
@@ -437,13 +411,76 @@ class RegistryClient:
             ref,
             self._url(ref, f"manifests/{tag}"),
             scopes=self._push(ref),
+            what=f"manifest {ref.repository}:{tag}",
             headers={"Content-Type": manifest.media_type},
             data=manifest.data,
             expect=(201,),
         )
         answered = headers.get("Docker-Content-Digest")
         if answered and answered != manifest.digest:
+            shown = answered if _DIGEST.match(answered) else "another digest"
             raise DigestMismatch(
-                f"{ref.name}:{tag}: registry stored {answered}, expected {manifest.digest}"
+                f"{ref.name}:{tag}: registry stored {shown}, expected {manifest.digest}",
+                registry=ref.registry,
             )
         return manifest.digest
+
+
+def platform_descriptor(
+    ref: Reference, index: Manifest, os_name: str = "linux", architecture: str = "amd64"
+) -> str:
+    """The digest of the index's manifest for the platform; a typed error when it has none."""
+    try:
+        descriptor = select_platform(index.json(), os_name, architecture)
+    except LookupError as error:
+        raise RegistryResponseInvalid(
+            f"{ref.registry}: {ref.repository}: {error}", registry=ref.registry
+        ) from error
+    digest = descriptor.get("digest")
+    if not isinstance(digest, str) or not _DIGEST.match(digest):
+        raise RegistryResponseInvalid(
+            f"{ref.registry}: the {os_name}/{architecture} entry of the index of "
+            f"{ref.repository} has no valid sha256 digest",
+            registry=ref.registry,
+        )
+    return digest
+
+
+def _manifest_media_type(
+    ref: Reference, shown: str, headers: Mapping[str, str], body: bytes
+) -> str:
+    """The media type, which must be one we asked for; the body must be a JSON object."""
+    try:
+        document: Any = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        document = None
+    if not isinstance(document, dict):
+        raise RegistryResponseInvalid(
+            f"registry {ref.registry} served a manifest for {shown} that is not a JSON object",
+            registry=ref.registry,
+        )
+    media_type = headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if not media_type or media_type == "application/json":
+        declared = document.get("mediaType")
+        if isinstance(declared, str) and declared:
+            media_type = declared
+        elif isinstance(document.get("manifests"), list):
+            media_type = OCI_INDEX
+        elif isinstance(document.get("config"), dict):
+            media_type = OCI_MANIFEST
+    if media_type not in (*MANIFESTS, *INDEXES):
+        shown_type = media_type if re.match(r"^[\w.+/-]{1,100}$", media_type) else "another"
+        raise RegistryResponseInvalid(
+            f"registry {ref.registry} served {shown} as {shown_type!r}, which is not one of "
+            "the manifest media types asked for",
+            registry=ref.registry,
+        )
+    return media_type
+
+
+def _check_digest(ref: Reference, digest: str) -> None:
+    """Digests go into URL paths: only ``sha256:<64 hex>`` ever does."""
+    if not _DIGEST.match(digest):
+        raise RegistryResponseInvalid(
+            f"{ref.registry}: {digest[:80]!r} is not a sha256 digest", registry=ref.registry
+        )

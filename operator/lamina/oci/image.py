@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -205,20 +206,46 @@ def commit_manifest(
     return Blob(OCI_MANIFEST, canonical_json(manifest))
 
 
+_PLATFORM_WORD = re.compile(r"^[a-z0-9._-]{1,32}$")
+_PLATFORMS_SHOWN = 8
+
+
 def select_platform(
     index: Mapping[str, Any], os_name: str = "linux", architecture: str = "amd64"
 ) -> dict[str, Any]:
-    """The manifest descriptor of an index for one platform (amd64's variant is ignored)."""
+    """The manifest descriptor of an index for one platform (amd64's variant is ignored).
+
+    The index is registry input: the error names at most a few of its platforms, and only
+    names that look like platform names.
+    """
+    manifests = index.get("manifests")
+    entries = (
+        [d for d in manifests if isinstance(d, Mapping)] if isinstance(manifests, list) else []
+    )
+
+    def platform(descriptor: Mapping[str, Any]) -> Mapping[str, Any]:
+        found = descriptor.get("platform")
+        return found if isinstance(found, Mapping) else {}
+
     candidates = [
-        descriptor
-        for descriptor in index.get("manifests", [])
-        if (descriptor.get("platform") or {}).get("os") == os_name
-        and (descriptor.get("platform") or {}).get("architecture") == architecture
+        d
+        for d in entries
+        if platform(d).get("os") == os_name and platform(d).get("architecture") == architecture
     ]
     if not candidates:
+
+        def word(value: Any) -> str:
+            return value if isinstance(value, str) and _PLATFORM_WORD.match(value) else "?"
+
         seen = sorted(
-            f"{(d.get('platform') or {}).get('os')}/{(d.get('platform') or {}).get('architecture')}"
-            for d in index.get("manifests", [])
+            {
+                f"{word(platform(d).get('os'))}/{word(platform(d).get('architecture'))}"
+                for d in entries
+            }
         )
-        raise LookupError(f"no {os_name}/{architecture} manifest in the index; it has {seen}")
+        more = f" and {len(seen) - _PLATFORMS_SHOWN} more" if len(seen) > _PLATFORMS_SHOWN else ""
+        raise LookupError(
+            f"no {os_name}/{architecture} manifest in the index; it has "
+            f"{seen[:_PLATFORMS_SHOWN]}{more}"
+        )
     return dict(candidates[0])
