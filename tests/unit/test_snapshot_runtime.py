@@ -89,9 +89,8 @@ def test_shim_command_lines() -> None:
     )
     shim = parse_shim_command(b"containerd-shim-runc-v2\0--namespace=n\0-id=x\0")
     assert (shim.namespace, shim.task_id) == ("n", "x")
-    # A positional ends Go's flag parsing: what follows is not a flag.
-    shim = parse_shim_command(b"containerd-shim-runc-v2\0-namespace\0n\0start\0-id\0x\0")
-    assert shim.task_id is None
+    shim = parse_shim_command(b"containerd-shim-runc-v2\0-debug\0-id\0x\0-id\0y\0-namespace\0")
+    assert (shim.namespace, shim.task_id) == (None, "x")
     assert parse_shim_command(b"").binary == ""
 
 

@@ -182,7 +182,9 @@ def snapshot_id(path: bytes, snapshots: bytes) -> bytes:
 def parse_shim_command(cmdline: bytes) -> ShimCommand:
     """``/proc/<pid>/cmdline`` of a shim -> its binary name, ``-namespace`` and ``-id``.
 
-    Go's flag package accepts ``-flag value``, ``-flag=value`` and the same with ``--``.
+    Go's flag package accepts ``-flag value``, ``-flag=value`` and the same with ``--``; the
+    first of each wins.  Other arguments are skipped: which process this is was settled by
+    the init's parent link, the command line only says which task the shim serves.
     """
     argv = [os.fsdecode(arg) for arg in cmdline.split(b"\0")]
     if argv and argv[-1] == "":
@@ -194,8 +196,8 @@ def parse_shim_command(cmdline: bytes) -> ShimCommand:
     while index < len(argv):
         arg = argv[index]
         index += 1
-        if arg == "--" or not arg.startswith("-"):
-            break
+        if not arg.startswith("-"):
+            continue
         name, has_value, value = arg.lstrip("-").partition("=")
         if name not in ("namespace", "id"):
             continue
