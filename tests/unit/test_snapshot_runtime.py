@@ -193,13 +193,15 @@ def test_not_started(host: FakeHost) -> None:
 
 def test_init_not_a_child_of_the_shim(host: FakeHost) -> None:
     host.process(200, ppid=1, start=20, cmdline=b"sleep\0", cgroup=f"0::/default/{ID}")
-    assert "is not a child of the runtime shim" in refusal(host)
+    host.process(1, ppid=0, start=1, cmdline=b"/sbin/init\0splash\0", cgroup="0::/")
+    assert refusal(host) == (
+        f"process 200 named by the container's init.pid is not a child of the runtime shim "
+        f"for {ID[:12]} (namespace k8s.io): its parent 1 is not a shim: it runs '/sbin/init splash'"
+    )
     # A parent that only calls itself a shim, for another task.
     host.process(100, ppid=1, start=10, cmdline=host.shim_argv("e" * 64), cgroup="0::/")
     host.process(200, ppid=100, start=20, cmdline=b"sleep\0", cgroup=f"0::/default/{ID}")
-    assert "its parent 100 runs '/bin/containerd-shim-runc-v2 -namespace k8s.io -id eee" in (
-        refusal(host)
-    )
+    assert "its parent 100 is the shim of task eeeeeeeeeeee in namespace k8s.io" in refusal(host)
 
 
 def test_recycled_init_pid(host: FakeHost) -> None:

@@ -344,10 +344,14 @@ def _shim_of(proc: Path, init_pid: int, layout: ContainerdLayout, shim_id: str) 
         cmdline, shim_started = b"", 0
     shim = parse_shim_command(cmdline)
     if (shim.binary, shim.namespace, shim.task_id) != (SHIM_BINARY, layout.namespace, shim_id):
+        if shim.binary == SHIM_BINARY:
+            parent = f"the shim of task {(shim.task_id or '?')[:12]} in namespace {shim.namespace}"
+        else:
+            parent = f"not a shim: it runs {describe_command(cmdline)!r}"
         raise RuntimeRefused(
             f"process {init_pid} named by the container's init.pid is not a child of the "
             f"runtime shim for {shim_id[:12]} (namespace {layout.namespace}): its parent "
-            f"{ppid} runs {describe_command(cmdline)!r}"
+            f"{ppid} is {parent}"
         )
     if init_started < shim_started:
         raise RuntimeRefused(
