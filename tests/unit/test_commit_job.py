@@ -286,6 +286,17 @@ RESULT = json.dumps(
             "CommitFailed",
             "denied: requested access",
         ),
+        (  # a runtime refusal (the committer's stderr, the log tail) reaches the status
+            JobOutcome(
+                "failed",
+                termination_message="lamina snapshot: upperdir /tmp/x is outside the runtime's "
+                "snapshot root /var/lib/containerd/io.containerd.snapshotter.v1.overlayfs/"
+                "snapshots: refusing to read it\n",
+            ),
+            "Failed",
+            "CommitFailed",
+            "upperdir /tmp/x is outside the runtime's snapshot root",
+        ),
         (
             JobOutcome("failed", job_reason="DeadlineExceeded"),
             "Failed",
