@@ -31,6 +31,7 @@ import pytest
 from lamina.snapshot.mountinfo import overlay_layers, parse_mountinfo, topmost_at
 from tests.integration.conftest import (
     Registry,
+    inspect_config,
     lamina_snapshot,
     pull_and_unpack,
     push_parent,
@@ -113,12 +114,20 @@ def test_a_real_container_commits_exactly_its_changes(
     try:
         containerd.exec(
             container_id,
-            "mkdir /app && echo 'written by the container' > /app/data.txt"
+            "mkdir -p /app/skip && echo 'written by the container' > /app/data.txt"
+            " && echo left-out > /app/skip/file"
             " && rm /var/old/file && echo ID=changed > /etc/os-release",
         )
         target = registry.ref(f"it/{uuid.uuid4().hex[:10]}/committed", "v1")
+        # Free text as the commit Job passes it: values that look like options stay values.
+        values = {"author": "--help", "message": "--to=evil", "exclude": ["/app/skip", "--"]}
         result = snapshot(
-            containerd, container_id, "--pause", f"--parent={parent}", f"--to={target}"
+            containerd,
+            container_id,
+            "--pause",
+            f"--parent={parent}",
+            f"--to={target}",
+            f"--commit-json={json.dumps(values)}",
         )
         assert result.returncode == 0, result.stderr
         report = json.loads(result.stdout)
@@ -136,6 +145,9 @@ def test_a_real_container_commits_exactly_its_changes(
             "var/old",
             "var/old/.wh.file",
         }
+        config = inspect_config(target)
+        assert config["author"] == "--help"
+        assert config["history"][-1]["comment"] == "--to=evil"  # type: ignore[index]
         rootfs = pull_and_unpack(target, tmp_path)
         assert (rootfs / "app" / "data.txt").read_text() == "written by the container\n"
         assert (rootfs / "etc" / "os-release").read_text() == "ID=changed\n"
