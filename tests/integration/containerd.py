@@ -219,3 +219,10 @@ def standalone_containerd(directory: Path) -> Iterator[Containerd]:
         ]
         for mount in reversed(mounts):
             subprocess.run(["umount", "-l", mount], check=False)
+        # runc removes each container's cgroup, not the namespace's parent cgroup.
+        for hierarchy in Path("/sys/fs/cgroup").iterdir():
+            parent = hierarchy / namespace
+            if parent.is_dir():
+                for child in sorted(parent.glob("**/"), reverse=True):
+                    with contextlib.suppress(OSError):
+                        child.rmdir()

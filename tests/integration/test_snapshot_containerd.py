@@ -221,7 +221,9 @@ def test_a_forged_root_overlay_is_not_what_is_committed(
 def start_decoy(cgroups: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
     """A host process that claims the container: PID 1 of its own PID namespace, moved into
     the container's cgroup in every v1 hierarchy (what the old cgroup scan looked for)."""
-    decoy = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", "sleep", "600"])
+    decoy = subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", "sleep", "600"]
+    )
     deadline = time.monotonic() + 5
     children: list[str] = []
     while not children:
@@ -281,6 +283,7 @@ def test_an_init_that_is_not_the_shims_child_is_refused(
         assert pushed.returncode != 0  # nothing was pushed
     finally:
         init_pid_file.write_text(str(init))
+        os.kill(decoy_pid, signal.SIGKILL)
         decoy.send_signal(signal.SIGKILL)
         decoy.wait()
         containerd.remove(container_id)
