@@ -16,11 +16,13 @@ import pytest
 from lamina.snapshot.runtime import (
     ContainerdLayout,
     RuntimeRefused,
+    TaskSpec,
     absolute_components,
     containerd_id,
     locate_container,
-    oci_mount_targets,
     parse_shim_command,
+    parse_task_spec,
+    shim_task_id,
     snapshot_id,
 )
 
@@ -94,7 +96,7 @@ def test_shim_command_lines() -> None:
     assert parse_shim_command(b"").binary == ""
 
 
-def test_mount_targets_from_the_oci_spec() -> None:
+def test_the_task_spec() -> None:
     spec = {
         "mounts": [
             {"destination": "/proc", "type": "proc"},
@@ -102,12 +104,26 @@ def test_mount_targets_from_the_oci_spec() -> None:
             {"destination": "relative"},
             {"destination": 5},
             "junk",
-        ]
+        ],
+        "annotations": {"io.kubernetes.cri.sandbox-id": SANDBOX},
     }
-    assert oci_mount_targets(json.dumps(spec).encode()) == (b"/etc/hosts", b"/proc")
-    assert oci_mount_targets(b"[]") == ()
+    parsed = parse_task_spec(json.dumps(spec).encode())
+    assert parsed.mount_targets == (b"/etc/hosts", b"/proc")
+    assert parsed.shim_group == SANDBOX
+    assert parse_task_spec(b"{}") == TaskSpec((), None)
     with pytest.raises(RuntimeRefused, match="not JSON"):
-        oci_mount_targets(b"{")
+        parse_task_spec(b"{")
+    with pytest.raises(RuntimeRefused, match="not an OCI runtime spec"):
+        parse_task_spec(b"[]")
+
+
+def test_which_shim_serves_a_task() -> None:
+    alone, grouped = TaskSpec((), None), TaskSpec((), "group-1")
+    assert shim_task_id(ID, None, alone) == ID
+    assert shim_task_id(ID, None, grouped) == "group-1"
+    assert shim_task_id(ID, SANDBOX.encode() + b"\n", grouped) == SANDBOX
+    with pytest.raises(RuntimeRefused, match="no valid sandbox or shim group"):
+        shim_task_id(ID, b"../x", alone)
 
 
 # -- refusals on a synthetic host ---------------------------------------------------------
@@ -167,8 +183,13 @@ def test_an_honest_layout_is_located(host: FakeHost) -> None:
     assert found.mount_targets == (b"/a",)
 
 
-def test_a_pod_shares_the_sandbox_shim(host: FakeHost) -> None:
-    (host.bundle / "sandbox").write_text(SANDBOX)
+@pytest.mark.parametrize("how", ["sandbox file", "group label"])
+def test_a_pod_shares_the_sandbox_shim(host: FakeHost, how: str) -> None:
+    if how == "sandbox file":
+        (host.bundle / "sandbox").write_text(SANDBOX)
+    else:
+        annotations = {"io.kubernetes.cri.sandbox-id": SANDBOX}
+        (host.bundle / "config.json").write_text(json.dumps({"annotations": annotations}))
     with pytest.raises(RuntimeRefused, match="not a child of the runtime shim for 555555555555"):
         locate_container(ID, host.layout)
     host.process(100, ppid=1, start=10, cmdline=host.shim_argv(SANDBOX), cgroup="0::/")
@@ -189,6 +210,11 @@ def test_container_not_found(host: FakeHost) -> None:
 def test_not_started(host: FakeHost) -> None:
     (host.bundle / "init.pid").unlink()
     assert "has no init.pid" in refusal(host)
+
+
+def test_no_spec(host: FakeHost) -> None:
+    (host.bundle / "config.json").unlink()
+    assert "has no config.json in its task bundle" in refusal(host)
 
 
 def test_init_not_a_child_of_the_shim(host: FakeHost) -> None:

@@ -3,9 +3,9 @@
 This is the program a ContainerCommit's Job runs on the pod's node; it also works by hand on
 explicit directories.  With ``--container-id`` the directories come from containerd (the task
 bundle, the shim, the shim's mount table: :mod:`lamina.snapshot.runtime`), never from the
-container; what does not check out is refused with the reason.  It prints one JSON document (the operator reads it from the
-termination message) and exits 0, or prints ``lamina snapshot: <reason>`` on stderr and exits
-1 (2 for bad arguments).
+container; what does not check out is refused with the reason.  It prints one JSON document
+(the operator reads it from the termination message) and exits 0, or prints
+``lamina snapshot: <reason>`` on stderr and exits 1 (2 for bad arguments).
 
 ``python -m lamina.cli.snapshot ARGS`` runs the same command without importing the rest of
 the ``lamina`` CLI (the operator's kopf and Kubernetes client): about 0.25 s and 37 MiB instead

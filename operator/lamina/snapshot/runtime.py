@@ -9,7 +9,8 @@ its runc shim wrote, in places the container cannot write:
 1. the task bundle ``<state>/io.containerd.runtime.v2.task/<namespace>/<id>/`` (a directory on
    the host): ``init.pid`` (written by runc for the shim), ``sandbox`` (the pod's sandbox ID
    when the pod's containers share one shim, as CRI does) and ``config.json`` (the OCI spec
-   containerd generated, whose ``mounts`` are the bind-mount targets runc made stubs for);
+   containerd generated: its ``mounts`` are the bind-mount targets runc made stubs for, its
+   annotations the group by which the shim serves several tasks);
 2. the init process is checked to be a child of the shim for that task: its parent's command
    line is ``containerd-shim-runc-v2 -namespace <namespace> -id <shim id>`` and it started
    after the shim (a recycled PID fails one of the two), and its cgroup names the container
@@ -51,6 +52,8 @@ CONTAINERD_PREFIX = "containerd://"
 TASKS_DIRECTORY = b"io.containerd.runtime.v2.task"
 OVERLAY_SNAPSHOTTER = b"io.containerd.snapshotter.v1.overlayfs"
 SHIM_BINARY = "containerd-shim-runc-v2"
+# containerd-shim-runc-v2's groupLabels, in its order.
+SHIM_GROUP_LABELS = ("io.containerd.runc.v2.group", "io.kubernetes.cri.sandbox-id")
 DEFAULT_ROOT = "/var/lib/containerd"
 DEFAULT_STATE = "/run/containerd"
 CRI_NAMESPACE = "k8s.io"
@@ -210,21 +213,58 @@ def parse_shim_command(cmdline: bytes) -> ShimCommand:
     return ShimCommand(os.path.basename(argv[0]), flags.get("namespace"), flags.get("id"))
 
 
-def oci_mount_targets(config: bytes) -> tuple[bytes, ...]:
-    """The ``mounts[].destination`` of an OCI runtime spec (runc makes stubs for them)."""
+@dataclass(frozen=True)
+class TaskSpec:
+    """What the task's OCI spec (``config.json``, written by containerd) tells the committer."""
+
+    mount_targets: tuple[bytes, ...]
+    shim_group: str | None
+
+
+def parse_task_spec(config: bytes) -> TaskSpec:
+    """Mount targets (runc made stubs for them) and the shim group of an OCI runtime spec.
+
+    The group is what containerd-shim-runc-v2 itself groups tasks by (its ``groupLabels``):
+    a task whose spec carries one of them is served by the shim of that group's first task
+    (CRI: the pod's sandbox), started with ``-id <group>``.
+    """
     try:
         spec = json.loads(config)
     except ValueError as error:
         raise RuntimeRefused(f"the task bundle's config.json is not JSON: {error}") from error
-    mounts = spec.get("mounts") if isinstance(spec, dict) else None
-    if not isinstance(mounts, list):
-        return ()
+    if not isinstance(spec, dict):
+        raise RuntimeRefused("the task bundle's config.json is not an OCI runtime spec")
+    mounts = spec.get("mounts")
     targets = set()
-    for mount in mounts:
+    for mount in mounts if isinstance(mounts, list) else []:
         destination = mount.get("destination") if isinstance(mount, dict) else None
         if isinstance(destination, str) and destination.startswith("/"):
             targets.add(os.fsencode(destination))
-    return tuple(sorted(targets))
+    annotations = spec.get("annotations")
+    group = None
+    for label in SHIM_GROUP_LABELS:
+        value = annotations.get(label) if isinstance(annotations, dict) else None
+        if isinstance(value, str):
+            group = value
+            break
+    return TaskSpec(tuple(sorted(targets)), group)
+
+
+def shim_task_id(task_id: str, sandbox_file: bytes | None, spec: TaskSpec) -> str:
+    """The task ID on the command line of the shim that serves ``task_id``.
+
+    containerd writes ``sandbox`` into the bundle when it hands the task to the sandbox's
+    shim; otherwise the shim groups by its spec labels; otherwise each task has its own shim.
+    """
+    if sandbox_file is not None:
+        shim_id = sandbox_file.strip().decode("ascii", "replace")
+    elif spec.shim_group is not None:
+        shim_id = spec.shim_group
+    else:
+        return task_id
+    if not _IDENTIFIER.match(shim_id):
+        raise RuntimeRefused(f"the task bundle names no valid sandbox or shim group: {shim_id!r}")
+    return shim_id
 
 
 def describe_command(cmdline: bytes, limit: int = 120) -> str:
@@ -386,11 +426,10 @@ def locate_container(container_id: str, layout: ContainerdLayout) -> RuntimeCont
             "(created but not started, or exited)"
         )
     init_pid = int(init_file.strip())
-    shim_id = task_id
-    if sandbox_file is not None:
-        shim_id = sandbox_file.strip().decode("ascii", "replace")
-        if not _IDENTIFIER.match(shim_id):
-            raise RuntimeRefused(f"the task bundle's sandbox file names no sandbox: {shim_id!r}")
+    if config is None:
+        raise RuntimeRefused(f"container {short} has no config.json in its task bundle")
+    spec = parse_task_spec(config)
+    shim_id = shim_task_id(task_id, sandbox_file, spec)
     proc = Path(layout.proc_root)
     shim_pid = _shim_of(proc, init_pid, layout, shim_id)
     try:
@@ -423,5 +462,5 @@ def locate_container(container_id: str, layout: ContainerdLayout) -> RuntimeCont
         upper=upper,
         lowers=tuple(lowers),
         userxattr=layers.userxattr,
-        mount_targets=oci_mount_targets(config) if config is not None else (),
+        mount_targets=spec.mount_targets,
     )
