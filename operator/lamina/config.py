@@ -38,6 +38,16 @@ class OperatorConfig(BaseModel):
         default="lamina:latest", description="Image of commit Jobs (Lamina's own image)."
     )
     commit_deadline_seconds: int = Field(default=1800, ge=30)
+    containerd_root: str = Field(
+        default="/var/lib/containerd",
+        pattern=r"^/",
+        description="containerd's root on the nodes (commit Jobs read its overlayfs snapshots).",
+    )
+    containerd_state: str = Field(
+        default="/run/containerd",
+        pattern=r"^/",
+        description="containerd's state directory on the nodes (commit Jobs read task bundles).",
+    )
     builder_image: str = Field(
         default="docker.io/moby/buildkit:latest",
         description="Image of build Jobs: buildkitd, buildctl and buildctl-daemonless.sh.",
@@ -80,6 +90,8 @@ class OperatorConfig(BaseModel):
             ("LAMINA_BUILD_DEADLINE_SECONDS", "build_deadline_seconds"),
             ("LAMINA_MAX_CONCURRENT_BUILDS", "max_concurrent_builds"),
             ("LAMINA_BUILD_POLL_SECONDS", "build_poll_seconds"),
+            ("LAMINA_CONTAINERD_ROOT", "containerd_root"),
+            ("LAMINA_CONTAINERD_STATE", "containerd_state"),
         ):
             if value := source.get(variable):
                 values[key] = value

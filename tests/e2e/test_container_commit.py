@@ -8,9 +8,12 @@ again stacks a second layer.  The pushed image is also read back with skopeo.
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,7 +42,15 @@ def commit_operator(
     node_cluster: NodeCluster, lamina_image: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[NodeCluster]:
     log = tmp_path_factory.mktemp("e2e-operator") / "operator.log"
-    with node_operator(node_cluster, log, LAMINA_COMMITTER_IMAGE=lamina_image):
+    # The node tier's containerd keeps its root and state under the cluster's state dir.
+    runtime = node_cluster.state / "containerd"
+    with node_operator(
+        node_cluster,
+        log,
+        LAMINA_COMMITTER_IMAGE=lamina_image,
+        LAMINA_CONTAINERD_ROOT=str(runtime / "root"),
+        LAMINA_CONTAINERD_STATE=str(runtime / "state"),
+    ):
         yield node_cluster
 
 
@@ -171,3 +182,56 @@ def test_commit_a_running_container_then_stack_a_second_commit(
         ),
         what="snap2 lineage",
     )
+
+
+def forging_pod(name: str, secret_upper: str) -> dict[str, Any]:
+    """A pod whose container, from its first instruction, mounts in a user namespace of its
+    own an overlay on its ``/`` whose upperdir names a host directory (no privilege needed:
+    the pod's securityContext is the default), then becomes the workload."""
+    script = (
+        "echo real > /real.txt && exec unshare -Urm sh -c '"
+        "mount -t tmpfs forged /tmp"
+        f" && mkdir -p /tmp/lower /tmp/work {secret_upper}"
+        f" && mount -t overlay overlay -o lowerdir=/tmp/lower,upperdir={secret_upper},"
+        "workdir=/tmp/work,userxattr / && exec sleep 3600'"
+    )
+    pod = sleeper(name, "busybox")
+    pod["spec"]["containers"][0]["command"] = ["sh", "-c", script]
+    return pod
+
+
+def test_a_pod_that_forges_its_root_overlay_cannot_commit_a_host_directory(
+    commit_operator: NodeCluster, ns: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    kube = commit_operator
+    kube.skip_on_kind()
+    secret_upper = tmp_path_factory.mktemp("host-secret") / "upper"
+    secret_upper.mkdir()
+    token = f"host-secret-{uuid.uuid4().hex}"
+    (secret_upper / "secret.txt").write_text(token)
+    kube.apply_objects(ns, forging_pod("forger", str(secret_upper)))
+    kube.wait(ns, "pod/forger", "condition=Ready")
+    init = kube.container_init_pid(ns, "forger")
+    # The attack is live: the container's own mount table says its root's upper is the host
+    # directory (what the committer used to read).
+    wait_for(
+        lambda: f"upperdir={secret_upper}," in Path(f"/proc/{init}/mountinfo").read_text(),
+        what="the forged root overlay",
+    )
+    repository = f"{kube.registry}/e2e/{ns}"
+    kube.apply_objects(ns, commit("forged", "forger", repository, "v1"))
+    done = wait_for(lambda: finished(kube, ns, "forged"), timeout=300, what="forged commit")
+    image_ref = done["status"]["image"]["ref"]
+    layout = tmp_path_factory.mktemp("pulled") / "oci"
+    subprocess.run(
+        ["skopeo", "copy", "--src-tls-verify=false", f"docker://{image_ref}", f"oci:{layout}:x"],
+        capture_output=True,
+        check=True,
+    )
+    pushed = b""
+    for blob in sorted((layout / "blobs" / "sha256").iterdir()):
+        raw = blob.read_bytes()
+        pushed += gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+    assert token.encode() not in pushed
+    assert b"secret.txt" not in pushed
+    assert b"real.txt" in pushed  # the container's own change, from its real upperdir

@@ -23,7 +23,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 REGISTRY_SCRIPT = REPO / "e2e" / "registry"
-PACKAGES = ("docker-registry", "skopeo", "umoci", "attr", "curl")
+PACKAGES = ("docker-registry", "skopeo", "umoci", "attr", "curl", "runc", "busybox-static")
 
 
 def run(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -1,9 +1,14 @@
-"""``lamina snapshot --container-id ... --pause`` against a real "container".
+"""``lamina snapshot --container-id ... --pause`` against a hand-made "container".
 
-No container runtime is needed to exercise what the committer relies on: a process in its own
-mount and PID namespaces whose root is a real overlay (``unshare`` + ``chroot``), with a bind
-mount on ``/etc/hosts`` (whose stub the runtime leaves in the upperdir), in a cgroup v1
-freezer cgroup whose path carries the container ID, as containerd and CRI-O lay them out.
+The committer believes only the runtime (see tests/integration/test_snapshot_containerd.py
+for a real containerd), so the stand-in lays containerd's layout out honestly: overlayfs
+snapshots under ``<root>/io.containerd.snapshotter.v1.overlayfs/snapshots``, a task bundle
+with ``init.pid`` and ``config.json``, the rootfs overlay mounted at ``<bundle>/rootfs`` in the
+host's mount namespace, and a parent process whose command line is the shim's.  The init is a
+process in its own mount namespace whose root is that overlay (``unshare`` + ``chroot``), with
+a bind mount on ``/etc/hosts`` (whose stub the runtime leaves in the upperdir), in a cgroup v1
+freezer cgroup whose path carries the container ID.  Runtime layouts that do not add up are
+refused here too (an upperdir outside the snapshot root, a shim serving another task).
 """
 
 from __future__ import annotations
@@ -69,54 +74,114 @@ def make_rootfs(lower: Path) -> None:
     (lower / "var" / "old" / "file").write_text("old")
 
 
+# A stand-in for containerd-shim-runc-v2: starts the container's init as its own child,
+# records it in the task bundle's init.pid (as runc does for the shim), waits for it.
+FAKE_SHIM = """
+import subprocess, sys
+bundle, script = sys.argv[1], sys.argv[2]
+init = subprocess.Popen(["sh", "-c", script])
+open(bundle + "/init.pid", "w").write(str(init.pid))
+init.wait()
+"""
+
+
+class FakeRuntime:
+    """containerd's layout, laid out honestly: snapshots, a task bundle, the rootfs overlay
+    mounted at ``<bundle>/rootfs`` in the host's mount namespace, and a shim parent."""
+
+    namespace = "lamina-it"
+
+    def __init__(self, base: Path, container_id: str) -> None:
+        self.root = base / "containerd-root"
+        self.state = base / "containerd-state"
+        self.container_id = container_id
+        snapshots = self.root / "io.containerd.snapshotter.v1.overlayfs" / "snapshots"
+        self.lower = snapshots / "1" / "fs"
+        self.upper = snapshots / "2" / "fs"
+        self.work = snapshots / "2" / "work"
+        self.bundle = self.state / "io.containerd.runtime.v2.task" / self.namespace / container_id
+        self.rootfs = self.bundle / "rootfs"
+        for directory in (self.lower, self.upper, self.work, self.rootfs):
+            directory.mkdir(parents=True)
+        (self.bundle / "config.json").write_text(
+            json.dumps({"mounts": [{"destination": "/proc"}, {"destination": "/etc/hosts"}]})
+        )
+
+    def mount(self, upper: Path | None = None) -> None:
+        options = f"lowerdir={self.lower},upperdir={upper or self.upper},workdir={self.work}"
+        run("mount", "-t", "overlay", "overlay", "-o", options, self.rootfs)
+
+    def start_shim(self, script: str, task_id: str | None = None) -> subprocess.Popen[bytes]:
+        argv = [
+            "containerd-shim-runc-v2", "-c", FAKE_SHIM, str(self.bundle), script,
+            "-namespace", self.namespace, "-id", task_id or self.container_id,
+            "-address", "/nonexistent",
+        ]  # fmt: skip
+        return subprocess.Popen(argv, executable=sys.executable)
+
+    def committer_args(self) -> list[str]:
+        return [
+            f"--container-id=containerd://{self.container_id}",
+            f"--containerd-root={self.root}",
+            f"--containerd-state={self.state}",
+            f"--containerd-namespace={self.namespace}",
+        ]
+
+
+def init_script(cgroup_path: Path, hosts: Path, rootfs: Path) -> str:
+    """The container's init: into its cgroup, its own mount namespace (the same process: no
+    fork), a bind mount on /etc/hosts, then chroot into the rootfs."""
+    return (
+        f"echo $$ > {cgroup_path}/cgroup.procs && exec unshare --mount "
+        f"sh -c 'mount --bind {hosts} {rootfs}/etc/hosts && exec chroot {rootfs} /bin/sleep 600'"
+    )
+
+
+def wait_for_sleep(cgroup_path: Path) -> None:
+    deadline = time.monotonic() + 10
+    while "sleep" not in {
+        Path(f"/proc/{pid}/comm").read_text().strip()
+        for pid in (cgroup_path / "cgroup.procs").read_text().split()
+    }:
+        assert time.monotonic() < deadline, "the test container did not start"
+        time.sleep(0.05)
+
+
+def stop(shim: subprocess.Popen[bytes], cgroup_path: Path, rootfs: Path) -> None:
+    shim.kill()
+    shim.wait()
+    for pid in (cgroup_path / "cgroup.procs").read_text().split():
+        os.kill(int(pid), signal.SIGKILL)
+    time.sleep(0.2)
+    subprocess.run(["umount", "-l", str(rootfs)], check=False)
+
+
 def test_container_commit_with_pause(
     tmp_path: Path, registry: Registry, repository: str, cgroup: tuple[str, Path]
 ) -> None:
     container_id, cgroup_path = cgroup
-    lower, upper, work, merged = (tmp_path / n for n in ("lower", "upper", "work", "merged"))
-    for directory in (lower, upper, work, merged):
-        directory.mkdir()
-    make_rootfs(lower)
+    runtime = FakeRuntime(tmp_path, container_id)
+    make_rootfs(runtime.lower)
     parent = registry.ref(f"{repository}/parent", "1")
-    push_parent(lower, parent, tmp_path)
-    run(
-        "mount",
-        "-t",
-        "overlay",
-        "overlay",
-        "-o",
-        f"lowerdir={lower},upperdir={upper},workdir={work}",
-        merged,
-    )
+    push_parent(runtime.lower, parent, tmp_path)
+    runtime.mount()
+    merged = runtime.rootfs
     hosts = tmp_path / "hosts"
     hosts.write_text("127.0.0.1 localhost\n")
     (merged / "etc" / "hosts").write_text("")  # the runtime's stub for the bind mount
-    script = (
-        f"echo $$ > {cgroup_path}/cgroup.procs && exec unshare --mount --pid --fork "
-        f"sh -c 'mount --bind {hosts} {merged}/etc/hosts && exec chroot {merged} /bin/sleep 600'"
-    )
-    process = subprocess.Popen(["sh", "-c", script])
+    shim = runtime.start_shim(init_script(cgroup_path, hosts, merged))
     try:
-        deadline = time.monotonic() + 10
-        while "sleep" not in {
-            Path(f"/proc/{pid}/comm").read_text().strip()
-            for pid in (cgroup_path / "cgroup.procs").read_text().split()
-        }:
-            assert time.monotonic() < deadline, "the test container did not start"
-            time.sleep(0.05)
+        wait_for_sleep(cgroup_path)
         (merged / "app").mkdir()
         (merged / "app" / "data.txt").write_text("written by the container\n")
         (merged / "var" / "old" / "file").unlink()
 
         target = registry.ref(f"{repository}/committed", "v1")
         result = lamina_snapshot(
-            "--container-id",
-            f"containerd://{container_id}",
+            *runtime.committer_args(),
             "--pause",
-            "--parent",
-            parent,
-            "--to",
-            target,
+            f"--parent={parent}",
+            f"--to={target}",
             "--insecure",
         )
         assert result.returncode == 0, result.stderr
@@ -130,12 +195,51 @@ def test_container_commit_with_pause(
         assert not (rootfs / "etc" / "hosts").exists()  # bind-mount stub left out
         assert (rootfs / "etc" / "os-release").read_text() == "ID=lamina-it\n"
     finally:
-        process.kill()
-        process.wait()
-        for pid in (cgroup_path / "cgroup.procs").read_text().split():
-            os.kill(int(pid), signal.SIGKILL)
-        time.sleep(0.2)
-        subprocess.run(["umount", "-l", str(merged)], check=False)
+        stop(shim, cgroup_path, merged)
+
+
+def test_a_runtime_mount_outside_the_snapshot_root_is_refused(
+    tmp_path: Path, registry: Registry, repository: str, cgroup: tuple[str, Path]
+) -> None:
+    """The rootfs mount at the bundle names an upperdir outside containerd's snapshots (a
+    misconfigured root, or a mount nobody vouches for): nothing of it is read."""
+    container_id, cgroup_path = cgroup
+    runtime = FakeRuntime(tmp_path, container_id)
+    make_rootfs(runtime.lower)
+    outside = tmp_path / "outside-upper"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("not for the registry")
+    runtime.mount(upper=outside)
+    hosts = tmp_path / "hosts"
+    hosts.write_text("")
+    (runtime.rootfs / "etc" / "hosts").write_text("")
+    shim = runtime.start_shim(init_script(cgroup_path, hosts, runtime.rootfs))
+    try:
+        wait_for_sleep(cgroup_path)
+        target = registry.ref(f"{repository}/outside", "v1")
+        result = lamina_snapshot(
+            *runtime.committer_args(), "--parent=127.0.0.1:1/x/y:1", f"--to={target}", "--insecure"
+        )
+        assert result.returncode == 1
+        assert result.stderr.strip() == (
+            f"lamina snapshot: upperdir {outside} is outside the runtime's snapshot root "
+            f"{runtime.root}/io.containerd.snapshotter.v1.overlayfs/snapshots: refusing to read it"
+        )
+        # A shim serving another task is not this container's shim.
+        stop(shim, cgroup_path, runtime.rootfs)
+        runtime.mount()
+        (runtime.rootfs / "etc" / "hosts").write_text("")
+        shim = runtime.start_shim(init_script(cgroup_path, hosts, runtime.rootfs), "f" * 64)
+        wait_for_sleep(cgroup_path)
+        result = lamina_snapshot(
+            *runtime.committer_args(), "--parent=127.0.0.1:1/x/y:1", f"--to={target}", "--insecure"
+        )
+        assert result.returncode == 1
+        assert "is not a child of the runtime shim for" in result.stderr
+        assert "its parent" in result.stderr
+        assert "is the shim of task ffffffffffff in namespace lamina-it" in result.stderr
+    finally:
+        stop(shim, cgroup_path, runtime.rootfs)
 
 
 FREEZE_AND_WAIT = """

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 
 import pytest
 
 from lamina.api.commit import ContainerCommitSpec
+from lamina.cli.snapshot import commit_values, register
 from lamina.domain.commit_job import (
     CommitSettings,
     CommitTarget,
@@ -46,12 +48,34 @@ def test_job_is_pinned_privileged_and_named_after_the_uid() -> None:
     container = pod["containers"][0]
     assert container["securityContext"] == {"privileged": True}
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
-    host_root = next(m for m in container["volumeMounts"] if m["name"] == "host-root")
-    assert host_root["readOnly"] is True
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    # Only containerd's CRI task bundles and overlay snapshots, read-only, plus the cgroups
+    # (writable: --pause freezes); never the host's /.
+    assert set(mounts) == {"containerd-tasks", "containerd-snapshots", "cgroup"}
+    tasks = "/run/containerd/io.containerd.runtime.v2.task/k8s.io"
+    snapshots = "/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs/snapshots"
+    assert volumes["containerd-tasks"]["hostPath"] == {"path": tasks, "type": "Directory"}
+    assert volumes["containerd-snapshots"]["hostPath"] == {"path": snapshots, "type": "Directory"}
+    for name, path in (("containerd-tasks", tasks), ("containerd-snapshots", snapshots)):
+        assert mounts[name] == {
+            "name": name,
+            "mountPath": "/host" + path,
+            "readOnly": True,
+            "recursiveReadOnly": "IfPossible",
+        }
+    assert all(v["hostPath"]["path"] != "/" for v in pod["volumes"] if "hostPath" in v)
     args = container["args"]
-    assert args[:3] == ["snapshot", "--container-id", "containerd://abc"]
-    assert args[args.index("--parent") + 1] == f"docker.io/library/busybox@{DIGEST}"
-    assert args[args.index("--to") + 1] == "registry.local/demo/web:v2"
+    assert args[:6] == [
+        "snapshot",
+        "--container-id=containerd://abc",
+        "--containerd-root=/var/lib/containerd",
+        "--containerd-state=/run/containerd",
+        "--containerd-namespace=k8s.io",
+        "--host-root=/host",
+    ]
+    assert f"--parent=docker.io/library/busybox@{DIGEST}" in args
+    assert "--to=registry.local/demo/web:v2" in args
     assert "--pause" in args  # the default
     # Same commit, same Job: a restarted operator adopts instead of duplicating.
     again = commit_job(
@@ -80,17 +104,19 @@ def test_job_carries_message_changes_excludes_and_credentials() -> None:
         target=TARGET,
         settings=SETTINGS,
     )
-    container = job["spec"]["template"]["spec"]["containers"][0]
-    args = container["args"]
+    pod = job["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
     assert "--pause" not in args
-    assert args[args.index("--message") + 1] == "tools"
-    assert args[args.index("--exclude") + 1] == "/tmp"
-    assert json.loads(args[args.index("--change-json") + 1]) == {
-        "cmd": ["sh"],
-        "env": [{"name": "A", "value": "1"}],
+    assert "cgroup" not in {v["name"] for v in pod["volumes"]}  # nothing to freeze
+    values = next(a for a in args if a.startswith("--commit-json="))
+    assert json.loads(values.split("=", 1)[1]) == {
+        "message": "tools",
+        "author": "Jane",
+        "exclude": ["/tmp"],
+        "changes": {"cmd": ["sh"], "env": [{"name": "A", "value": "1"}]},
     }
     assert "--insecure" in args
-    assert args[args.index("--docker-config") + 1].endswith("/config.json")
+    assert "--docker-config=/var/run/lamina/docker/config.json" in args
     secret = push_secret_copy(
         uid="u-1",
         settings=SETTINGS,
@@ -106,7 +132,122 @@ def test_thaw_job_runs_on_the_same_node() -> None:
     job = thaw_job(namespace="team", name="snap", uid="u-1", target=TARGET, settings=SETTINGS)
     pod = job["spec"]["template"]["spec"]
     assert pod["nodeName"] == "node-1"
-    assert pod["containers"][0]["args"] == ["thaw", "--container-id", "containerd://abc"]
+    assert pod["containers"][0]["args"] == ["thaw", "--container-id=containerd://abc"]
+    assert [v["hostPath"]["path"] for v in pod["volumes"]] == ["/sys/fs/cgroup"]
+
+
+def test_runtime_directories_come_from_the_settings() -> None:
+    settings = CommitSettings(
+        namespace="lamina-system",
+        image="lamina:1",
+        containerd_root="/data/containerd/",
+        containerd_state="/var/run/k3s/containerd",
+    )
+    job = commit_job(
+        namespace="team", name="snap", uid="u-1", spec=spec(), target=TARGET, settings=settings
+    )
+    pod = job["spec"]["template"]["spec"]
+    paths = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"]}
+    assert (
+        paths["containerd-tasks"] == "/var/run/k3s/containerd/io.containerd.runtime.v2.task/k8s.io"
+    )
+    assert paths["containerd-snapshots"] == (
+        "/data/containerd/io.containerd.snapshotter.v1.overlayfs/snapshots"
+    )
+    args = pod["containers"][0]["args"]
+    assert "--containerd-root=/data/containerd/" in args
+    assert "--containerd-state=/var/run/k3s/containerd" in args
+
+
+def _committer_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lamina", exit_on_error=False)
+    register(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+HOSTILE = [
+    "--help",
+    "-h",
+    "--to=registry.evil/x:y",
+    "--upper=/",
+    "-",
+    "--",
+    "--pause",
+    "--container-id=containerd://" + "f" * 64,
+    "@/etc/shadow",
+    "a value\nwith --newline",
+    "=",
+    "--exclude",
+]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_spec_values_never_become_committer_options(value: str) -> None:
+    # model_copy does not validate: the generator must be safe whatever the schema admits.
+    commit_spec = spec(
+        pause=False, changes={"env": [{"name": "A", "value": value}], "cmd": [value]}
+    ).model_copy(update={"message": value, "author": value, "exclude_paths": [value, "/tmp"]})
+    args = commit_job(
+        namespace="team",
+        name="snap",
+        uid="u-1",
+        spec=commit_spec,
+        target=TARGET,
+        settings=SETTINGS,
+    )["spec"]["template"]["spec"]["containers"][0]["args"]
+    # The committer's own parser reads back exactly what the spec said, and nothing else.
+    parsed = _committer_parser().parse_args(args)
+    values = commit_values(parsed)
+    assert values.message == value
+    assert values.author == value
+    assert values.exclude == (value, "/tmp")
+    assert values.changes == {"cmd": [value], "env": [{"name": "A", "value": value}]}
+    assert parsed.to == "registry.local/demo/web:v2"
+    assert parsed.container_id == "containerd://abc"
+    assert parsed.upper is None
+    assert parsed.pause is False
+    assert parsed.docker_config is None or str(parsed.docker_config).endswith("config.json")
+    # Identifiers go as one --name=VALUE element each; the free text in one JSON object.
+    assert [a.split("=", 1)[0] for a in args] == [
+        "snapshot",
+        "--container-id",
+        "--containerd-root",
+        "--containerd-state",
+        "--containerd-namespace",
+        "--host-root",
+        "--parent",
+        "--to",
+        "--created-by",
+        "--commit-json",
+    ]
+
+
+def test_commit_json_is_checked() -> None:
+    parser = _committer_parser()
+    base = ["snapshot", "--container-id=containerd://abc", "--parent=p", "--to=r/x:y"]
+    for document, error in [
+        ("[]", "must be a JSON object"),
+        ('{"to": "x"}', "unknown keys"),
+        ('{"message": 1}', "message must be a string"),
+        ('{"exclude": "/tmp"}', "exclude must be a list of strings"),
+        ('{"changes": []}', "changes must be a JSON object"),
+    ]:
+        with pytest.raises(ValueError, match=error):
+            commit_values(parser.parse_args([*base, f"--commit-json={document}"]))
+    with pytest.raises(ValueError, match="give one or the other"):
+        commit_values(parser.parse_args([*base, "--commit-json={}", "--message=m"]))
+    # By hand, the separate options still work.
+    by_hand = commit_values(parser.parse_args([*base, "--message=m", "--exclude=/a"]))
+    assert (by_hand.message, by_hand.exclude) == ("m", ("/a",))
+
+
+def test_the_committer_refuses_leftovers_and_abbreviations() -> None:
+    base = ["snapshot", "--container-id=containerd://abc", "--parent=p", "--to=r/x:y"]
+    parser = _committer_parser()
+    assert parser.parse_args(base).to == "r/x:y"
+    for extra in (["stray"], ["--auth=Jane"], ["--to"], ["--unknown=1"]):
+        with pytest.raises((argparse.ArgumentError, SystemExit)):
+            parser.parse_args(base + extra)
 
 
 def test_parent_reference_pins_the_digest() -> None:
@@ -144,6 +285,17 @@ RESULT = json.dumps(
             "Failed",
             "CommitFailed",
             "denied: requested access",
+        ),
+        (  # a runtime refusal (the committer's stderr, the log tail) reaches the status
+            JobOutcome(
+                "failed",
+                termination_message="lamina snapshot: upperdir /tmp/x is outside the runtime's "
+                "snapshot root /var/lib/containerd/io.containerd.snapshotter.v1.overlayfs/"
+                "snapshots: refusing to read it\n",
+            ),
+            "Failed",
+            "CommitFailed",
+            "upperdir /tmp/x is outside the runtime's snapshot root",
         ),
         (
             JobOutcome("failed", job_reason="DeadlineExceeded"),

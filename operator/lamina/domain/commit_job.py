@@ -1,9 +1,19 @@
 """The Job that performs a ContainerCommit, as a pure function of the commit and its target.
 
 The Job runs on the target Pod's node (``nodeName``), in the operator's namespace: it needs
-the host's PID namespace (to find the container's init process), the host root read-only (to
-read the overlay upperdir) and the cgroup filesystem (to freeze the container), which only a
-privileged pod has.  User namespaces stay "restricted"; only this Job is privileged.
+the host's PID namespace (to check the container's init against its containerd shim and read
+the shim's mount table), containerd's task directory of the CRI namespace and the overlayfs
+snapshot directory, both read-only (the task bundle names the init; the snapshots hold the
+upperdir and lowerdirs), and, only to pause the container, the cgroup filesystem; reading
+other processes' mount tables and ``trusted.*`` xattrs takes a privileged pod.  Nothing else
+of the host is mounted.  User namespaces stay "restricted"; only this Job is privileged.
+
+No value from the ContainerCommit or the Pod can become an option of the committer (an
+``author`` of ``--help``, an exclude path ``--to=evil``): identifiers and references go as one
+``--name=VALUE`` element each, and the free text (message, author, exclude paths, config
+changes) as one JSON object in ``--commit-json={...}``, which also survives values that
+argparse would otherwise mangle (it drops a value of exactly ``--``).  The committer's parser
+takes no abbreviations and no positionals.
 
 The name is derived from the commit's UID, so an operator restarted mid-commit finds and
 adopts its Job instead of starting a second one.
@@ -25,6 +35,12 @@ LABEL_COMMIT_UID = "lamina.dev/commit-uid"
 LABEL_PURPOSE = "lamina.dev/purpose"
 HOST_ROOT = "/host"
 DOCKER_CONFIG_DIR = "/var/run/lamina/docker"
+# containerd's defaults; the operator's settings override them for nodes configured otherwise.
+CONTAINERD_ROOT = "/var/lib/containerd"
+CONTAINERD_STATE = "/run/containerd"
+CRI_NAMESPACE = "k8s.io"
+TASKS_DIRECTORY = "io.containerd.runtime.v2.task"
+SNAPSHOTS_DIRECTORY = "io.containerd.snapshotter.v1.overlayfs/snapshots"
 # Bounds a commit that hangs (registry unreachable, a huge layer): the Job is then Failed and
 # the target thawed.
 DEFAULT_DEADLINE_SECONDS = 1800
@@ -49,6 +65,18 @@ class CommitSettings:
     image_pull_policy: str = "IfNotPresent"
     deadline_seconds: int = DEFAULT_DEADLINE_SECONDS
     registry_config: str | None = None
+    containerd_root: str = CONTAINERD_ROOT
+    containerd_state: str = CONTAINERD_STATE
+
+    @property
+    def tasks_path(self) -> str:
+        """The CRI namespace's task bundles on the node."""
+        return f"{self.containerd_state.rstrip('/')}/{TASKS_DIRECTORY}/{CRI_NAMESPACE}"
+
+    @property
+    def snapshots_path(self) -> str:
+        """The overlayfs snapshotter's snapshots on the node."""
+        return f"{self.containerd_root.rstrip('/')}/{SNAPSHOTS_DIRECTORY}"
 
 
 def _suffix(uid: str) -> str:
@@ -78,40 +106,68 @@ def parent_reference(target: CommitTarget) -> str:
     return f"{repository}@{target.parent_digest}"
 
 
+def _option(name: str, value: str) -> str:
+    """One argv element: the value can never be read as an option of its own."""
+    return f"--{name}={value}"
+
+
 def snapshot_arguments(
-    namespace: str, name: str, spec: ContainerCommitSpec, target: CommitTarget
+    namespace: str,
+    name: str,
+    spec: ContainerCommitSpec,
+    target: CommitTarget,
+    settings: CommitSettings,
 ) -> list[str]:
     """The ``lamina snapshot`` command line for this commit."""
     output = spec.output
     args = [
         "snapshot",
-        "--container-id",
-        target.container_id,
-        "--parent",
-        parent_reference(target),
-        "--to",
-        f"{output.repository}:{output.tag}",
-        "--created-by",
-        f"lamina ContainerCommit {namespace}/{name}",
-        "--host-root",
-        HOST_ROOT,
+        _option("container-id", target.container_id),
+        _option("containerd-root", settings.containerd_root),
+        _option("containerd-state", settings.containerd_state),
+        _option("containerd-namespace", CRI_NAMESPACE),
+        _option("host-root", HOST_ROOT),
+        _option("parent", parent_reference(target)),
+        _option("to", f"{output.repository}:{output.tag}"),
+        _option("created-by", f"lamina ContainerCommit {namespace}/{name}"),
     ]
     if output.insecure:
         args.append("--insecure")
     if spec.pause:
         args.append("--pause")
+    # Free text (and the changes) as one JSON object: see the module docstring.
+    values: dict[str, Any] = {}
     if spec.message:
-        args += ["--message", spec.message]
+        values["message"] = spec.message
     if spec.author:
-        args += ["--author", spec.author]
-    for path in spec.exclude_paths or []:
-        args += ["--exclude", path]
+        values["author"] = spec.author
+    if spec.exclude_paths:
+        values["exclude"] = list(spec.exclude_paths)
     if spec.changes is not None:
-        changes = spec.changes.model_dump(by_alias=True, exclude_none=True, mode="json")
-        args += ["--change-json", json.dumps(changes, sort_keys=True)]
+        values["changes"] = spec.changes.model_dump(by_alias=True, exclude_none=True, mode="json")
+    if values:
+        args.append(_option("commit-json", json.dumps(values, sort_keys=True)))
     if output.push_secret:
-        args += ["--docker-config", f"{DOCKER_CONFIG_DIR}/config.json"]
+        args.append(_option("docker-config", f"{DOCKER_CONFIG_DIR}/config.json"))
     return args
+
+
+def _host_directory(name: str, path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A node directory, read-only (submounts too) at the same path under ``HOST_ROOT``."""
+    volume = {"name": name, "hostPath": {"path": path, "type": "Directory"}}
+    mount = {
+        "name": name,
+        "mountPath": HOST_ROOT + path,
+        "readOnly": True,
+        "recursiveReadOnly": "IfPossible",
+    }
+    return volume, mount
+
+
+def _cgroup_directory() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The node's cgroup filesystem, writable: freezing and thawing write to it."""
+    volume = {"name": "cgroup", "hostPath": {"path": "/sys/fs/cgroup", "type": "Directory"}}
+    return volume, {"name": "cgroup", "mountPath": "/sys/fs/cgroup"}
 
 
 def _labels(namespace: str, name: str, uid: str, purpose: str) -> dict[str, str]:
@@ -131,8 +187,8 @@ def _privileged_node_job(
     node: str,
     settings: CommitSettings,
     args: list[str],
-    extra_volumes: list[dict[str, Any]],
-    extra_mounts: list[dict[str, Any]],
+    volumes: list[dict[str, Any]],
+    mounts: list[dict[str, Any]],
 ) -> dict[str, Any]:
     env = [{"name": "PYTHONUNBUFFERED", "value": "1"}]
     if settings.registry_config is not None:
@@ -170,26 +226,10 @@ def _privileged_node_job(
                             "terminationMessagePolicy": "FallbackToLogsOnError",
                             "env": env,
                             "securityContext": {"privileged": True},
-                            "volumeMounts": [
-                                {
-                                    "name": "host-root",
-                                    "mountPath": HOST_ROOT,
-                                    "readOnly": True,
-                                    "mountPropagation": "HostToContainer",
-                                },
-                                {"name": "cgroup", "mountPath": "/sys/fs/cgroup"},
-                                *extra_mounts,
-                            ],
+                            "volumeMounts": mounts,
                         }
                     ],
-                    "volumes": [
-                        {"name": "host-root", "hostPath": {"path": "/", "type": "Directory"}},
-                        {
-                            "name": "cgroup",
-                            "hostPath": {"path": "/sys/fs/cgroup", "type": "Directory"},
-                        },
-                        *extra_volumes,
-                    ],
+                    "volumes": volumes,
                 },
             },
         },
@@ -206,8 +246,14 @@ def commit_job(
     settings: CommitSettings,
 ) -> dict[str, Any]:
     """The Job that snapshots the target container and pushes the new image."""
-    volumes: list[dict[str, Any]] = []
-    mounts: list[dict[str, Any]] = []
+    directories = [
+        _host_directory("containerd-tasks", settings.tasks_path),
+        _host_directory("containerd-snapshots", settings.snapshots_path),
+    ]
+    if spec.pause:
+        directories.append(_cgroup_directory())
+    volumes = [volume for volume, _ in directories]
+    mounts = [mount for _, mount in directories]
     if spec.output.push_secret:
         volumes.append(
             {
@@ -224,9 +270,9 @@ def commit_job(
         labels=_labels(namespace, name, uid, "commit"),
         node=target.node,
         settings=settings,
-        args=snapshot_arguments(namespace, name, spec, target),
-        extra_volumes=volumes,
-        extra_mounts=mounts,
+        args=snapshot_arguments(namespace, name, spec, target, settings),
+        volumes=volumes,
+        mounts=mounts,
     )
 
 
@@ -234,14 +280,15 @@ def thaw_job(
     *, namespace: str, name: str, uid: str, target: CommitTarget, settings: CommitSettings
 ) -> dict[str, Any]:
     """A Job that thaws the target container after a commit Job died while it was frozen."""
+    cgroup_volume, cgroup_mount = _cgroup_directory()
     return _privileged_node_job(
         job_name=thaw_job_name(uid),
         labels=_labels(namespace, name, uid, "thaw"),
         node=target.node,
         settings=settings,
-        args=["thaw", "--container-id", target.container_id],
-        extra_volumes=[],
-        extra_mounts=[],
+        args=["thaw", _option("container-id", target.container_id)],
+        volumes=[cgroup_volume],
+        mounts=[cgroup_mount],
     )
 
 

@@ -64,6 +64,8 @@ def _settings(memo: Any) -> CommitSettings:
         image=config.committer_image,
         deadline_seconds=config.commit_deadline_seconds,
         registry_config=config.registry_config,
+        containerd_root=config.containerd_root,
+        containerd_state=config.containerd_state,
     )
 
 

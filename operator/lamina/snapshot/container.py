@@ -1,4 +1,9 @@
-"""Find a running container's init process from its Kubernetes ``containerID``.
+"""Find a running container's processes from its cgroup, for ``lamina thaw`` only.
+
+The committer never uses this to decide what to read: a cgroup path is a claim, and the
+snapshot comes from the runtime (:mod:`lamina.snapshot.runtime`).  Thawing is the one use,
+because it is harmless whoever the process is (thawing a cgroup that is not frozen changes
+nothing) and must work after the committer died, whatever state the runtime is in.
 
 ``containerd://<id>`` and ``cri-o://<id>`` both put the id in the container's cgroup path
 (``.../<id>``, ``cri-containerd-<id>.scope``, ``crio-<id>.scope``), whatever the cgroup driver

@@ -1,11 +1,12 @@
-"""A container's root overlay, read from ``/proc/<pid>/mountinfo``.
+"""Mount tables as ``/proc/<pid>/mountinfo`` writes them, and the layers of an overlay mount.
 
-Paths in a process's mountinfo are relative to that process's root, so the container's root
-filesystem is the (topmost) mount at ``/``.  Its super options name the ``upperdir`` and the
-``lowerdir`` list (topmost first) as the runtime passed them, which are paths in the host's
-mount namespace.  Every other mount point of the container is a *mount target*: when it is a
-file (``/etc/hosts``, ``/etc/resolv.conf``, ``/etc/hostname``, ``/dev/termination-log``) the
-runtime created an empty stub for it in the upperdir, and that stub is left out of the layer.
+The committer reads the mount table of the runtime's shim (the host's mount namespace), never
+the container's: a container that can create a user namespace may mount whatever it likes on
+its own ``/``, including an overlay whose ``upperdir=`` names a host directory.  In the shim's
+table, the container's root filesystem is the mount the shim made at
+``<state>/io.containerd.runtime.v2.task/<namespace>/<id>/rootfs``; its super options name the
+``upperdir`` and the ``lowerdir`` list (topmost first) as containerd passed them.  Mount points
+are relative to the root of the process whose table it is (the shim's: the host's ``/``).
 
 Escapes: mountinfo writes space, tab, newline and backslash as ``\\ooo`` octal; overlay writes a
 ``:`` or ``,`` inside a layer path as ``\\:``/``\\,``.  Data-only lower layers (after ``::``)
@@ -35,13 +36,12 @@ class MountEntry:
 
 
 @dataclass(frozen=True)
-class RootOverlay:
-    """What the layer writer needs to know about a container's root overlay."""
+class OverlayLayers:
+    """The directories of one overlay mount, paths as the mounting process named them."""
 
     upper: bytes
     lowers: tuple[bytes, ...]
     userxattr: bool
-    mount_targets: tuple[bytes, ...]
 
 
 def _unescape(raw: bytes) -> bytes:
@@ -52,10 +52,11 @@ def parse_mountinfo(text: bytes) -> list[MountEntry]:
     entries = []
     for line in text.splitlines():
         fields = line.split(b" ")
-        if b"-" not in fields:
+        # Optional fields (shared:N, master:N, ...) sit between the sixth field and "-".
+        if b"-" not in fields[6:]:
             continue
-        separator = fields.index(b"-")
-        if separator < 6 or len(fields) < separator + 4:
+        separator = fields.index(b"-", 6)
+        if len(fields) < separator + 4:
             continue
         entries.append(
             MountEntry(
@@ -95,22 +96,23 @@ def _layer_paths(value: bytes) -> list[bytes]:
     return [path for path in _split_unescaped(namespace, b":") if path]
 
 
-def root_overlay(text: bytes) -> RootOverlay:
-    """The root overlay of the mountinfo ``text`` of one process."""
-    entries = parse_mountinfo(text)
-    roots = [entry for entry in entries if entry.mount_point == b"/"]
-    if not roots:
-        raise NotOverlay("no mount at / in the process's mountinfo")
-    root = roots[-1]
-    if root.fstype != "overlay":
+def topmost_at(entries: list[MountEntry], mount_point: bytes) -> MountEntry | None:
+    """The mount on top at ``mount_point`` (later entries are mounted over earlier ones)."""
+    matches = [entry for entry in entries if entry.mount_point == mount_point]
+    return matches[-1] if matches else None
+
+
+def overlay_layers(entry: MountEntry) -> OverlayLayers:
+    """The layers of one overlay mount, as its super options name them."""
+    if entry.fstype != "overlay":
         raise NotOverlay(
-            f"the container's root filesystem is {root.fstype}, not overlay: "
+            f"the container's root filesystem is {entry.fstype}, not overlay: "
             "only overlay snapshotters are supported"
         )
     upper = None
     lowers: list[bytes] = []
     userxattr = False
-    for option in _split_options(root.super_options):
+    for option in _split_options(entry.super_options):
         key, _, value = option.partition(b"=")
         if key == b"upperdir":
             upper = _split_unescaped(value, b"\0")[0]
@@ -122,8 +124,7 @@ def root_overlay(text: bytes) -> RootOverlay:
             userxattr = True
     if upper is None:
         raise NotOverlay("the root overlay has no upperdir: it is read-only, nothing to commit")
-    targets = tuple(sorted({entry.mount_point for entry in entries if entry.mount_point != b"/"}))
-    return RootOverlay(upper, tuple(lowers), userxattr, targets)
+    return OverlayLayers(upper, tuple(lowers), userxattr)
 
 
 def _split_options(raw: bytes) -> list[bytes]:
