@@ -203,15 +203,16 @@ class UpperWalk:
         with os.scandir(directory.fd()) as scan:
             names = [os.fsencode(entry.name) for entry in scan]
         planned: list[_Child] = []
+        filtered = bool(self.exclude or self.mount_targets)
         for name in names:
-            path = prefix + name
-            if path in self.exclude:
+            path = prefix + name if filtered else b""
+            if filtered and path in self.exclude:
                 continue
             try:
                 st = os.stat(name, dir_fd=directory.fd(), follow_symlinks=False)
             except FileNotFoundError:
                 continue  # removed while we read; the container was not paused
-            if path in self.mount_targets and not stat.S_ISDIR(st.st_mode):
+            if filtered and path in self.mount_targets and not stat.S_ISDIR(st.st_mode):
                 continue
             if name.startswith(WHITEOUT_PREFIX):
                 if is_whiteout(st) and not lower.exists(name):
@@ -330,11 +331,11 @@ def _forged_whiteout_message(prefix: bytes, name: bytes, st: os.stat_result) -> 
     path = prefix + name
     kind = "whiteout device" if is_whiteout(st) else "file"
     if name == OPAQUE_MARKER:
-        effect = f"hiding everything the image has in {shown(prefix.rstrip(b'/') or b'/')}"
+        effect = f"hiding everything the image has in {shown(prefix.rstrip(b'/') or b'/', 80)}"
     elif name.startswith(_META_PREFIX):
         effect = "overlay metadata"
     else:
-        effect = f"deleting {shown(prefix + name[len(WHITEOUT_PREFIX) :])}"
+        effect = f"deleting {shown(prefix + name[len(WHITEOUT_PREFIX) :], 80)}"
     return (
         f"{shown(path)} is a {kind} named like a whiteout (prefix .wh.): a runtime would read "
         f"it as {effect}; Lamina refuses to write it (rename it, or exclude the path)"
