@@ -192,18 +192,24 @@ def test_files_named_like_whiteouts_are_refused_with_the_path(
     assert "Lamina refuses to write it" in message
 
 
-@pytest.mark.parametrize("kind", ["directory", "symlink", "fifo"])
-def test_any_kind_of_entry_named_like_a_whiteout_is_refused(tmp_path: Path, kind: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "shown_as"), [("dir", "directory"), ("link", "symlink"), ("fifo", "file")]
+)
+def test_any_kind_of_entry_named_like_a_whiteout_is_refused(
+    tmp_path: Path, kind: str, shown_as: str
+) -> None:
     upper = tmp_path / "upper"
     upper.mkdir()
     forged = upper / ".wh.data"
-    if kind == "directory":
+    if kind == "dir":
         forged.mkdir()
-    elif kind == "symlink":
+    elif kind == "link":
         forged.symlink_to("/")
     else:
         os.mkfifo(forged)
-    with pytest.raises(ForgedWhiteout, match=r'^"/\.wh\.data" is a file named like a whiteout'):
+    with pytest.raises(
+        ForgedWhiteout, match=rf'^"/\.wh\.data" is a {shown_as} named like a whiteout'
+    ):
         list(UpperWalk.create(upper).members())
 
 

@@ -329,7 +329,15 @@ class UpperWalk:
 
 def _forged_whiteout_message(prefix: bytes, name: bytes, st: os.stat_result) -> str:
     path = prefix + name
-    kind = "whiteout device" if is_whiteout(st) else "file"
+    kind = (
+        "whiteout device"
+        if is_whiteout(st)
+        else "directory"
+        if stat.S_ISDIR(st.st_mode)
+        else "symlink"
+        if stat.S_ISLNK(st.st_mode)
+        else "file"
+    )
     if name == OPAQUE_MARKER:
         effect = f"hiding everything the image has in {shown(prefix.rstrip(b'/') or b'/', 80)}"
     elif name.startswith(_META_PREFIX):
