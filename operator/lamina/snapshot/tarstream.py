@@ -25,7 +25,6 @@ it does for GNU tar's "file changed as we read it".
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
 import stat
@@ -85,12 +84,11 @@ class FileReader:
         path = header.name
         sizes: list[int] = []
         for _ in range(self.attempts):
-            fd = self._open(content, path)
+            fd, before = self._open(content, path)
             try:
-                before = os.fstat(fd)
-                fresh = _as_opened(header, before)
+                _as_opened(header, before)
                 if before.st_size > piece_size:
-                    yield encode_header(fresh)
+                    yield encode_header(header)
                     yield from self._streamed(fd, before, path, piece_size)
                     yield padding(before.st_size)
                     return
@@ -99,9 +97,7 @@ class FileReader:
             finally:
                 os.close(fd)
             if len(data) == before.st_size and _unchanged(before, after):
-                yield encode_header(fresh)
-                yield data
-                yield padding(before.st_size)
+                yield b"".join((encode_header(header), data, padding(before.st_size)))
                 return
             sizes += [before.st_size, after.st_size]
         raise ChangedWhileReading(
@@ -110,7 +106,9 @@ class FileReader:
             f"consistently; {_HINT}"
         )
 
-    def _open(self, content: FileContent, path: bytes) -> int:
+    def _open(self, content: FileContent, path: bytes) -> tuple[int, os.stat_result]:
+        """The file, open without following a link, and its ``fstat``; it must be the regular
+        file that was listed."""
         try:
             fd = open_at(content.directory.fd(), content.name, _FILE_FLAGS)
         except OSError as error:
@@ -125,7 +123,7 @@ class FileReader:
             raise ChangedWhileReading(
                 f"{shown(path)} was replaced while the layer was read; {_HINT}"
             )
-        return fd
+        return fd, st
 
     def _streamed(
         self, fd: int, before: os.stat_result, path: bytes, piece_size: int
@@ -167,16 +165,16 @@ class FileReader:
         return b"".join(chunks)
 
 
-def _as_opened(header: TarHeader, st: os.stat_result) -> TarHeader:
-    """The listed header with the size, times, mode and owner of the file as opened."""
-    return dataclasses.replace(
-        header,
-        size=st.st_size,
-        mtime=st.st_mtime_ns // 1_000_000_000,
-        mode=stat.S_IMODE(st.st_mode),
-        uid=st.st_uid,
-        gid=st.st_gid,
-    )
+def _as_opened(header: TarHeader, st: os.stat_result) -> None:
+    """The listed header takes the size, time, mode and owner of the file as opened.
+
+    (In place: the header is this member's own, made by the walk for it alone.)
+    """
+    header.size = st.st_size
+    header.mtime = st.st_mtime_ns // 1_000_000_000
+    header.mode = stat.S_IMODE(st.st_mode)
+    header.uid = st.st_uid
+    header.gid = st.st_gid
 
 
 def _unchanged(before: os.stat_result, after: os.stat_result) -> bool:
