@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import gzip
 import hashlib
 import io
 import itertools
 import os
+import stat
 import tarfile
 import time
 from collections.abc import Callable
@@ -176,8 +179,47 @@ def test_a_file_replaced_or_deleted_after_listing_is_refused_with_its_path(
         b"".join(tar_pieces([member]))
     (upper / "a").unlink()
     (upper / "a").symlink_to("/etc/shadow")
-    with pytest.raises(ChangedWhileReading, match=r'^"/a" was deleted or replaced'):
+    with pytest.raises(ChangedWhileReading, match=r'^"/a" was replaced'):
         b"".join(tar_pieces([member]))  # O_NOFOLLOW: the link is never followed
+
+
+IN_OPEN = 0x20
+
+
+def opens_seen(watched: Path) -> Callable[[], int]:
+    """How many times ``watched`` was opened from now on (inotify ``IN_OPEN``)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    events = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    assert events >= 0 and libc.inotify_add_watch(events, bytes(watched), IN_OPEN) >= 0
+
+    def count() -> int:
+        seen = 0
+        with contextlib.suppress(BlockingIOError):
+            while data := os.read(events, 4096):
+                seen += len(data) // 16  # struct inotify_event with no name
+        return seen
+
+    return count
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mknod needs root")
+@pytest.mark.parametrize("node", ["fifo", "char-device"])
+def test_a_special_file_swapped_in_after_listing_is_refused_without_being_opened(
+    tmp_path: Path, node: str
+) -> None:
+    (tmp_path / "data").write_bytes(b"listed as a regular file")
+    [member] = UpperWalk.create(tmp_path).members()
+    (tmp_path / "data").unlink()
+    if node == "fifo":
+        os.mkfifo(tmp_path / "data")
+    else:
+        os.mknod(tmp_path / "data", 0o600 | stat.S_IFCHR, os.makedev(1, 3))  # like /dev/null
+    opened = opens_seen(tmp_path / "data")
+    with pytest.raises(ChangedWhileReading, match=r'^"/data" was replaced'):
+        b"".join(tar_pieces([member]))
+    assert opened() == 0  # a device's driver never ran: not even open(2) reached it
+    os.close(os.open(tmp_path / "data", os.O_RDONLY | os.O_NONBLOCK))
+    assert opened() == 1  # (the watch does see an open)
 
 
 async def test_a_refusal_reaches_the_streams_consumer(tmp_path: Path) -> None:

@@ -9,7 +9,9 @@ their parent's descriptor (``openat`` with ``O_DIRECTORY | O_NOFOLLOW``: a symli
 is refused by the kernel, never followed), and at most ``limit`` descriptors are open at once;
 the least recently used is closed and reopened, from its nearest open ancestor, when it is
 needed again.  A reopened directory must have the identity it was listed with, or the walk
-stops with :class:`ChangedWhileReading`: the tree was rearranged under it.
+stops with :class:`ChangedWhileReading`: the tree was rearranged under it.  (A directory
+deleted and recreated under an inode number the filesystem recycled passes as itself; what is
+read is then the new directory, still inside the same tree.)
 
 Only the roots are opened by path (the runtime's snapshot directories, not the container's).
 Handles keep only their own name, so memory grows with the depth, not with the path length
@@ -50,7 +52,11 @@ def fd_path(dir_fd: int, name: bytes) -> bytes:
 
 
 class OpenDirectories:
-    """The descriptors of one walk: at most ``limit`` open, least recently used closed first."""
+    """The descriptors of one walk: at most ``limit`` open, least recently used closed first.
+
+    A handle the walk is done with stays open until it is the least recently used one; the
+    walk never holds more than ``limit``, and :meth:`close_all` closes them when it ends.
+    """
 
     def __init__(self, limit: int = MAX_OPEN_DIRECTORIES) -> None:
         if limit < 2:
@@ -129,8 +135,13 @@ class DirHandle:
         if node._fd is None:
             node._open_root()
         for handle in reversed(closed):
-            handle._open_in(handle.parent._fd if handle.parent else None)
-        assert self._fd is not None
+            # The parent was opened (or used) just before: the most recently used handle.
+            parent_fd = handle.parent._fd if handle.parent is not None else None
+            if parent_fd is None:
+                raise RuntimeError("a directory's parent was closed while it was being opened")
+            handle._open_in(parent_fd)
+        if self._fd is None:
+            raise RuntimeError("a directory was closed as soon as it was opened")
         return self._fd
 
     def _open_root(self) -> None:
@@ -138,7 +149,7 @@ class DirHandle:
         fd = open_at(None, self.root_path, DIRECTORY_FLAGS & ~os.O_NOFOLLOW)
         self._adopt(fd)
 
-    def _open_in(self, parent_fd: int | None) -> None:
+    def _open_in(self, parent_fd: int) -> None:
         try:
             fd = open_at(parent_fd, self.name, DIRECTORY_FLAGS)
         except OSError as error:

@@ -25,7 +25,6 @@ it does for GNU tar's "file changed as we read it".
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 from collections.abc import Iterable, Iterator
@@ -37,7 +36,8 @@ from lamina.snapshot.upper import FileContent, Member
 
 PIECE_SIZE = 1 << 20
 READ_ATTEMPTS = 3
-_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+_READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC
 _HINT = "freeze the container (pause: true, the default) or exclude the path"
 
 __all__ = ["PIECE_SIZE", "READ_ATTEMPTS", "ChangedWhileReading", "FileReader", "tar_pieces"]
@@ -107,22 +107,29 @@ class FileReader:
         )
 
     def _open(self, content: FileContent, path: bytes) -> tuple[int, os.stat_result]:
-        """The file, open without following a link, and its ``fstat``; it must be the regular
-        file that was listed."""
+        """The listed regular file, open for reading, and its ``fstat``.
+
+        The name is first opened with ``O_PATH | O_NOFOLLOW``, which opens nothing: a symlink,
+        FIFO or device node the container swapped in since the listing is seen by ``fstat``
+        and refused without ever being opened (opening a device runs its driver: a watchdog
+        node would arm the host's watchdog).  Only the verified inode is then opened for
+        reading, through ``/proc/self/fd``.
+        """
         try:
-            fd = open_at(content.directory.fd(), content.name, _FILE_FLAGS)
-        except OSError as error:
-            if error.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
-                raise ChangedWhileReading(
-                    f"{shown(path)} was deleted or replaced while the layer was read; {_HINT}"
-                ) from error
-            raise
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_ino != content.inode:
-            os.close(fd)
+            handle = os.open(content.name, _PATH_FLAGS, dir_fd=content.directory.fd())
+        except FileNotFoundError as error:
             raise ChangedWhileReading(
-                f"{shown(path)} was replaced while the layer was read; {_HINT}"
-            )
+                f"{shown(path)} was deleted or replaced while the layer was read; {_HINT}"
+            ) from error
+        try:
+            st = os.fstat(handle)
+            if not stat.S_ISREG(st.st_mode) or st.st_ino != content.inode:
+                raise ChangedWhileReading(
+                    f"{shown(path)} was replaced while the layer was read; {_HINT}"
+                )
+            fd = open_at(None, b"/proc/self/fd/%d" % handle, _READ_FLAGS)
+        finally:
+            os.close(handle)
         return fd, st
 
     def _streamed(
