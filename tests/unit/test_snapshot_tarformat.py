@@ -5,11 +5,14 @@ from __future__ import annotations
 import io
 import tarfile
 
+import pytest
+
 from lamina.snapshot.tarformat import (
     DIRECTORY,
     REGULAR,
     SYMLINK,
     TarHeader,
+    UnsafePaxKey,
     encode_header,
     end_of_archive,
     padding,
@@ -76,3 +79,41 @@ def test_header_checksums_are_valid() -> None:
     block = encode_header(TarHeader(b"f", REGULAR, 0o600, size=1))
     stored = int(block[148:154], 8)
     assert stored == sum(block[:148]) + 8 * 32 + sum(block[156:512])
+
+
+def test_an_xattr_name_with_equals_is_refused_not_mangled() -> None:
+    with pytest.raises(UnsafePaxKey, match="cannot contain '=' or NUL"):
+        encode_header(TarHeader(b"f", REGULAR, xattrs={"user.a=b": b"v"}))
+
+
+def test_why_equals_is_refused_a_reader_splits_the_record_at_the_first_equals() -> None:
+    """What a writer that pasted the name in would produce, as an independent reader sees it:
+    a different attribute (``user.a``) with a different value (``b=v``)."""
+    record = b" SCHILY.xattr.user.a=b=v\n"
+    record = str(len(record) + 2).encode() + record
+    pax = TarHeader(b"././@PaxHeader", b"x", size=len(record))
+    raw = encode_header(pax) + record + padding(len(record))
+    raw += encode_header(TarHeader(b"f", REGULAR)) + end_of_archive()
+    with tarfile.open(fileobj=io.BytesIO(raw)) as archive:
+        [info] = archive.getmembers()
+    assert info.pax_headers == {"SCHILY.xattr.user.a": "b=v"}
+
+
+def test_names_that_a_pax_record_can_carry_round_trip_through_tarfile() -> None:
+    odd = {"user.%3D": b"percent", "user.new\nline": b"\n=\n", "user.sp ace": b"=", "user.e": b""}
+    [info] = read_back((TarHeader(b"f", REGULAR, xattrs=odd), b""))
+    assert {k[len("SCHILY.xattr.") :]: v for k, v in info.pax_headers.items()} == {
+        name: value.decode() for name, value in odd.items()
+    }
+
+
+@pytest.mark.parametrize("value_length", [0, 1, 80, 84, 85, 86, 980, 985, 986, 9980, 9986])
+def test_pax_record_lengths_count_their_own_digits_at_every_boundary(value_length: int) -> None:
+    [info] = read_back((TarHeader(b"f", REGULAR, xattrs={"user.v": b"v" * value_length}), b""))
+    assert info.pax_headers["SCHILY.xattr.user.v"] == "v" * value_length
+
+
+def test_a_path_far_beyond_path_max_is_one_pax_record() -> None:
+    deep = b"d/" * 20_000 + b"leaf"
+    [info] = read_back((TarHeader(deep, REGULAR, size=2), b"ok"))
+    assert info.name.encode() == deep and info.size == 2

@@ -10,9 +10,11 @@ The answer follows overlayfs's own lookup, topmost lower first:
   until a lower has a non-directory (or a whiteout) under that name;
 - a non-directory has no children, so nothing below it is looked at.
 
-Every component is looked up with ``lstat`` inside a directory already known to be a real
-directory of that lower, so a symlink in a lower layer is never followed (not even one that
-points at the host's ``/``).
+Every component is looked up with ``fstatat(..., AT_SYMLINK_NOFOLLOW)`` inside the descriptor of
+a directory already known to be a real directory of that lower (a
+:class:`~lamina.snapshot.dirs.DirHandle`), so a symlink in a lower layer is never followed (not
+even one that points at the host's ``/``) and no lookup builds a path longer than one name,
+however deep the tree.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import os
 import stat
 from dataclasses import dataclass
 
+from lamina.snapshot.dirs import DirHandle, OpenDirectories, fd_path
 from lamina.snapshot.xattrs import OverlayXattrs
 
 
@@ -31,40 +34,42 @@ def is_whiteout(st: os.stat_result) -> bool:
 
 @dataclass(frozen=True)
 class LowerDirectory:
-    """The directories merged below one upper directory, topmost first (bytes paths)."""
+    """The directories merged below one upper directory, topmost first (held by descriptor)."""
 
-    paths: tuple[bytes, ...]
+    dirs: tuple[DirHandle, ...]
     overlay: OverlayXattrs
 
     @classmethod
-    def roots(cls, lowers: list[bytes], overlay: OverlayXattrs) -> LowerDirectory:
-        return cls(tuple(lowers), overlay)
+    def roots(
+        cls,
+        lowers: list[bytes],
+        overlay: OverlayXattrs,
+        open_dirs: OpenDirectories | None = None,
+    ) -> LowerDirectory:
+        """The lower roots (paths, topmost first); ``open_dirs`` is the walk's fd budget."""
+        budget = open_dirs if open_dirs is not None else OpenDirectories()
+        return cls(tuple(DirHandle.root(budget, lower) for lower in lowers), overlay)
 
     @property
     def empty(self) -> bool:
-        return not self.paths
+        return not self.dirs
 
     def lookup(self, name: bytes) -> tuple[bool, LowerDirectory]:
         """Whether ``name`` exists below, and (when it is a directory) what merges under it."""
         found = False
-        merged: list[bytes] = []
-        for parent in self.paths:
-            path = parent + b"/" + name
+        merged: list[DirHandle] = []
+        for parent in self.dirs:
             try:
-                st = os.lstat(path)
-            except FileNotFoundError:
-                continue
-            except NotADirectoryError:
+                st = os.stat(name, dir_fd=parent.fd(), follow_symlinks=False)
+            except (FileNotFoundError, NotADirectoryError):
                 continue
             if is_whiteout(st):
                 break
-            if not stat.S_ISDIR(st.st_mode):
-                if not found:
-                    found = True
-                break
             found = True
-            merged.append(path)
-            if self.overlay.is_opaque(path):
+            if not stat.S_ISDIR(st.st_mode):
+                break
+            merged.append(parent.child(name, st))
+            if self.overlay.is_opaque(fd_path(parent.fd(), name)):
                 break
         return found, LowerDirectory(tuple(merged), self.overlay)
 

@@ -14,6 +14,10 @@ Memory is bounded by the queues, not the layer: at most ``QUEUE_PIECES`` compres
 wait for the uploader, and the compressor holds a few 1 MiB blocks.  When the consumer stops
 (the upload failed), the queue is closed and the producer unwinds at its next write.
 
+A refusal in the producer (a name forged to look like a whiteout, a file that changed while
+it was read) ends the stream: the consumer raises that error, so the upload is abandoned before
+a blob is committed and no manifest is pushed.
+
 This module knows nothing about registries: the consumer is any ``async for`` loop, and the
 digests are read from :attr:`LayerStream.result` once the stream is exhausted.
 """

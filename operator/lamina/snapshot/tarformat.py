@@ -13,7 +13,10 @@ are encoded here directly from bytes, following POSIX.1-2001 ``pax``:
   ``size`` records; mtimes are whole seconds (``mtime`` record only when out of range);
 - ``uname``/``gname`` stay empty: a layer must not carry the committing host's user names;
 - extended attributes are ``SCHILY.xattr.<name>`` records, the form containerd, Docker, umoci
-  and BuildKit read.
+  and BuildKit read.  A record is ``<length> <key>=<value>\n`` and readers end the key at the
+  first ``=``, so a key containing ``=`` (or NUL) is refused with :class:`UnsafePaxKey` rather
+  than written as a different key (see :mod:`lamina.snapshot.xattrs`; the layer writer refuses
+  such attributes earlier, naming the file).
 """
 
 from __future__ import annotations
@@ -35,6 +38,10 @@ _OCTAL_7 = 0o7777777  # largest value of an 8-byte numeric field (7 digits + NUL
 _OCTAL_11 = 0o77777777777  # largest value of a 12-byte numeric field: 8 GiB - 1
 _PAX_ENTRY_NAME = b"././@PaxHeader"
 _END_OF_ARCHIVE = bytes(2 * BLOCK)
+
+
+class UnsafePaxKey(ValueError):
+    """A PAX record key that readers would split differently (it contains ``=`` or NUL)."""
 
 
 @dataclass
@@ -124,6 +131,8 @@ def encode_header(header: TarHeader) -> bytes:
 
 def _pax_record(key: bytes, value: bytes) -> bytes:
     """``"<length> <key>=<value>\\n"``, where the length counts its own digits."""
+    if not key or b"=" in key or b"\0" in key:
+        raise UnsafePaxKey(f"a PAX record key cannot contain '=' or NUL: {key[:80]!r}")
     body = b" " + key + b"=" + value + b"\n"
     length = len(body) + len(str(len(body)))
     if len(str(length)) != len(str(len(body))):
