@@ -44,7 +44,7 @@ def test_job_is_pinned_privileged_and_named_after_the_uid() -> None:
     assert pod["restartPolicy"] == "Never"
     assert job["spec"]["backoffLimit"] == 0
     container = pod["containers"][0]
-    assert container["securityContext"] == {"privileged": True}
+    assert container["securityContext"] == {"privileged": True, "runAsUser": 0}
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
     host_root = next(m for m in container["volumeMounts"] if m["name"] == "host-root")
     assert host_root["readOnly"] is True

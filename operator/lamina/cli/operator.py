@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sys
 from typing import Any
 
 from lamina.config import OperatorConfig
@@ -50,8 +51,15 @@ def run(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server  # noqa: PLC0415
 
     from lamina.handlers import registry  # noqa: PLC0415, F401 - registers the handlers.
+    from lamina.handlers.setup import check_before_start  # noqa: PLC0415
 
     config = resolve_config(args)
+    # Out of the cluster (development) nothing creates the operator's namespace or its Role:
+    # say what is missing and how to fix it, rather than fail every build pass later.
+    if problems := asyncio.run(check_before_start(config.namespace)):
+        for problem in problems:
+            print(f"lamina operator: {problem}", file=sys.stderr)
+        return 1
     kopf.configure(verbose=args.verbose, log_prefix=True)
     logging.getLogger("kubernetes_asyncio").setLevel(logging.WARNING)
     if not args.verbose:
