@@ -46,7 +46,7 @@ lint: venv
 unit: venv
 	$(BIN)/pytest tests/unit -q
 
-api: venv
+api: setup
 	$(BIN)/pytest -m api -q
 
 test: setup
