@@ -19,9 +19,12 @@ RUN if ls /wheelhouse/*.whl >/dev/null 2>&1; then \
 
 FROM ${PYTHON_IMAGE}
 COPY --from=wheels /wheels /wheels
+# The user has a passwd entry: Python's getpass (kopf names the operator by it) needs one.
 RUN python3 -m pip install --no-cache-dir --disable-pip-version-check --no-index \
         --find-links /wheels lamina \
-    && rm -rf /wheels
+    && rm -rf /wheels \
+    && echo 'lamina:x:65532:65532:Lamina:/nonexistent:/usr/sbin/nologin' >> /etc/passwd \
+    && echo 'lamina:x:65532:' >> /etc/group
 # The "restricted" Pod Security profile: a numeric non-root user, nothing writable needed.
 # (Commit Jobs run this image as root, privileged, by their own securityContext.)
 USER 65532:65532

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import socket
 import sys
 from typing import Any
 
@@ -73,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
             clusterwide=not config.namespaces,
             namespaces=config.namespaces,
             standalone=True,
+            # kopf would name itself after the user, which a pod's numeric uid may lack.
+            identity=kopf.Identity(f"lamina@{socket.gethostname()}"),
             liveness_endpoint=liveness,
             memo=kopf.Memo(config=config),
         )
