@@ -7,7 +7,7 @@ import asyncio
 import logging
 import socket
 import sys
-from typing import Any
+from typing import Any, cast
 
 from lamina.config import OperatorConfig
 
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
             namespaces=config.namespaces,
             standalone=True,
             # kopf would name itself after the user, which a pod's numeric uid may lack.
-            identity=kopf.Identity(f"lamina@{socket.gethostname()}"),
+            identity=cast(Any, f"lamina@{socket.gethostname()}"),  # kopf.Identity (private)
             liveness_endpoint=liveness,
             memo=kopf.Memo(config=config),
         )
