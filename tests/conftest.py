@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "e2e" / "cluster"
@@ -167,3 +168,22 @@ def namespace(crds_installed: KubeCluster) -> Iterator[str]:
     crds_installed.kubectl("create", "namespace", name, check=True)
     yield name
     crds_installed.kubectl("delete", "namespace", name, "--wait=false")
+
+
+def service_account_kubeconfig(kube: KubeCluster, namespace: str, name: str, path: Path) -> Path:
+    """A kubeconfig holding a token of the chart's ServiceAccount."""
+    token = kube.kubectl("create", "token", name, "-n", namespace, check=True)
+    admin = yaml.safe_load(Path(kube.kubeconfig).read_text())
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": admin["clusters"][0]["cluster"]}],
+                "users": [{"name": "sa", "user": {"token": token.stdout.strip()}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "sa"}}],
+                "current-context": "c",
+            }
+        )
+    )
+    return path

@@ -67,9 +67,15 @@ async def check_before_start(namespace: str) -> list[str]:
         await kube.close()
 
 
+JOBS_LOG = logging.getLogger("lamina.jobs")
+
+
 async def _on_own_job(memo: Any, job: Mapping[str, Any]) -> None:
     labels = job["metadata"].get("labels") or {}
     purpose = labels.get(LABEL_PURPOSE)
+    JOBS_LOG.debug(
+        "own Job %s/%s (%s) changed", job["metadata"]["namespace"], job["metadata"]["name"], purpose
+    )
     if purpose == "build":
         await builds.build_job_event(labels=labels, memo=memo)
     elif purpose == "commit":
