@@ -19,7 +19,8 @@
 #
 # The build is a Job in NS (default lamina-system, created if missing) running the cluster's
 # BuildKit image daemonless and privileged (as Lamina's own build Jobs do), with the context
-# mounted from this host by hostPath: the node tier's node is this machine.  The base image
+# mounted from this host by hostPath: the node tier's node is this machine (on kind the node
+# is a container, which does not see this host's files: there, `docker build` the Dockerfile).  The base image
 # (library/python:3.11-slim, made offline by build-images.sh) comes from the cluster's registry.
 # The tag is a hash of the context, so a changed operator gets a new tag and nodes never run a
 # stale cached image.  kubectl is `e2e/cluster kubectl` with the caller's environment.
