@@ -232,9 +232,10 @@ def test_rbac_is_least_privilege(crds_installed: KubeCluster, release: tuple[str
 
 
 def test_watch_namespaces_confines_tenant_access_to_them(
-    crds_installed: KubeCluster, helm: str
+    crds_installed: KubeCluster, helm: str, tmp_path: Path
 ) -> None:
-    """With watchNamespaces, Pods, Secrets and ConfigMaps are granted only there."""
+    """With watchNamespaces, Pods, Secrets and ConfigMaps are granted only there, and the
+    operator (watching only there) works with that."""
     namespace = restricted_namespace(crds_installed)
     tenant = f"t-{uuid.uuid4().hex[:8]}"
     crds_installed.kubectl("create", "namespace", tenant, check=True)
@@ -259,6 +260,36 @@ def test_watch_namespaces_confines_tenant_access_to_them(
             assert not can(crds_installed, account, verb, resource, "-n", "default"), resource
             assert not can(crds_installed, account, verb, resource), resource
         assert can(crds_installed, account, "create", "jobs", "-n", namespace)
+
+        kubeconfig = service_account_kubeconfig(
+            crds_installed, namespace, f"{release}-lamina", tmp_path / "sa.kubeconfig"
+        )
+        log = tmp_path / "operator.log"
+        process = start_operator(
+            str(kubeconfig),
+            log,
+            "--metrics-port=0",
+            "--health-port=0",
+            env={"LAMINA_NAMESPACE": namespace, "LAMINA_NAMESPACES": tenant},
+        )
+        try:
+            crds_installed.apply(
+                "apiVersion: lamina.dev/v1alpha1\nkind: ContainerCommit\nmetadata: {name: snap}\n"
+                "spec: {pod: web, output: {repository: localhost:5000/x}}\n",
+                tenant,
+            )
+
+            def reason() -> str | None:
+                found = crds_installed.get("containercommit", "snap", tenant) or {}
+                for condition in (found.get("status") or {}).get("conditions") or []:
+                    if condition["type"] == "Ready":
+                        return str(condition["reason"])
+                return None
+
+            wait_for(lambda: reason() == "PodNotFound", what="commit status")
+        finally:
+            stop_operator(process, log)
+        assert "Forbidden" not in log.read_text()
     finally:
         run_helm(helm, crds_installed, "uninstall", release, "-n", namespace)
         crds_installed.kubectl("delete", "namespace", namespace, tenant, "--wait=false")
