@@ -19,9 +19,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "e2e" / "cluster"
+SETUP = REPO / "e2e" / "setup"
+
+
+def require_setup(*steps: str) -> None:
+    """Fail fast when set-up has not been done: tests never build (their timeouts would cover
+    a cold Go build), ``e2e/setup`` does, before anything is timed."""
+    check = subprocess.run(
+        [str(SETUP), "--check", *steps], capture_output=True, text=True, check=False
+    )
+    if check.returncode != 0:
+        pytest.fail(f"run e2e/setup first (make test does): {check.stderr.strip()}", False)
 
 
 @dataclass
@@ -61,6 +73,7 @@ def kube_cluster() -> Iterator[KubeCluster]:
     # Only the api tier is reused as it is: a running node tier (which has a scheduler and a
     # node) is switched to the api tier in place (etcd and its data stay).
     if not (already_up and "(api tier): up and healthy" in status.stdout):
+        require_setup("binaries")
         subprocess.run([str(CLUSTER), "up", "--tier", "api"], check=True)
     kubeconfig = subprocess.run(
         [str(CLUSTER), "kubeconfig"], capture_output=True, text=True, check=True
@@ -120,7 +133,7 @@ def stop_operator(process: subprocess.Popen[bytes], log: Path) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
     text = log.read_text()
-    if "Traceback" in text:
+    if "Traceback" in text or process.returncode not in (0, -15):
         sys.stderr.write("operator log (tail):\n" + "\n".join(text.splitlines()[-40:]) + "\n")
 
 
@@ -130,13 +143,23 @@ def stop_operator(process: subprocess.Popen[bytes], log: Path) -> None:
 def operator(
     crds_installed: KubeCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[KubeCluster]:
-    """``lamina operator`` running against the cluster with admin credentials."""
+    """``lamina operator`` running against the cluster with admin credentials, with its own
+    operator namespace (it checks at start that the namespace exists)."""
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    process = start_operator(crds_installed.kubeconfig, log, "--metrics-port=0", "--health-port=0")
+    operator_ns = f"lamina-{uuid.uuid4().hex[:6]}"
+    crds_installed.kubectl("create", "namespace", operator_ns, check=True)
+    process = start_operator(
+        crds_installed.kubeconfig,
+        log,
+        "--metrics-port=0",
+        "--health-port=0",
+        env={"LAMINA_NAMESPACE": operator_ns},
+    )
     try:
         yield crds_installed
     finally:
         stop_operator(process, log)
+        crds_installed.kubectl("delete", "namespace", operator_ns, "--wait=false")
 
 
 @pytest.fixture
@@ -145,3 +168,22 @@ def namespace(crds_installed: KubeCluster) -> Iterator[str]:
     crds_installed.kubectl("create", "namespace", name, check=True)
     yield name
     crds_installed.kubectl("delete", "namespace", name, "--wait=false")
+
+
+def service_account_kubeconfig(kube: KubeCluster, namespace: str, name: str, path: Path) -> Path:
+    """A kubeconfig holding a token of the chart's ServiceAccount."""
+    token = kube.kubectl("create", "token", name, "-n", namespace, check=True)
+    admin = yaml.safe_load(Path(kube.kubeconfig).read_text())
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": admin["clusters"][0]["cluster"]}],
+                "users": [{"name": "sa", "user": {"token": token.stdout.strip()}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "sa"}}],
+                "current-context": "c",
+            }
+        )
+    )
+    return path

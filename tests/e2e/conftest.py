@@ -4,6 +4,10 @@ kube-proxy, scheduler) with a local registry, started by ``e2e/cluster up``.
 The ``node_cluster`` session fixture brings the node tier up once, or reuses one that is
 already up, and leaves a cluster it started running only when ``LAMINA_KEEP_CLUSTER`` is set.
 
+Lamina runs in the cluster as users run it: ``node_operator`` builds the operator image inside
+the cluster from the Dockerfile (e2e/lib/build-lamina-image.sh, a BuildKit Job) and installs
+the Helm chart with it; a failed test gets the operator pod's log in its report.
+
 The tier runs its own cluster instance (``E2E_DEFAULTS``: state in ``.state/e2e``, device
 ``lamina-e2e`` with 10.213.0.2, its own ports), so an API-tier session (``.state/cluster``,
 ``lamina0``, 10.213.0.1) and this one never restart each other's cluster, in one ``make test``
@@ -16,10 +20,12 @@ or in two terminals.  Setting ``LAMINA_STATE_DIR`` in the environment opts out: 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shlex
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,7 +35,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import CLUSTER, REPO, KubeCluster, start_operator, stop_operator
+from tests.conftest import CLUSTER, REPO, KubeCluster, require_setup
 
 START_TIMEOUT = 1800  # a cold machine builds containerd, BuildKit and the images first
 
@@ -156,6 +162,7 @@ class NodeCluster(KubeCluster):
 def node_cluster() -> Iterator[NodeCluster]:
     already_up = node_tier_up()
     if not already_up:
+        require_setup("packages", "binaries", "images", "wheels")
         t0 = time.monotonic()
         up = cluster_cmd("up", timeout=START_TIMEOUT)
         assert up.returncode == 0, f"e2e/cluster up failed:\n{up.stdout}\n{up.stderr[-5000:]}"
@@ -181,13 +188,70 @@ def ns(node_cluster: NodeCluster) -> Iterator[str]:
     node_cluster.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
 
 
+def helm_binary() -> str:
+    script = (
+        f'source {REPO}/e2e/lib/versions.sh && echo "$LAMINA_CACHE/bin/helm-$HELM_VERSION/helm"'
+    )
+    return subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+@functools.cache
+def lamina_image(registry: str) -> str:
+    """The operator image, built in the cluster from the Dockerfile (once per source tree:
+    the tag is a hash of it, and a registry that has the tag is not built again)."""
+    built = subprocess.run(
+        [
+            str(REPO / "e2e" / "lib" / "build-lamina-image.sh"),
+            "--namespace",
+            "lamina-build",
+            registry,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=900,
+        env=E2E_ENV,
+    )
+    assert built.returncode == 0, f"the operator image did not build:\n{built.stderr[-4000:]}"
+    return built.stdout.strip().splitlines()[-1]
+
+
+# Chart values for the operator settings the tests change; any other LAMINA_* goes to extraEnv.
+CHART_VALUES = {
+    "LAMINA_MAX_CONCURRENT_BUILDS": "maxConcurrentBuilds",
+    "LAMINA_COMMITTER_IMAGE": "committerImage",
+    "LAMINA_BUILDER_IMAGE": "builderImage",
+}
+# The operators installed now, for the failure report: (namespace, deployment).
+RUNNING: list[tuple[NodeCluster, str, str]] = []
+
+
+def operator_log(kube: NodeCluster, namespace: str, deployment: str) -> str:
+    logs = kube.kubectl("logs", "-n", namespace, f"deployment/{deployment}", "--tail=400")
+    pods = kube.kubectl("get", "pods", "-n", namespace, "-o", "wide")
+    return f"{logs.stdout}{logs.stderr}\n{pods.stdout}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.failed and RUNNING:
+        for kube, namespace, deployment in RUNNING:
+            report.sections.append(
+                (f"operator log ({namespace})", operator_log(kube, namespace, deployment))
+            )
+    return report
+
+
 @contextlib.contextmanager
 def node_operator(kube: NodeCluster, log: Path, **settings: str) -> Iterator[str]:
-    """``lamina operator`` on the host against the node tier, with the cluster's registry
-    settings (``e2e/cluster env``) and its own operator namespace; yields that namespace."""
-    operator_ns = f"lamina-{uuid.uuid4().hex[:6]}"
-    kube.ok("create", "namespace", operator_ns)
-    kube.kubectl("apply", "-f", str(REPO / "crds"))
+    """Lamina installed by its Helm chart into a namespace of its own, with the image built in
+    the cluster and the cluster's registry settings (``e2e/cluster env``); yields that
+    namespace.  ``settings`` are LAMINA_* operator settings.  The pod's log is kept in ``log``."""
+    image = lamina_image(kube.registry)
+    kube.kubectl("apply", "--server-side", "-f", str(REPO / "charts" / "lamina" / "crds"))
     kube.ok(
         "wait",
         "--for=condition=Established",
@@ -201,10 +265,49 @@ def node_operator(kube: NodeCluster, log: Path, **settings: str) -> Iterator[str
         for line in cluster_cmd("env").stdout.splitlines()
         if line.startswith("export ")
     }
-    env |= {"LAMINA_NAMESPACE": operator_ns, **settings}
-    process = start_operator(kube.kubeconfig, log, "--metrics-port=0", "--health-port=0", env=env)
+    suffix = uuid.uuid4().hex[:6]
+    operator_ns, release = f"lamina-{suffix}", f"lamina-{suffix}"
+    values = [
+        f"image.repository={image.rsplit(':', 1)[0]}",
+        f"image.tag={image.rsplit(':', 1)[1]}",
+    ]
+    extra_env = []
+    for key, value in settings.items():
+        if key in CHART_VALUES:
+            values.append(f"{CHART_VALUES[key]}={value}")
+        else:
+            extra_env.append({"name": key, "value": value})
+    values_file = log.with_name("values.json")
+    values_file.write_text(json.dumps({"extraEnv": extra_env}))
+    helm = helm_binary()
+    t0 = time.monotonic()
+    installed = subprocess.run(
+        [helm, "install", release, str(REPO / "charts" / "lamina"), "--kubeconfig", kube.kubeconfig]
+        + ["-n", operator_ns, "--create-namespace", "--wait", "--timeout", "3m"]
+        + ["-f", str(values_file), "--set-file", f"registryConfig={env['LAMINA_REGISTRY_CONFIG']}"]
+        + [arg for value in values for arg in ("--set", value)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    deployment = release  # the chart's full name: the release's, which contains "lamina"
+    if installed.returncode != 0:
+        text = operator_log(kube, operator_ns, deployment)
+        kube.kubectl("delete", "namespace", operator_ns, "--wait=false")
+        raise AssertionError(f"helm install failed:\n{installed.stderr}\n{text}")
+    print(f"\noperator {image} installed by helm in {time.monotonic() - t0:.1f}s")
+    RUNNING.append((kube, operator_ns, deployment))
     try:
         yield operator_ns
     finally:
-        stop_operator(process, log)
+        RUNNING.remove((kube, operator_ns, deployment))
+        text = operator_log(kube, operator_ns, deployment)
+        log.write_text(text)
+        if "Traceback" in text:
+            sys.stderr.write(f"operator log (tail):\n{text[-4000:]}\n")
+        subprocess.run(
+            [helm, "uninstall", release, "-n", operator_ns, "--kubeconfig", kube.kubeconfig],
+            capture_output=True,
+            check=False,
+        )
         kube.kubectl("delete", "namespace", operator_ns, "--wait=false")

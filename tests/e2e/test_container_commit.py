@@ -18,23 +18,17 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, wait_for
+from tests.conftest import wait_for
 from tests.e2e.conftest import NodeCluster, node_operator
+from tests.e2e.conftest import lamina_image as built_lamina_image
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def lamina_image(node_cluster: NodeCluster) -> str:
-    built = subprocess.run(
-        [str(REPO / "e2e" / "lib" / "build-lamina-image.sh"), node_cluster.registry],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=900,
-    )
-    assert built.returncode == 0, built.stderr[-3000:]
-    return built.stdout.strip().splitlines()[-1]
+    """The operator's image (built in the cluster from the Dockerfile): the committer."""
+    return built_lamina_image(node_cluster.registry)
 
 
 @pytest.fixture(scope="module")

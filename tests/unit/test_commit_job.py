@@ -46,7 +46,7 @@ def test_job_is_pinned_privileged_and_named_after_the_uid() -> None:
     assert pod["restartPolicy"] == "Never"
     assert job["spec"]["backoffLimit"] == 0
     container = pod["containers"][0]
-    assert container["securityContext"] == {"privileged": True}
+    assert container["securityContext"] == {"privileged": True, "runAsUser": 0}
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
     mounts = {m["name"]: m for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}

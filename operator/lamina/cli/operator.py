@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-from typing import Any
+import socket
+import sys
+from typing import Any, cast
 
 from lamina.config import OperatorConfig
 
@@ -50,8 +52,15 @@ def run(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server  # noqa: PLC0415
 
     from lamina.handlers import registry  # noqa: PLC0415, F401 - registers the handlers.
+    from lamina.handlers.setup import check_before_start  # noqa: PLC0415
 
     config = resolve_config(args)
+    # Out of the cluster (development) nothing creates the operator's namespace or its Role:
+    # say what is missing and how to fix it, rather than fail every build pass later.
+    if problems := asyncio.run(check_before_start(config.namespace)):
+        for problem in problems:
+            print(f"lamina operator: {problem}", file=sys.stderr)
+        return 1
     kopf.configure(verbose=args.verbose, log_prefix=True)
     logging.getLogger("kubernetes_asyncio").setLevel(logging.WARNING)
     if not args.verbose:
@@ -65,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
             clusterwide=not config.namespaces,
             namespaces=config.namespaces,
             standalone=True,
+            # kopf would name itself after the user, which a pod's numeric uid may lack.
+            identity=cast(Any, f"lamina@{socket.gethostname()}"),  # kopf.Identity (private)
             liveness_endpoint=liveness,
             memo=kopf.Memo(config=config),
         )

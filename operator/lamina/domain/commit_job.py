@@ -225,7 +225,9 @@ def _privileged_node_job(
                             "args": args,
                             "terminationMessagePolicy": "FallbackToLogsOnError",
                             "env": env,
-                            "securityContext": {"privileged": True},
+                            # Root, explicitly: Lamina's image runs as 65532 by default
+                            # (the operator's "restricted" user); the committer reads the host.
+                            "securityContext": {"privileged": True, "runAsUser": 0},
                             "volumeMounts": mounts,
                         }
                     ],

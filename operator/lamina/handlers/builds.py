@@ -21,7 +21,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
-import kopf
 
 from lamina.api.image import BuildStatus, ImageSpec, ImageStatus
 from lamina.domain.build_job import (
@@ -29,7 +28,6 @@ from lamina.domain.build_job import (
     LABEL_IMAGE_NAMESPACE,
     LABEL_IMAGE_UID,
     LABEL_PURPOSE,
-    MANAGED_BY,
     BuildSettings,
     DockerfileError,
     build_job,
@@ -641,13 +639,8 @@ def poke(memo: Any) -> None:
         controller.wake.set()
 
 
-@kopf.on.event(
-    "batch",
-    "v1",
-    "jobs",
-    labels={"app.kubernetes.io/managed-by": MANAGED_BY, LABEL_PURPOSE: "build"},
-)
-async def build_job_event(*, labels: kopf.Labels, memo: Any, **_: Any) -> None:
+# Called by the operator's own Job watch (handlers/setup.py), which sees only its namespace.
+async def build_job_event(*, labels: Mapping[str, str], memo: Any, **_: Any) -> None:
     EVENTS.labels("jobs").inc()
     if labels.get(LABEL_IMAGE_NAMESPACE) and labels.get(LABEL_IMAGE_NAME):
         poke(memo)

@@ -23,8 +23,6 @@ from lamina.api.meta import GROUP, VERSION
 from lamina.domain.commit_job import (
     LABEL_COMMIT_NAME,
     LABEL_COMMIT_NAMESPACE,
-    LABEL_PURPOSE,
-    MANAGED_BY,
     CommitSettings,
     CommitTarget,
     commit_job,
@@ -335,12 +333,7 @@ async def target_pod_event(
         await _reconcile_by_name(memo, namespace or "", commit)
 
 
-@kopf.on.event(
-    "batch",
-    "v1",
-    "jobs",
-    labels={"app.kubernetes.io/managed-by": MANAGED_BY, LABEL_PURPOSE: "commit"},
-)
-async def commit_job_event(*, labels: kopf.Labels, memo: Any, **_: Any) -> None:
+# Called by the operator's own Job watch (handlers/setup.py), which sees only its namespace.
+async def commit_job_event(*, labels: Mapping[str, str], memo: Any, **_: Any) -> None:
     EVENTS.labels("jobs").inc()
     await _reconcile_by_name(memo, labels[LABEL_COMMIT_NAMESPACE], labels[LABEL_COMMIT_NAME])

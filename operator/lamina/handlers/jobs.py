@@ -1,12 +1,27 @@
-"""Reading a finished Job the way both commit and build handlers need it."""
+"""Lamina's Jobs: reading a finished one the way both commit and build handlers need it, and
+watching them where they live.
+
+Lamina creates its Jobs only in its own namespace, so it watches Jobs only there (its RBAC
+grants Jobs nowhere else).  A Job elsewhere that carries Lamina's labels (any tenant can
+create one in their namespace) is never seen, so it can neither be taken for a build's or a
+commit's result nor make the operator act on the names its labels carry.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from lamina.domain.build_job import MANAGED_BY
 from lamina.domain.commit_outcome import JobOutcome
 from lamina.kube import Kube
+
+OWN_JOBS = f"app.kubernetes.io/managed-by={MANAGED_BY}"
+RETRY_SECONDS = 5.0
 
 
 def finished(job: Mapping[str, Any]) -> bool:
@@ -44,3 +59,35 @@ async def job_outcome(kube: Kube, job: Mapping[str, Any]) -> JobOutcome:
         exit_reason="Evicted" if evicted else terminated.get("reason"),
         termination_message=terminated.get("message"),
     )
+
+
+async def watch_own_jobs(
+    kube: Kube,
+    namespace: str,
+    handle: Callable[[Mapping[str, Any]], Awaitable[None]],
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+) -> None:
+    """Call ``handle`` for every Lamina Job in ``namespace`` (the operator's), listed and then
+    on every change, forever; a failed watch is relisted after a pause."""
+    while True:
+        try:
+            async for job in kube.watch_jobs(namespace, OWN_JOBS):
+                try:
+                    await handle(job)
+                except Exception:
+                    logger.exception("handling Job %s/%s", namespace, job["metadata"]["name"])
+        except ApiException as error:
+            if error.status != 410:  # 410 Gone: the watch is too old; relist at once
+                logger.warning(
+                    "watching Jobs in %s: %s %s; again in %.0fs",
+                    namespace,
+                    error.status,
+                    error.reason,
+                    RETRY_SECONDS,
+                )
+                await asyncio.sleep(RETRY_SECONDS)
+        except Exception as error:  # a lost connection, a timeout: the watch must go on
+            logger.warning(
+                "watching Jobs in %s: %r; again in %.0fs", namespace, error, RETRY_SECONDS
+            )
+            await asyncio.sleep(RETRY_SECONDS)

@@ -1,4 +1,5 @@
-"""Operator start-up and shutdown: kopf settings and the shared API client.
+"""Operator start-up and shutdown: the pre-flight check, kopf settings, the shared API client
+and the watch on the operator's own Jobs.
 
 Lamina's handlers are level-triggered event handlers and indexes: they need no finalizer, no
 progress annotations and no diff-base, so the operator writes nothing but ``status`` and
@@ -8,14 +9,77 @@ keep them under the lamina.dev prefix.)
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
 from lamina.config import OperatorConfig
-from lamina.handlers import builds, resync
+from lamina.domain.build_job import LABEL_PURPOSE
+from lamina.handlers import builds, commits, resync
+from lamina.handlers.jobs import watch_own_jobs
 from lamina.kube import Kube
+
+# What the operator does in its own namespace (build and commit Jobs, the copies of contexts
+# and push credentials they mount): each must be allowed there, or nothing can be built.
+OWN_NAMESPACE_ACCESS = (
+    ("create", "batch", "jobs"),
+    ("list", "batch", "jobs"),
+    ("watch", "batch", "jobs"),
+    ("delete", "batch", "jobs"),
+    ("create", "", "secrets"),
+    ("create", "", "configmaps"),
+)
+
+
+async def preflight(kube: Kube, namespace: str) -> list[str]:
+    """What is missing for the operator to work in its namespace, one sentence each with the
+    fix; empty when nothing is."""
+    if not await kube.namespace_exists(namespace):
+        return [
+            f'the operator\'s namespace "{namespace}" (LAMINA_NAMESPACE) does not exist: build '
+            f"and commit Jobs run there. Create it (kubectl create namespace {namespace}), or "
+            "set LAMINA_NAMESPACE to the namespace the Helm chart was installed in."
+        ]
+    denied = [
+        f"{verb} {resource}"
+        for verb, group, resource in OWN_NAMESPACE_ACCESS
+        if not await kube.can_i(verb, group, resource, namespace)
+    ]
+    if not denied:
+        return []
+    return [
+        f"these credentials may not {', '.join(denied)} in the operator's namespace "
+        f'"{namespace}" (LAMINA_NAMESPACE). Grant them (the Helm chart\'s Role '
+        '"<release>-jobs" does), or run the operator with credentials that have them.'
+    ]
+
+
+async def check_before_start(namespace: str) -> list[str]:
+    """The pre-flight check on a connection of its own (before kopf starts)."""
+    kube = await Kube.connect()
+    try:
+        return await preflight(kube, namespace)
+    finally:
+        await kube.close()
+
+
+JOBS_LOG = logging.getLogger("lamina.jobs")
+
+
+async def _on_own_job(memo: Any, job: Mapping[str, Any]) -> None:
+    labels = job["metadata"].get("labels") or {}
+    purpose = labels.get(LABEL_PURPOSE)
+    JOBS_LOG.debug(
+        "own Job %s/%s (%s) changed", job["metadata"]["namespace"], job["metadata"]["name"], purpose
+    )
+    if purpose == "build":
+        await builds.build_job_event(labels=labels, memo=memo)
+    elif purpose == "commit":
+        await commits.commit_job_event(labels=labels, memo=memo)
 
 
 @kopf.on.startup()
@@ -35,10 +99,18 @@ async def configure(
         memo.config = OperatorConfig.from_env()
     resync.start(memo, logger)
     builds.start(memo, logger)
+    memo.jobs_task = asyncio.create_task(
+        watch_own_jobs(memo.kube, memo.config.namespace, lambda job: _on_own_job(memo, job), logger)
+    )
 
 
 @kopf.on.cleanup()
 async def close(memo: Any, **_: Any) -> None:
+    task: asyncio.Task[None] | None = getattr(memo, "jobs_task", None)
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     await resync.stop(memo)
     await builds.stop(memo)
     kube: Kube | None = getattr(memo, "kube", None)

@@ -7,9 +7,10 @@ content types, 404 handling) live only here.  One instance is shared per operato
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from lamina.api.meta import GROUP, VERSION
@@ -208,3 +209,43 @@ class Kube:
                 return None
             raise
         return cast(dict[str, Any], self._api.sanitize_for_serialization(pod))
+
+    async def watch_jobs(self, namespace: str, selector: str) -> AsyncIterator[dict[str, Any]]:
+        """The namespace's Jobs matching ``selector``: each one listed, then each one that
+        changes (deleted ones too), until the server ends the watch; call again to relist."""
+        listed = await self._batch.list_namespaced_job(namespace, label_selector=selector)
+        for job in listed.items:
+            yield self._plain(job)
+        async with watch.Watch() as stream:
+            async for event in stream.stream(
+                self._batch.list_namespaced_job,
+                namespace,
+                label_selector=selector,
+                resource_version=listed.metadata.resource_version,
+                timeout_seconds=300,
+            ):
+                yield cast(dict[str, Any], event["raw_object"])
+
+    async def namespace_exists(self, name: str) -> bool:
+        """Whether the namespace exists (by a list, which the operator's role allows)."""
+        listed = await self._core.list_namespace(field_selector=f"metadata.name={name}")
+        return bool(listed.items)
+
+    async def can_i(self, verb: str, group: str, resource: str, namespace: str) -> bool:
+        """Whether these credentials may ``verb`` ``resource`` in ``namespace`` (a
+        SelfSubjectAccessReview, which every authenticated user may make)."""
+        review = await client.AuthorizationV1Api(self._api).create_self_subject_access_review(
+            {
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SelfSubjectAccessReview",
+                "spec": {
+                    "resourceAttributes": {
+                        "verb": verb,
+                        "group": group,
+                        "resource": resource,
+                        "namespace": namespace,
+                    }
+                },
+            }  # type: ignore[arg-type]  # a dict body is sent as is
+        )
+        return bool(review.status.allowed)
