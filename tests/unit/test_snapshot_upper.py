@@ -298,7 +298,8 @@ def test_a_tree_deeper_than_the_stack_and_longer_than_path_max_walks_in_few_desc
         most = max(most, open_fds() - baseline)
         found.append(member)
     assert most <= 4
-    assert open_fds() == baseline  # nothing leaked
+    # At most the baseline: another test's garbage may close a descriptor meanwhile.
+    assert open_fds() <= baseline  # nothing leaked
     deepest = (name + b"/") * depth
     assert len(found) == depth + 2
     assert [m.header.name for m in found[-2:]] == [deepest + b".wh.gone", deepest + b"leaf"]
