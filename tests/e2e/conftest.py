@@ -223,6 +223,8 @@ CHART_VALUES = {
     "LAMINA_MAX_CONCURRENT_BUILDS": "maxConcurrentBuilds",
     "LAMINA_COMMITTER_IMAGE": "committerImage",
     "LAMINA_BUILDER_IMAGE": "builderImage",
+    "LAMINA_CONTAINERD_ROOT": "containerd.root",
+    "LAMINA_CONTAINERD_STATE": "containerd.state",
 }
 # The operators installed now, for the failure report: (namespace, deployment).
 RUNNING: list[tuple[NodeCluster, str, str]] = []
