@@ -50,9 +50,10 @@ def run(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server  # noqa: PLC0415
 
     from lamina.handlers import registry  # noqa: PLC0415, F401 - registers the handlers.
+    from lamina.logging_setup import configure_logging  # noqa: PLC0415
 
     config = resolve_config(args)
-    kopf.configure(verbose=args.verbose, log_prefix=True)
+    configure_logging(verbose=args.verbose, log_format=getattr(args, "log_format", None))
     logging.getLogger("kubernetes_asyncio").setLevel(logging.WARNING)
     if not args.verbose:
         # One INFO line per handled event drowns what matters; warnings and errors remain.
