@@ -92,12 +92,17 @@ def progress(cascade: Cascade, images: Mapping[str, ImageFacts]) -> Progress:
     if root is None or root.digest != cascade.digest:
         return Progress(False, True, ())
     below = automatic_descendants(cascade.root, images)
-    pending = []
-    for name in sorted(below):
+    on_digest = {cascade.root}
+    for name in sorted(below, key=lambda n: (below[n], n)):  # parents before children
         facts = images[name]
         parent = images.get(facts.parent_image or "")
-        if parent is None or facts.built_on is None or facts.built_on != parent.digest:
-            pending.append(name)
+        if (
+            parent is not None
+            and facts.parent_image in on_digest
+            and facts.built_on == parent.digest
+        ):
+            on_digest.add(name)
+    pending = sorted(name for name in below if name not in on_digest)
     if pending:
         return Progress(False, False, tuple(pending))
     finished = [images[name].built_at for name in below]
