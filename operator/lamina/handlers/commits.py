@@ -389,7 +389,10 @@ def _retrier(memo: Any, namespace: str, name: str) -> Any:
         async def again() -> None:
             await asyncio.sleep(delay)
             tasks.pop(uid, None)
-            await _reconcile_by_name(memo, namespace, name)
+            try:
+                await _reconcile_by_name(memo, namespace, name)
+            except Exception as error:  # e.g. the client closed at shutdown: nothing to do
+                report_failure(HANDLER, f"{namespace}/{name}: retry", error, _log)
 
         tasks[uid] = asyncio.create_task(again())
 
