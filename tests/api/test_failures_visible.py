@@ -66,7 +66,12 @@ def homeless_operator(
     port = free_port()
     env = {"LAMINA_NAMESPACE": home, "LAMINA_COMMITTER_IMAGE": "lamina:test"}
     process = start_operator(
-        crds_installed.kubeconfig, log, f"--metrics-port={port}", "--health-port=0", env=env
+        crds_installed.kubeconfig,
+        log,
+        f"--metrics-port={port}",
+        "--health-port=0",
+        "--log-format=json",
+        env=env,
     )
     operator = Operator(crds_installed, log, port, home)
     try:
@@ -171,12 +176,20 @@ def test_a_refused_commit_job_is_a_condition_an_event_and_a_log_line_and_recover
     described = kube.kubectl("describe", "containercommit", "snap", "-n", namespace, check=True)
     assert re.search(r"Warning\s+NamespaceNotFound", described.stdout), described.stdout
 
-    # The log line: the API's words, never a bare exception.
-    log = operator.log.read_text()
-    assert f'404 NotFound: namespaces \\"{operator.home}\\" not found' in log or (
-        f'404 NotFound: namespaces "{operator.home}" not found' in log
-    ), log[-3000:]
-    assert "ApiException()" not in log
+    # The log line (JSON, one object per line): the API's words, never a bare exception.
+    records = [json.loads(line) for line in operator.log.read_text().splitlines()]
+    refused = [
+        r
+        for r in records
+        if f'404 NotFound: namespaces "{operator.home}" not found' in r["message"]
+        and f"{namespace}/snap: create the commit Job" in r["message"]
+    ]
+    assert refused, records[-20:]
+    assert refused[0]["severity"] == "warn"
+    # Through kopf's per-object logger: the record names the object it is about.
+    assert refused[0]["object"]["kind"] == "ContainerCommit"
+    assert refused[0]["object"]["name"] == "snap"
+    assert not any("ApiException()" in r["message"] for r in records)
     assert (
         operator.metric("lamina_reconcile_errors_total", handler="commits", reason="NotFound") >= 1
     )

@@ -195,12 +195,11 @@ def image_events(old: ImageFacts | None, new: ImageFacts) -> list[EventIntent]:
         and (before is None or (before.status, before.message) != ("True", vulnerable.message))
     ):
         events.append(EventIntent("Warning", vulnerable.reason, vulnerable.message))
-    events += _summary_events(old.conditions, new.conditions, skip=_failure_reason(done))
+    # A failed build is announced by its own transition; the Stalled condition that follows
+    # it (often one watch event later) says the same.
+    announced = new.build_failure if new.build_phase == "Failed" else None
+    events += _summary_events(old.conditions, new.conditions, skip=announced)
     return events
-
-
-def _failure_reason(done: FinishedBuild | None) -> str | None:
-    return done.reason if done is not None and done.result == "failed" else None
 
 
 def _summary_events(
