@@ -112,16 +112,19 @@ def event_with(kube: KubeCluster, namespace: str, name: str, reason: str) -> dic
 
 
 def set_pod_waiting(kube: KubeCluster, namespace: str, pod: str, reason: str, message: str) -> None:
-    """Write the pod's status as the kubelet would while it cannot pull the image."""
+    """Write the pod's status as the kubelet would while its container waits."""
+    found = kube.get("pod", pod, namespace)
+    assert found is not None, f"pod {namespace}/{pod} is gone"
+    container = found["spec"]["containers"][0]
     status = {
         "status": {
             "phase": "Pending",
             "containerStatuses": [
                 {
-                    "name": "commit",
+                    "name": container["name"],
                     "ready": False,
                     "restartCount": 0,
-                    "image": "lamina:test",
+                    "image": container["image"],
                     "imageID": "",
                     "state": {"waiting": {"reason": reason, "message": message}},
                 }
@@ -275,7 +278,27 @@ def test_a_commit_pod_that_cannot_pull_shows_it_within_seconds_and_recovers(
     )
 
 
-def test_metrics_report_the_flow(homeless_operator: Operator) -> None:
+def test_metrics_report_the_flow(homeless_operator: Operator, namespace: str) -> None:
+    kube = homeless_operator.kube
+    failed = homeless_operator.metric("lamina_commits_total", result="failed")
+    running_pod(kube, namespace)
+    kube.apply(commit("nocreds", ", pushSecret: creds"), namespace)
+    wait_for(
+        lambda: reason_of(kube, "nocreds", namespace) == "PushSecretNotFound",
+        what="PushSecretNotFound",
+    )
+    wait_for(
+        lambda: homeless_operator.metric("lamina_commits_total", result="failed") == failed + 1,
+        what="lamina_commits_total{result=failed}",
+    )
+    assert (
+        homeless_operator.metric("lamina_commit_failures_total", reason="PushSecretNotFound") >= 1
+    )
+    warning = wait_for(
+        lambda: event_with(kube, namespace, "nocreds", "PushSecretNotFound"),
+        what="PushSecretNotFound Event",
+    )
+    assert warning["type"] == "Warning"
     text = homeless_operator.metrics()
     assert (
         homeless_operator.metric(
