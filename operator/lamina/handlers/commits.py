@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from typing import Any
+from typing import Any, Protocol
 
 import kopf
 
@@ -64,6 +64,12 @@ RETRY_MAX_SECONDS = 300.0
 
 
 _log = logging.getLogger("lamina.commits")
+
+
+class Retry(Protocol):
+    """Schedules another reconcile of a commit after a failure (``succeeded``: reset)."""
+
+    def __call__(self, uid: str, succeeded: bool = False) -> None: ...
 
 
 def _waiting(status: Mapping[str, Any]) -> bool:
@@ -166,12 +172,9 @@ async def reconcile_commit(
     name: str,
     body: Mapping[str, Any],
     logger: Any = None,
-    retry: Any = None,
+    retry: Retry | None = None,
 ) -> None:
-    """Take the next step of one commit; an API failure becomes its condition and a retry.
-
-    ``retry`` (a callable taking the commit's uid) schedules another reconcile later.
-    """
+    """Take the next step of one commit; an API failure becomes its condition and a retry."""
     commit = _Commit(kube, settings, namespace, name, body)
     if not _waiting(commit.status):
         return
@@ -371,7 +374,7 @@ def retry_delay(attempt: int) -> float:
     return min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2.0 ** max(0, attempt - 1))
 
 
-def _retrier(memo: Any, namespace: str, name: str) -> Any:
+def _retrier(memo: Any, namespace: str, name: str) -> Retry:
     """Schedules one delayed reconcile per commit after an API failure (level-triggered:
     nothing else would wake a commit whose pod and Job do not change)."""
     attempts: dict[str, int] = memo.setdefault("commit_attempts", {})
