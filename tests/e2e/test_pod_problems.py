@@ -133,7 +133,7 @@ def test_a_commit_job_that_cannot_pull_shows_it_and_recovers_by_itself(
     assert follower.returncode == 0, out
     assert any(f"Running   {r}" in out for r in PULL_REASONS), out
     assert "Succeeded Committed" in out, out
-    assert f"image:   {target}@sha256:" in out
+    assert f"image:   {kube.registry}/e2e/{ns}/snap@sha256:" in out
     described = kube.ok("describe", "containercommit", name, "-n", ns)
     assert "Committed" in described
 

@@ -94,14 +94,14 @@ def test_progress_lines_and_summary() -> None:
     done = {
         "phase": "Succeeded",
         "node": "n1",
-        "image": {"ref": f"{REGISTRY}/demo/web:v1", "digest": "sha256:ab"},
+        "image": {"ref": f"{REGISTRY}/demo/web@sha256:ab", "digest": "sha256:ab"},
         "parent": {"ref": "busybox", "digest": "sha256:cd"},
         "layer": {"digest": "sha256:ef", "size": 2048, "entries": 3},
         "frozenSeconds": 0.125,
         "pushSeconds": 1.5,
     }
     assert commit_summary(done) == [
-        f"image:   {REGISTRY}/demo/web:v1@sha256:ab",
+        f"image:   {REGISTRY}/demo/web@sha256:ab",
         "parent:  busybox@sha256:cd",
         "layer:   sha256:ef (2.0kB, 3 entries)",
         "node:    n1",

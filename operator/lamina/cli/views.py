@@ -154,14 +154,20 @@ def commit_progress_line(elapsed: float, status: Mapping[str, Any]) -> str:
     return f"[{elapsed:6.1f}s] {phase:<9} {said}{where}"
 
 
+def _pinned(ref: Mapping[str, Any]) -> str:
+    """``repo@digest`` from ``{ref, digest}``, whether or not ``ref`` is pinned already."""
+    name, digest = str(ref.get("ref") or "-"), ref.get("digest")
+    return name if "@" in name or not digest else f"{name}@{digest}"
+
+
 def commit_summary(status: Mapping[str, Any]) -> list[str]:
     """The result of a succeeded commit: the image, its layer, where the time went."""
     image = status.get("image") or {}
     layer = status.get("layer") or {}
     parent = status.get("parent") or {}
     lines = [
-        f"image:   {image.get('ref')}@{image.get('digest')}",
-        f"parent:  {parent.get('ref') or '-'}@{parent.get('digest') or '-'}",
+        f"image:   {_pinned(image)}",
+        f"parent:  {_pinned(parent)}",
         f"layer:   {layer.get('digest') or '-'} ({human_size(layer.get('size'))}, "
         f"{layer.get('entries') if layer.get('entries') is not None else '-'} entries)",
         f"node:    {status.get('node') or '-'}",
