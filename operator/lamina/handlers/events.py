@@ -20,7 +20,7 @@ from typing import Any
 from lamina.domain.events import EventCorrelator, EventIntent, EventWrite
 from lamina.handlers.metrics import EVENTS_DROPPED, EVENTS_WRITTEN
 from lamina.kube import Kube
-from lamina.kube.client import describe_error
+from lamina.kube.client import api_failure, describe_error
 
 COMPONENT = "lamina-operator"
 REPORTING_CONTROLLER = "lamina.dev/operator"
@@ -106,6 +106,11 @@ class EventRecorder:
         try:
             await self._write(ref, write, body)
         except Exception as error:  # an Event must never stop a reconcile
+            failure = api_failure(error)
+            if failure is not None and "is being terminated" in failure.message:
+                # The namespace is being deleted, and its Events with it: nothing to tell.
+                log.debug("no Event in terminating namespace %s", ref.namespace)
+                return
             log.warning(
                 "could not write Event %s %s on %s %s/%s: %s",
                 write.type,
