@@ -276,6 +276,14 @@ def test_a_commit_pod_that_cannot_pull_shows_it_within_seconds_and_recovers(
         timeout=10,
         what="Committing again",
     )
+    # The same problem again is the same Event object with a count, not a second object.
+    set_pod_waiting(kube, operator.home, pod, "ImagePullBackOff", message)
+    wait_for(
+        lambda: (event_with(kube, namespace, "pull", "ImagePullBackOff") or {}).get("count") == 2,
+        what="the ImagePullBackOff Event counted twice",
+    )
+    reasons = [e["reason"] for e in events_of(kube, namespace, "pull")]
+    assert reasons.count("ImagePullBackOff") == 1, reasons
 
 
 def test_metrics_report_the_flow(homeless_operator: Operator, namespace: str) -> None:
