@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
     from lamina.handlers import registry  # noqa: PLC0415, F401 - registers the handlers.
     from lamina.handlers.setup import check_before_start  # noqa: PLC0415
+    from lamina.logging_setup import configure_logging  # noqa: PLC0415
 
     config = resolve_config(args)
     # Out of the cluster (development) nothing creates the operator's namespace or its Role:
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         for problem in problems:
             print(f"lamina operator: {problem}", file=sys.stderr)
         return 1
-    kopf.configure(verbose=args.verbose, log_prefix=True)
+    configure_logging(verbose=args.verbose, log_format=getattr(args, "log_format", None))
     logging.getLogger("kubernetes_asyncio").setLevel(logging.WARNING)
     if not args.verbose:
         # One INFO line per handled event drowns what matters; warnings and errors remain.

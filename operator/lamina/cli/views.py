@@ -124,3 +124,63 @@ def table(rows: Sequence[Sequence[str]]) -> list[str]:
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in rows
     ]
+
+
+# -- lamina commit -----------------------------------------------------------------------
+
+
+def _ready(status: Mapping[str, Any]) -> Mapping[str, Any]:
+    for condition in status.get("conditions") or []:
+        if isinstance(condition, Mapping) and condition.get("type") == "Ready":
+            return condition
+    return {}
+
+
+def commit_state(status: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    """(phase, reason, message, node): what the progress display shows a line for."""
+    ready = _ready(status)
+    return (
+        str(status.get("phase") or "Pending"),
+        str(ready.get("reason") or ""),
+        str(ready.get("message") or ""),
+        str(status.get("node") or ""),
+    )
+
+
+def commit_progress_line(elapsed: float, status: Mapping[str, Any]) -> str:
+    phase, reason, message, node = commit_state(status)
+    where = f" [node {node}]" if node and phase == "Running" else ""
+    said = f"{reason}: {message}" if reason and message else reason or message or "waiting"
+    return f"[{elapsed:6.1f}s] {phase:<9} {said}{where}"
+
+
+def _pinned(ref: Mapping[str, Any]) -> str:
+    """``repo@digest`` from ``{ref, digest}``, whether or not ``ref`` is pinned already."""
+    name, digest = str(ref.get("ref") or "-"), ref.get("digest")
+    return name if "@" in name or not digest else f"{name}@{digest}"
+
+
+def commit_summary(status: Mapping[str, Any]) -> list[str]:
+    """The result of a succeeded commit: the image, its layer, where the time went."""
+    image = status.get("image") or {}
+    layer = status.get("layer") or {}
+    parent = status.get("parent") or {}
+    lines = [
+        f"image:   {_pinned(image)}",
+        f"parent:  {_pinned(parent)}",
+        f"layer:   {layer.get('digest') or '-'} ({human_size(layer.get('size'))}, "
+        f"{layer.get('entries') if layer.get('entries') is not None else '-'} entries)",
+        f"node:    {status.get('node') or '-'}",
+    ]
+    timings = [
+        f"{label} {status[key]:.2f}s"
+        for key, label in (
+            ("frozenSeconds", "frozen"),
+            ("diffSeconds", "diff"),
+            ("pushSeconds", "push"),
+        )
+        if isinstance(status.get(key), int | float)
+    ]
+    if timings:
+        lines.append("timings: " + ", ".join(timings))
+    return lines

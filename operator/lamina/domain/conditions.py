@@ -16,6 +16,67 @@ from lamina.api.meta import Condition, ConditionStatus
 READY = "Ready"
 RECONCILING = "Reconciling"
 STALLED = "Stalled"
+PARENT_CURRENT = "ParentCurrent"
+VULNERABLE = "Vulnerable"
+
+# Every condition type the operator writes.
+CONDITION_TYPES = frozenset({READY, RECONCILING, STALLED, PARENT_CURRENT, VULNERABLE})
+
+# The catalogue of condition reasons: the words users grep and alert on, and the rows of the
+# README's reason table (tests/unit/test_reason_catalogue.py keeps the two equal).  One reason
+# per line, each with the condition it explains, so parallel additions merge cleanly.
+REASONS: dict[str, str] = {
+    # Image: tree and builds
+    "UpToDate": READY,
+    "BuildPending": RECONCILING,
+    "WaitingForParent": RECONCILING,
+    "BuildQueued": RECONCILING,
+    "Building": RECONCILING,
+    "BuildFailed": STALLED,
+    "PushDenied": STALLED,
+    "OOMKilled": STALLED,
+    "Evicted": STALLED,
+    "DeadlineExceeded": STALLED,
+    "DockerfileInvalid": STALLED,
+    "ContextNotFound": STALLED,
+    "PushSecretNotFound": STALLED,
+    "PushSecretInvalid": STALLED,
+    "VerificationFailed": STALLED,
+    "InvalidResult": STALLED,
+    "BuildJobLost": STALLED,
+    "ParentUpdateHeld": PARENT_CURRENT,
+    "ParentChanged": PARENT_CURRENT,
+    "Committed": READY,
+    "CommitPending": RECONCILING,
+    "ParentNotFound": STALLED,
+    "ParentCycle": STALLED,
+    "AncestorStalled": STALLED,
+    "VulnerableLayer": VULNERABLE,
+    "NoKnownAdvisory": VULNERABLE,
+    # ContainerCommit
+    "PodNotFound": STALLED,
+    "PodNotScheduled": STALLED,
+    "ContainerNotFound": STALLED,
+    "ContainerNotRunning": STALLED,
+    "TargetReady": RECONCILING,
+    "Committing": RECONCILING,
+    "CommitFailed": STALLED,
+    "CommitterKilled": STALLED,
+    "CommitJobLost": STALLED,
+    # A Job's pod that cannot start (lamina.domain.pod_problems), on Images and commits
+    "ImagePullBackOff": RECONCILING,
+    "ErrImagePull": RECONCILING,
+    "InvalidImageName": RECONCILING,
+    "Unschedulable": RECONCILING,
+    "CreateContainerConfigError": RECONCILING,
+    "CreateContainerError": RECONCILING,
+    "RunContainerError": RECONCILING,
+    # The API server refused or failed a request (lamina.domain.api_failures)
+    "NamespaceNotFound": STALLED,
+    "Forbidden": STALLED,
+    "Refused": STALLED,
+    "ApiUnavailable": RECONCILING,
+}
 
 
 @dataclass(frozen=True)

@@ -5,21 +5,28 @@ step from what exists.  A Job name derived from the commit's UID makes "create t
 idempotent, so an operator restarted mid-commit adopts the running Job.  No kopf timers: kopf
 puts a finalizer on every object with a timer, and a commit must stay deletable while the
 operator is down.
+
+Nothing that goes wrong is silent: a refused or failed API request becomes a condition on the
+commit (with the API's reason and message), a log line and a metric, and is retried with a
+back-off; a commit Job pod that cannot start (image pull back-off, unschedulable, a container
+create error) shows its reason in the commit's status until it starts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from typing import Any
+from typing import Any, Protocol
 
 import kopf
 
 from lamina.api.commit import ContainerCommitSpec, ContainerCommitStatus
 from lamina.api.meta import GROUP, VERSION
+from lamina.domain.api_failures import failure_verdicts
 from lamina.domain.commit_job import (
     LABEL_COMMIT_NAME,
     LABEL_COMMIT_NAMESPACE,
@@ -38,13 +45,29 @@ from lamina.domain.commit_outcome import (
 from lamina.domain.commit_preflight import preflight
 from lamina.domain.conditions import Verdict, kstatus, merge_conditions, same_conditions
 from lamina.handlers.commit_record import record_committed_image
+from lamina.handlers.failures import report_failure
+from lamina.handlers.job_pods import job_pod_problem
 from lamina.handlers.jobs import job_outcome
 from lamina.handlers.metrics import EVENTS, STATUS_PATCHES
 from lamina.handlers.registry_access import PushSecretError, docker_config_of, read_pushed_image
 from lamina.kube import Kube
+from lamina.kube.client import api_failure
 from lamina.oci.errors import RegistryError
 
 TERMINAL_PHASES = {"Succeeded", "Failed"}
+HANDLER = "commits"
+# Back-off of a retried reconcile after an API failure: 5 s, doubling, at most 5 minutes.
+RETRY_FIRST_SECONDS = 5.0
+RETRY_MAX_SECONDS = 300.0
+
+
+_log = logging.getLogger("lamina.commits")
+
+
+class Retry(Protocol):
+    """Schedules another reconcile of a commit after a failure (``succeeded``: reset)."""
+
+    def __call__(self, uid: str, succeeded: bool = False) -> None: ...
 
 
 def _waiting(status: Mapping[str, Any]) -> bool:
@@ -67,7 +90,7 @@ def _settings(memo: Any) -> CommitSettings:
     )
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Commit:
     """One ContainerCommit being reconciled, and the writes that can follow."""
 
@@ -76,6 +99,8 @@ class _Commit:
     namespace: str
     name: str
     body: Mapping[str, Any]
+    # What the reconcile is doing now, for the condition when the API refuses it.
+    step: str = field(default="read the commit's Job")
 
     @property
     def meta(self) -> Mapping[str, Any]:
@@ -140,11 +165,41 @@ class _Commit:
 
 
 async def reconcile_commit(
-    kube: Kube, settings: CommitSettings, *, namespace: str, name: str, body: Mapping[str, Any]
+    kube: Kube,
+    settings: CommitSettings,
+    *,
+    namespace: str,
+    name: str,
+    body: Mapping[str, Any],
+    logger: Any = None,
+    retry: Retry | None = None,
 ) -> None:
+    """Take the next step of one commit; an API failure becomes its condition and a retry."""
     commit = _Commit(kube, settings, namespace, name, body)
     if not _waiting(commit.status):
         return
+    try:
+        await _reconcile(commit)
+    except Exception as error:
+        log = logger or _log
+        failure = report_failure(HANDLER, f"{namespace}/{name}: {commit.step}", error, log)
+        if failure is None:
+            raise  # a bug, not the API: kopf logs it with its traceback
+        phase = str(commit.status.get("phase") or "Pending")
+        try:
+            await commit.write(phase, failure_verdicts(commit.step, failure))
+        except Exception as again:
+            report_failure(HANDLER, f"{namespace}/{name}: write status", again, log)
+        if retry is not None:
+            retry(commit.uid)
+        return
+    if retry is not None:
+        retry(commit.uid, succeeded=True)
+
+
+async def _reconcile(commit: _Commit) -> None:
+    kube, settings = commit.kube, commit.settings
+    namespace, name = commit.namespace, commit.name
     job_name = commit_job_name(commit.uid)
     job = await kube.get_job(settings.namespace, job_name)
     if job is None:
@@ -157,8 +212,14 @@ async def reconcile_commit(
             await _start(commit)
         return
 
+    commit.step = f"read the commit Job {settings.namespace}/{job_name}"
     verdict = judge_commit_job(await job_outcome(kube, job))
     if verdict.phase == "Running":
+        problem = await job_pod_problem(kube, job)
+        if problem is not None:
+            doing = f"the commit Job {settings.namespace}/{job_name}"
+            await commit.write("Running", problem.verdicts(doing))
+            return
         await commit.write("Running", verdict.conditions)
         return
     if verdict.phase == "Succeeded":
@@ -168,6 +229,7 @@ async def reconcile_commit(
         # sure it runs again.  Thawing a running container is harmless.
         target = _target_of(commit.status)
         if target is not None:
+            commit.step = f"create the thaw Job for {namespace}/{name}"
             await kube.create_job(
                 thaw_job(
                     namespace=namespace,
@@ -192,11 +254,13 @@ def _target_of(status: Mapping[str, Any]) -> CommitTarget | None:
 
 async def _start(commit: _Commit) -> None:
     spec = commit.spec
+    commit.step = f'read the target pod "{spec.pod}"'
     pod = await commit.kube.get_pod(commit.namespace, spec.pod)
     check = preflight(spec.pod, spec.container, commit.namespace, pod)
     if not check.ready_to_commit:
         await commit.write("Pending", check.conditions, check.fields)
         return
+    commit.step = f'read the push Secret "{spec.output.push_secret}"'
     try:
         docker_config = await commit.docker_config()
     except PushSecretError as error:
@@ -205,6 +269,10 @@ async def _start(commit: _Commit) -> None:
     target = _target_of(check.fields)
     assert target is not None  # a ready target has a node and a container
     settings = commit.settings
+    commit.step = (
+        f"create the commit Job {settings.namespace}/{commit_job_name(commit.uid)} "
+        f"(LAMINA_NAMESPACE={settings.namespace})"
+    )
     job = await commit.kube.create_job(
         commit_job(
             namespace=commit.namespace,
@@ -216,6 +284,7 @@ async def _start(commit: _Commit) -> None:
         )
     )
     if docker_config is not None:
+        commit.step = f"copy the push Secret next to the commit Job in {settings.namespace}"
         owner = {
             "apiVersion": "batch/v1",
             "kind": "Job",
@@ -242,6 +311,7 @@ async def _verify_and_record(commit: _Commit, verdict: CommitVerdict) -> CommitV
     result = verdict.result
     if result is None:
         return verdict
+    commit.step = f"verify {result.image} and record it"
     try:
         docker_config = await commit.docker_config()
         pushed = await read_pushed_image(
@@ -278,6 +348,7 @@ async def commit_event(
     name: str,
     body: kopf.Body,
     memo: Any,
+    logger: kopf.Logger,
     **_: Any,
 ) -> None:
     EVENTS.labels("containercommits").inc()
@@ -288,8 +359,47 @@ async def commit_event(
         _expire_later(memo, namespace or "", name, body)
         return
     await reconcile_commit(
-        memo.kube, _settings(memo), namespace=namespace or "", name=name, body=body
+        memo.kube,
+        _settings(memo),
+        namespace=namespace or "",
+        name=name,
+        body=body,
+        logger=logger,
+        retry=_retrier(memo, namespace or "", name),
     )
+
+
+def retry_delay(attempt: int) -> float:
+    """Seconds before retry number ``attempt`` (1, 2, ...) of a failed reconcile."""
+    return min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2.0 ** max(0, attempt - 1))
+
+
+def _retrier(memo: Any, namespace: str, name: str) -> Retry:
+    """Schedules one delayed reconcile per commit after an API failure (level-triggered:
+    nothing else would wake a commit whose pod and Job do not change)."""
+    attempts: dict[str, int] = memo.setdefault("commit_attempts", {})
+    tasks: dict[str, asyncio.Task[None]] = memo.setdefault("commit_retries", {})
+
+    def schedule(uid: str, succeeded: bool = False) -> None:
+        if succeeded:
+            attempts.pop(uid, None)
+            return
+        if uid in tasks and not tasks[uid].done():
+            return
+        attempts[uid] = attempts.get(uid, 0) + 1
+        delay = retry_delay(attempts[uid])
+
+        async def again() -> None:
+            await asyncio.sleep(delay)
+            tasks.pop(uid, None)
+            try:
+                await _reconcile_by_name(memo, namespace, name)
+            except Exception as error:  # e.g. the client closed at shutdown: nothing to do
+                report_failure(HANDLER, f"{namespace}/{name}: retry", error, _log)
+
+        tasks[uid] = asyncio.create_task(again())
+
+    return schedule
 
 
 def _expire_later(memo: Any, namespace: str, name: str, body: Mapping[str, Any]) -> None:
@@ -317,10 +427,22 @@ def _targeted(namespace: str | None, name: str, commit_targets: Any, **_: Any) -
 
 
 async def _reconcile_by_name(memo: Any, namespace: str, name: str) -> None:
-    found = await memo.kube.get_object("containercommits", namespace, name)
+    try:
+        found = await memo.kube.get_object("containercommits", namespace, name)
+    except Exception as error:
+        report_failure(HANDLER, f"{namespace}/{name}: read the commit", error, _log)
+        if api_failure(error) is None:
+            raise
+        return
     if found is not None:
         await reconcile_commit(
-            memo.kube, _settings(memo), namespace=namespace, name=name, body=found
+            memo.kube,
+            _settings(memo),
+            namespace=namespace,
+            name=name,
+            body=found,
+            logger=_log,
+            retry=_retrier(memo, namespace, name),
         )
 
 
@@ -336,4 +458,16 @@ async def target_pod_event(
 # Called by the operator's own Job watch (handlers/setup.py), which sees only its namespace.
 async def commit_job_event(*, labels: Mapping[str, str], memo: Any, **_: Any) -> None:
     EVENTS.labels("jobs").inc()
+    await _reconcile_by_name(memo, labels[LABEL_COMMIT_NAMESPACE], labels[LABEL_COMMIT_NAME])
+
+
+@kopf.on.event(
+    "",
+    "v1",
+    "pods",
+    labels={"app.kubernetes.io/managed-by": MANAGED_BY, LABEL_PURPOSE: "commit"},
+)
+async def commit_job_pod_event(*, labels: kopf.Labels, memo: Any, **_: Any) -> None:
+    """A commit Job's pod changed (e.g. into ImagePullBackOff): the Job itself does not."""
+    EVENTS.labels("pods").inc()
     await _reconcile_by_name(memo, labels[LABEL_COMMIT_NAMESPACE], labels[LABEL_COMMIT_NAME])

@@ -6,16 +6,58 @@ content types, 404 handling) live only here.  One instance is shared per operato
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
+import aiohttp
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from lamina.api.meta import GROUP, VERSION
+from lamina.domain.api_failures import ApiFailure
 
 MERGE_PATCH = "application/merge-patch+json"
+
+
+def api_failure(error: BaseException) -> ApiFailure | None:
+    """What the API server said, from its ``Status`` body; None for errors that are not the
+    API's (a bug is not an API failure and must not be dressed as one).
+
+    ``str(ApiException())`` is a wall of headers, or empty: the body's ``reason`` and
+    ``message`` are what name the problem (``NotFound: namespaces "x" not found``).
+    """
+    if isinstance(error, ApiException):
+        body: Any = error.body
+        try:
+            parsed = json.loads(body.decode() if isinstance(body, bytes) else body or "")
+        except (ValueError, UnicodeDecodeError):
+            parsed = None
+        status: dict[str, Any] = parsed if isinstance(parsed, dict) else {}
+        found = status.get("details")
+        details: dict[str, Any] = found if isinstance(found, dict) else {}
+        code = int(error.status or status.get("code") or 0)
+        reason = str(status.get("reason") or error.reason or "Unknown")
+        message = str(status.get("message") or (body if isinstance(body, str) else "") or "")
+        return ApiFailure(
+            code,
+            reason,
+            message[:2000],
+            kind=details.get("kind") if isinstance(details.get("kind"), str) else None,
+            name=details.get("name") if isinstance(details.get("name"), str) else None,
+        )
+    if isinstance(error, aiohttp.ClientError | OSError | TimeoutError):
+        return ApiFailure(0, "Unreachable", str(error) or type(error).__name__)
+    return None
+
+
+def describe_error(error: BaseException) -> str:
+    """One line for a log: the API's reason and message, else the exception and its text."""
+    failure = api_failure(error)
+    if failure is not None:
+        return str(failure)
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
 class Kube:
@@ -97,6 +139,15 @@ class Kube:
                 return False
             raise
         return True
+
+    async def create_returning(
+        self, plural: str, namespace: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Create one of Lamina's objects and return it as stored (a generated name filled)."""
+        created = await self._custom.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, plural, body
+        )
+        return cast(dict[str, Any], created)
 
     async def patch_object(
         self, plural: str, namespace: str, name: str, patch: dict[str, Any]
@@ -199,6 +250,44 @@ class Kube:
         except ApiException as error:
             if error.status != 409:
                 raise
+
+    async def create_event(self, body: dict[str, Any]) -> bool:
+        """Create a core/v1 Event; False when one of that name exists."""
+        try:
+            await self._core.create_namespaced_event(
+                body["metadata"]["namespace"],
+                body,  # type: ignore[arg-type]  # a dict body is sent as is
+            )
+        except ApiException as error:
+            if error.status == 409:
+                return False
+            raise
+        return True
+
+    async def patch_event(
+        self, namespace: str, name: str, patch: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Merge-patch an Event (its count and last time); None when it is gone (expired)."""
+        try:
+            patched = await self._core.patch_namespaced_event(
+                name,
+                namespace,
+                patch,
+                _content_type=MERGE_PATCH,  # type: ignore[call-arg]
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return self._plain(patched)
+
+    async def get_event(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._plain(await self._core.read_namespaced_event(name, namespace))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
 
     async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Pod as a plain dict (camelCase, as on the wire), or None when absent."""
