@@ -76,7 +76,29 @@ REASONS: dict[str, str] = {
     "Forbidden": STALLED,
     "Refused": STALLED,
     "ApiUnavailable": RECONCILING,
+    # A registry's answer that an object's status reports (lamina.oci.errors)
+    "ManifestTooLarge": RECONCILING,
+    "RegistryResponseTooLarge": RECONCILING,
+    "RegistryResponseInvalid": RECONCILING,
+    "RegistryRefused": RECONCILING,
+    "RegistryUnavailable": RECONCILING,
+    "RegistryRateLimited": RECONCILING,
+    "RegistryRedirectRefused": RECONCILING,
+    "TokenRealmRefused": RECONCILING,
+    "DigestMismatch": RECONCILING,
 }
+
+# The registry reasons by name, for lamina.oci.errors.  The message names the registry and
+# the limit, never what the registry sent.
+MANIFEST_TOO_LARGE = "ManifestTooLarge"
+REGISTRY_RESPONSE_TOO_LARGE = "RegistryResponseTooLarge"
+REGISTRY_RESPONSE_INVALID = "RegistryResponseInvalid"
+REGISTRY_REFUSED = "RegistryRefused"
+REGISTRY_UNAVAILABLE = "RegistryUnavailable"
+REGISTRY_RATE_LIMITED = "RegistryRateLimited"
+REGISTRY_REDIRECT_REFUSED = "RegistryRedirectRefused"
+TOKEN_REALM_REFUSED = "TokenRealmRefused"
+DIGEST_MISMATCH = "DigestMismatch"
 
 
 @dataclass(frozen=True)
@@ -143,19 +165,3 @@ def same_conditions(a: Sequence[Condition] | None, b: Sequence[Condition] | None
         }
 
     return essence(a) == essence(b)
-
-
-# Registry answers that an object's status reports (the message names the registry and the
-# limit, never what the registry sent).  ``lamina.oci.errors`` raises them; the operator puts
-# the reason in front of the message of the Image or ContainerCommit concerned.
-MANIFEST_TOO_LARGE = "ManifestTooLarge"
-REGISTRY_RESPONSE_TOO_LARGE = "RegistryResponseTooLarge"
-REGISTRY_RESPONSE_INVALID = "RegistryResponseInvalid"
-REGISTRY_REFUSED = "RegistryRefused"
-REGISTRY_UNAVAILABLE = "RegistryUnavailable"
-REGISTRY_RATE_LIMITED = "RegistryRateLimited"
-REGISTRY_REDIRECT_REFUSED = "RegistryRedirectRefused"
-TOKEN_REALM_REFUSED = "TokenRealmRefused"
-DIGEST_MISMATCH = "DigestMismatch"
-# Parent polling: a registry that answered 429/5xx is not asked again before its backoff ends.
-REGISTRY_BACKING_OFF = "RegistryBackingOff"

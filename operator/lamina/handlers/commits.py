@@ -30,6 +30,8 @@ from lamina.domain.api_failures import failure_verdicts
 from lamina.domain.commit_job import (
     LABEL_COMMIT_NAME,
     LABEL_COMMIT_NAMESPACE,
+    LABEL_PURPOSE,
+    MANAGED_BY,
     CommitSettings,
     CommitTarget,
     commit_job,
