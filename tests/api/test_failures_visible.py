@@ -1,8 +1,9 @@
 """Failures are visible where users look: conditions, Events, log lines and /metrics.
 
 A real API server and a real ``lamina operator``.  The operator's namespace
-(``LAMINA_NAMESPACE``) does not exist at first, as for a new user running the operator out
-of the cluster: the API refuses the commit Job, and the ContainerCommit must say so (with the
+(``LAMINA_NAMESPACE``) is deleted after the operator started (it checks the namespace at
+start, see test_operator_preflight.py; an administrator can still delete it later): the API
+refuses the commit Job, and the ContainerCommit must say so (with the
 API's reason and message), an Event must say so (``kubectl describe``), the log must say so
 (never a bare ``ApiException()``), and the commit must go on by itself once the namespace
 exists.  Then the commit Job's pod is put into ImagePullBackOff (the API tier has no kubelet,
@@ -60,8 +61,9 @@ class Operator:
 def homeless_operator(
     crds_installed: KubeCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Operator]:
-    """An operator whose LAMINA_NAMESPACE does not exist yet (created by a test)."""
+    """An operator whose LAMINA_NAMESPACE is gone after it started (re-created by a test)."""
     home = f"lamina-missing-{uuid.uuid4().hex[:6]}"
+    crds_installed.kubectl("create", "namespace", home, check=True)
     log = tmp_path_factory.mktemp("homeless-operator") / "operator.log"
     port = free_port()
     env = {"LAMINA_NAMESPACE": home, "LAMINA_COMMITTER_IMAGE": "lamina:test"}
@@ -76,6 +78,12 @@ def homeless_operator(
     operator = Operator(crds_installed, log, port, home)
     try:
         wait_for(lambda: _up(operator), timeout=30, what="operator /metrics")
+        crds_installed.kubectl("delete", "namespace", home, "--wait=true", check=True)
+        wait_for(
+            lambda: crds_installed.get("namespace", home, "") is None,
+            timeout=60,
+            what=f"namespace {home} gone",
+        )
         yield operator
     finally:
         stop_operator(process, log)
