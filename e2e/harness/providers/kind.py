@@ -82,11 +82,18 @@ def _cluster(ctx: KindUp) -> None:
             raise Fail("kind create cluster failed")
     else:
         subprocess.run(
-            [kind, "export", "kubeconfig", "--name", KIND_CLUSTER, "--kubeconfig",
-             str(s.admin_kubeconfig)],
+            [
+                kind,
+                "export",
+                "kubeconfig",
+                "--name",
+                KIND_CLUSTER,
+                "--kubeconfig",
+                str(s.admin_kubeconfig),
+            ],
             stdout=sys.stderr,
             check=False,
-        )  # fmt: skip
+        )
 
 
 def _registry(ctx: KindUp) -> None:
