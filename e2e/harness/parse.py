@@ -84,3 +84,20 @@ def bridge_ports(ip_o_link_show_master: str) -> list[str]:
         for line in ip_o_link_show_master.splitlines()
         if line.strip()
     ]
+
+
+def unix_socket_paths(proc_net_unix: str) -> set[str]:
+    """Filesystem paths of the bound unix sockets in /proc/net/unix (abstract ones skipped)."""
+    paths = set()
+    for line in proc_net_unix.splitlines()[1:]:
+        fields = line.split(maxsplit=7)
+        if len(fields) == 8 and fields[7].startswith("/"):
+            paths.add(fields[7])
+    return paths
+
+
+def flag_value(argv: list[str], flag: str) -> str | None:
+    """The value after `flag` in a command line (`-address PATH`), or None."""
+    if flag in argv[:-1]:
+        return argv[argv.index(flag) + 1]
+    return None

@@ -12,14 +12,17 @@ from harness.config.host_rules import (
     forward_guard,
     iptables_cleanup,
 )
+from harness.host.cleanup import is_our_shim
 from harness.parse import (
     bridge_ports,
     cgroup_mount_points,
+    flag_value,
     ipv4_addresses,
     mountinfo,
     mounts_under,
     proc_stat,
     root_propagation,
+    unix_socket_paths,
 )
 from tests.unit.test_harness_settings import make_settings
 
@@ -119,3 +122,28 @@ def test_ip_output_parsing() -> None:
     assert ipv4_addresses(addrs) == {"127.0.0.1": "lo", "10.213.1.8": "lamina-h8"}
     ports = "12: veth1a2b@if3: <BROADCAST,MULTICAST,UP> mtu 1500 master cni0\n13: vethx@if2: <>\n"
     assert bridge_ports(ports) == ["veth1a2b", "vethx"]
+
+
+def test_bound_unix_sockets_from_proc_net_unix() -> None:
+    text = """\
+Num       RefCount Protocol Flags    Type St Inode Path
+00000000ab8a6dcb: 00000002 00000000 00010000 0001 01 351016 /run/containerd/s/8479b9
+0000000085547bf5: 00000003 00000000 00000000 0001 03  1680
+000000006dbd4532: 00000003 00000000 00000000 0001 03 350901 @/containerd-shim/abstract
+000000006dbd4533: 00000003 00000000 00000000 0001 03 350902 /tmp/with space.sock
+"""
+    assert unix_socket_paths(text) == {"/run/containerd/s/8479b9", "/tmp/with space.sock"}
+
+
+def test_only_shims_of_our_binary_and_our_containerd_are_ours() -> None:
+    s = make_settings("node")
+    shim = "/cache/lamina/bin/containerd-v2.2.9/containerd-shim-runc-v2"
+    ours = [shim, "-namespace", "k8s.io", "-id", "abc", "-address", str(s.containerd_sock)]
+    assert flag_value(ours, "-address") == str(s.containerd_sock)
+    assert flag_value(["x", "-address"], "-address") is None
+    assert is_our_shim(s, shim, ours)
+    assert is_our_shim(s, shim + " (deleted)", ours)  # the binary was rebuilt since
+    assert is_our_shim(s, shim, [shim])  # no address given: the binary decides
+    other = [*ours[:-1], "/tmp/pytest-of-root/containerd0/containerd.sock"]
+    assert not is_our_shim(s, shim, other)  # another containerd's shim, same binary
+    assert not is_our_shim(s, "/usr/bin/containerd-shim-runc-v2", ours)

@@ -19,7 +19,14 @@ from harness.host.netdev import ip, link_exists
 from harness.host.prepare import root_propagation, sysctl_path
 from harness.host.procs import pid_running
 from harness.host.tools import registry_down
-from harness.parse import bridge_ports, cgroup_mount_points, mountinfo, mounts_under
+from harness.parse import (
+    bridge_ports,
+    cgroup_mount_points,
+    flag_value,
+    mountinfo,
+    mounts_under,
+    unix_socket_paths,
+)
 from harness.settings import Settings
 
 
@@ -57,18 +64,29 @@ def kill_pods() -> str | None:
     return f"{n} pod processes killed"
 
 
-def kill_shims(s: Settings) -> str | None:
-    """The containerd shims are started by our containerd from our binary: find them by exe."""
+def is_our_shim(s: Settings, exe: str, argv: list[str]) -> bool:
+    """A shim of our binary, and (when its command line says) of our containerd: another
+    containerd on the machine (the integration tier's) may run shims of the same binary."""
     shim = os.path.realpath(s.containerd_bin / "containerd-shim-runc-v2")
+    if not (exe == shim or exe.startswith(shim + " ")):
+        return False
+    address = flag_value(argv, "-address")
+    return address is None or address == str(s.containerd_sock)
+
+
+def kill_shims(s: Settings) -> str | None:
+    """The containerd shims are started by our containerd from our binary: find them by exe
+    and by the containerd address they were given."""
     found = []
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
             continue
         try:
             exe = os.readlink(d / "exe")
+            argv = (d / "cmdline").read_bytes().decode(errors="replace").split("\0")
         except OSError:
             continue
-        if exe == shim or exe.startswith(shim + " "):
+        if is_our_shim(s, exe, argv):
             found.append(int(d.name))
     for pid in found:
         with contextlib.suppress(ProcessLookupError):
@@ -127,6 +145,26 @@ def remove_pod_network(rec: Record) -> list[str]:
     return done
 
 
+def sockets_in_use_under(root: str) -> list[str]:
+    """Unix sockets under `root` that a live process still has bound (ours are gone by now:
+    the pods, the shims and the node's components are stopped before this is asked)."""
+    try:
+        bound = unix_socket_paths(Path("/proc/net/unix").read_text())
+    except OSError:
+        return []
+    return sorted(p for p in bound if p.startswith(root.rstrip("/") + "/"))
+
+
+def remove_host_dir(d: str) -> str:
+    """Remove a fixed host directory `up` found absent, unless another program (e.g. another
+    containerd's shims in /run/containerd/s) has come to use it since."""
+    busy = sockets_in_use_under(d)
+    if busy:
+        return f"{d} kept: {len(busy)} sockets under it are bound by processes not ours"
+    shutil.rmtree(d, ignore_errors=True)
+    return f"{d} removed"
+
+
 def teardown_node(s: Settings) -> list[str]:
     """After the node's processes are stopped: what they leave behind."""
     done = [m for m in (kill_pods(), kill_shims(s)) if m]
@@ -157,7 +195,6 @@ def teardown_node(s: Settings) -> list[str]:
                 done.append(f"{name} restored to {value}")
     for d in absent:
         if os.path.lexists(d):
-            shutil.rmtree(d, ignore_errors=True)
-            done.append(f"{d} removed")
+            done.append(remove_host_dir(d))
     (s.run / "host.json").unlink()
     return done
