@@ -61,15 +61,17 @@ Node tier (everything under the state directory unless said otherwise):
     etcd and its data; the API server restarts with its tier's flags.
     This machine withholds CAP_SYS_RESOURCE, so containerd runs with restrict_oom_score_adj
     (pods' oom_score_adj stays at or above containerd's own).
-    `down` also kills the pods' processes (the kubepods cgroups) and the containerd shims,
+    `down` also kills the pods' processes (the kubepods cgroups) and the containerd shims
+    (of our binary and our containerd's address: another containerd may share the binary),
     unmounts everything under the state directory, removes the kubepods cgroups, cni0 and its
     veths, the iptables chains and rules the cluster added (KUBE-*, CNI-*, LAMINA-*: only
     chains absent before `up`), the advertise device, the fixed paths the components use
     whatever their configuration (/run/containerd for the shims' sockets,
     /var/log/containers, /var/lib/cni, /var/lib/kubelet/device-plugins: only if `up` found
-    them absent), and restores what host preparation changed: the sysctls
-    net.ipv4.ip_forward and net.bridge.bridge-nf-call-ip(6)tables (this kernel has br_netfilter
-    built in; no modprobe needed) and the propagation of / (made shared for pods' HostToContainer
+    them absent, and kept if another program has bound a socket under one since), and
+    restores what host preparation changed: the sysctls net.ipv4.ip_forward and
+    net.bridge.bridge-nf-call-ip(6)tables (this kernel has br_netfilter built in; no modprobe
+    needed) and the propagation of / (made shared for pods' HostToContainer
     mounts, as systemd does on real nodes; private again after `down` if it was).
 
 Settings (environment variables, with defaults):
