@@ -10,8 +10,6 @@ import harness
 from harness.environment import load_settings
 from harness.errors import Fail
 from harness.providers.base import Provider, exec_kubectl
-from harness.providers.kind import KindProvider, kind_record, kind_wanted
-from harness.providers.node import NodeProvider
 from harness.settings import TIERS, Tier
 
 
@@ -43,6 +41,11 @@ def parser() -> argparse.ArgumentParser:
 def provider_for(command: str, tier: Tier | None) -> Provider:
     """`up --tier node` runs kind where Docker works (or LAMINA_USE_KIND=1); every other
     command goes to the provider that runs the cluster instance (kind leaves a record)."""
+    # Imported here: `e2e/cluster kubectl`, which the tests run for every kubectl call, needs
+    # none of the providers, and each import costs every one of those calls.
+    from harness.providers.kind import KindProvider, kind_record, kind_wanted  # noqa: PLC0415
+    from harness.providers.node import NodeProvider  # noqa: PLC0415
+
     if command == "up":
         wanted: Tier = tier or "node"
         if wanted == "node" and kind_wanted():
@@ -53,10 +56,10 @@ def provider_for(command: str, tier: Tier | None) -> Provider:
 
 
 def main(argv: list[str]) -> int:
-    ap = parser()
     # `kubectl` passes everything through untouched (including --help and -o flags).
     if argv and argv[0] == "kubectl":
         return exec_kubectl(load_settings(), argv[1:])
+    ap = parser()
     ns = ap.parse_args(argv)
     provider = provider_for(ns.cmd, getattr(ns, "tier", None))
     commands = {
