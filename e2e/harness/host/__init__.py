@@ -1,0 +1,1 @@
+"""Everything that touches the machine: processes, locks, devices, files, health checks."""

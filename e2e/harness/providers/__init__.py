@@ -1,0 +1,1 @@
+"""Providers: one per runtime (the built-in node, kind), behind `Provider`."""
