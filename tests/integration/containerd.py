@@ -163,6 +163,19 @@ def _our_shims(shim: Path) -> list[int]:
     return pids
 
 
+RUN_DIR = Path("/run/containerd")
+
+
+def _other_containerd_running() -> bool:
+    """A containerd of someone else's (e.g. the node tier's) may be using RUN_DIR now."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if os.path.basename(os.readlink(entry / "exe")).startswith("containerd"):
+                    return True
+    return False
+
+
 @contextlib.contextmanager
 def standalone_containerd(directory: Path) -> Iterator[Containerd]:
     source = containerd_bin()
@@ -191,6 +204,10 @@ def standalone_containerd(directory: Path) -> Iterator[Containerd]:
         start_new_session=True,
     )
     daemon = Containerd(directory, process, source, namespace)
+    # containerd's shims always put their sockets under /run/containerd/s (and ctr its fifos
+    # under /run/containerd/fifo), whatever the daemon's state directory: remove what this
+    # fixture made there, so the host is left as it was found.
+    run_dir_was_absent = not RUN_DIR.exists()
     try:
         deadline = time.monotonic() + 30
         while daemon.ctr("version", check=False).returncode != 0:
@@ -219,6 +236,8 @@ def standalone_containerd(directory: Path) -> Iterator[Containerd]:
         ]
         for mount in reversed(mounts):
             subprocess.run(["umount", "-l", mount], check=False)
+        if run_dir_was_absent and not _other_containerd_running():
+            shutil.rmtree(RUN_DIR, ignore_errors=True)
         # runc removes each container's cgroup, not the namespace's parent cgroup.
         for hierarchy in Path("/sys/fs/cgroup").iterdir():
             parent = hierarchy / namespace

@@ -15,6 +15,7 @@ from lamina.domain.commit_job import (
     CommitTarget,
     commit_job,
     commit_job_name,
+    commit_of,
     parent_reference,
     push_secret_copy,
     thaw_job,
@@ -362,3 +363,20 @@ def test_push_secret_checks() -> None:
         with pytest.raises(PushSecretError) as raised:
             docker_config_of(secret, "ns", "creds")
         assert raised.value.reason == reason
+
+
+def test_a_long_commit_name_gives_valid_labels_and_is_found_again_by_its_annotations() -> None:
+    name = "c" * 128
+    job = commit_job(
+        namespace="team-a", name=name, uid="u-1", spec=spec(), target=TARGET, settings=SETTINGS
+    )
+    labels = job["metadata"]["labels"]
+    assert all(len(value) <= 63 for value in labels.values())
+    assert labels["lamina.dev/commit-name"] != name
+    for metadata in (job["metadata"], job["spec"]["template"]["metadata"]):
+        assert commit_of(metadata["labels"], metadata["annotations"]) == ("team-a", name)
+    # A Job made before the annotations existed is still found by its labels.
+    assert commit_of({"lamina.dev/commit-namespace": "ns", "lamina.dev/commit-name": "x"}, {}) == (
+        "ns",
+        "x",
+    )

@@ -23,15 +23,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from lamina.api.commit import ContainerCommitSpec
+from lamina.domain.labels import label_value
 
 MANAGED_BY = "lamina"
 LABEL_COMMIT_NAMESPACE = "lamina.dev/commit-namespace"
 LABEL_COMMIT_NAME = "lamina.dev/commit-name"
 LABEL_COMMIT_UID = "lamina.dev/commit-uid"
+# The same keys as annotations, with the whole names (labels hold 63 characters).
+ANNOTATION_COMMIT_NAMESPACE = LABEL_COMMIT_NAMESPACE
+ANNOTATION_COMMIT_NAME = LABEL_COMMIT_NAME
 LABEL_PURPOSE = "lamina.dev/purpose"
 HOST_ROOT = "/host"
 DOCKER_CONFIG_DIR = "/var/run/lamina/docker"
@@ -171,19 +176,36 @@ def _cgroup_directory() -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def _labels(namespace: str, name: str, uid: str, purpose: str) -> dict[str, str]:
+    # A ContainerCommit may be named up to 128 characters; a label value holds 63.  The label
+    # is a stable stand-in (for selectors and people), the annotations hold the real names.
     return {
         "app.kubernetes.io/managed-by": MANAGED_BY,
         LABEL_PURPOSE: purpose,
-        LABEL_COMMIT_NAMESPACE: namespace,
-        LABEL_COMMIT_NAME: name,
+        LABEL_COMMIT_NAMESPACE: label_value(namespace),
+        LABEL_COMMIT_NAME: label_value(name),
         LABEL_COMMIT_UID: uid,
     }
+
+
+def _annotations(namespace: str, name: str) -> dict[str, str]:
+    return {ANNOTATION_COMMIT_NAMESPACE: namespace, ANNOTATION_COMMIT_NAME: name}
+
+
+def commit_of(labels: Mapping[str, str], annotations: Mapping[str, str]) -> tuple[str, str] | None:
+    """The (namespace, name) of the ContainerCommit a commit Job or its pod works for.
+
+    From the annotations (whole names); Jobs made before they existed carry only labels.
+    """
+    namespace = annotations.get(ANNOTATION_COMMIT_NAMESPACE) or labels.get(LABEL_COMMIT_NAMESPACE)
+    name = annotations.get(ANNOTATION_COMMIT_NAME) or labels.get(LABEL_COMMIT_NAME)
+    return (namespace, name) if namespace and name else None
 
 
 def _privileged_node_job(
     *,
     job_name: str,
     labels: dict[str, str],
+    annotations: dict[str, str],
     node: str,
     settings: CommitSettings,
     args: list[str],
@@ -196,13 +218,18 @@ def _privileged_node_job(
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": job_name, "namespace": settings.namespace, "labels": labels},
+        "metadata": {
+            "name": job_name,
+            "namespace": settings.namespace,
+            "labels": labels,
+            "annotations": annotations,
+        },
         "spec": {
             "backoffLimit": 0,
             "activeDeadlineSeconds": settings.deadline_seconds,
             "ttlSecondsAfterFinished": 3600,
             "template": {
-                "metadata": {"labels": labels},
+                "metadata": {"labels": labels, "annotations": annotations},
                 "spec": {
                     "restartPolicy": "Never",
                     "nodeName": node,
@@ -270,6 +297,7 @@ def commit_job(
     return _privileged_node_job(
         job_name=commit_job_name(uid),
         labels=_labels(namespace, name, uid, "commit"),
+        annotations=_annotations(namespace, name),
         node=target.node,
         settings=settings,
         args=snapshot_arguments(namespace, name, spec, target, settings),
@@ -286,6 +314,7 @@ def thaw_job(
     return _privileged_node_job(
         job_name=thaw_job_name(uid),
         labels=_labels(namespace, name, uid, "thaw"),
+        annotations=_annotations(namespace, name),
         node=target.node,
         settings=settings,
         args=["thaw", _option("container-id", target.container_id)],

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from lamina.api.commit import ContainerCommitSpec
 from lamina.api.meta import API_VERSION
 from lamina.domain.commit_outcome import CommitResult
+from lamina.domain.labels import label_value
 from lamina.domain.manifest_facts import layer_facts
 from lamina.handlers.recording import ensure_layers
 from lamina.handlers.registry_access import PushedImage
@@ -47,7 +48,10 @@ async def record_committed_image(
         "kind": "Image",
         "metadata": {
             "name": commit,
-            "labels": {"lamina.dev/commit": commit, "app.kubernetes.io/managed-by": "lamina"},
+            "labels": {
+                "lamina.dev/commit": label_value(commit),
+                "app.kubernetes.io/managed-by": "lamina",
+            },
         },
         "spec": {
             "parent": parent,

@@ -28,14 +28,13 @@ from lamina.api.commit import ContainerCommitSpec, ContainerCommitStatus
 from lamina.api.meta import GROUP, VERSION
 from lamina.domain.api_failures import failure_verdicts
 from lamina.domain.commit_job import (
-    LABEL_COMMIT_NAME,
-    LABEL_COMMIT_NAMESPACE,
     LABEL_PURPOSE,
     MANAGED_BY,
     CommitSettings,
     CommitTarget,
     commit_job,
     commit_job_name,
+    commit_of,
     push_secret_copy,
     thaw_job,
 )
@@ -458,9 +457,17 @@ async def target_pod_event(
 
 
 # Called by the operator's own Job watch (handlers/setup.py), which sees only its namespace.
-async def commit_job_event(*, labels: Mapping[str, str], memo: Any, **_: Any) -> None:
+async def commit_job_event(
+    *, labels: Mapping[str, str], annotations: Mapping[str, str], memo: Any, **_: Any
+) -> None:
     EVENTS.labels("jobs").inc()
-    await _reconcile_by_name(memo, labels[LABEL_COMMIT_NAMESPACE], labels[LABEL_COMMIT_NAME])
+    if target := commit_of(labels, annotations):
+        await _reconcile_by_name(memo, *target)
+
+
+def _in_operator_namespace(namespace: str | None, memo: Any, **_: Any) -> bool:
+    # Pods carrying a commit Job's labels elsewhere are a tenant's, never the operator's.
+    return bool(namespace == memo.config.namespace)
 
 
 @kopf.on.event(
@@ -468,8 +475,12 @@ async def commit_job_event(*, labels: Mapping[str, str], memo: Any, **_: Any) ->
     "v1",
     "pods",
     labels={"app.kubernetes.io/managed-by": MANAGED_BY, LABEL_PURPOSE: "commit"},
+    when=_in_operator_namespace,
 )
-async def commit_job_pod_event(*, labels: kopf.Labels, memo: Any, **_: Any) -> None:
+async def commit_job_pod_event(
+    *, labels: kopf.Labels, annotations: kopf.Annotations, memo: Any, **_: Any
+) -> None:
     """A commit Job's pod changed (e.g. into ImagePullBackOff): the Job itself does not."""
     EVENTS.labels("pods").inc()
-    await _reconcile_by_name(memo, labels[LABEL_COMMIT_NAMESPACE], labels[LABEL_COMMIT_NAME])
+    if target := commit_of(labels, annotations):
+        await _reconcile_by_name(memo, *target)

@@ -79,7 +79,9 @@ async def _on_own_job(memo: Any, job: Mapping[str, Any]) -> None:
     if purpose == "build":
         await builds.build_job_event(labels=labels, memo=memo)
     elif purpose == "commit":
-        await commits.commit_job_event(labels=labels, memo=memo)
+        await commits.commit_job_event(
+            labels=labels, annotations=job["metadata"].get("annotations") or {}, memo=memo
+        )
 
 
 @kopf.on.startup()
