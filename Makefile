@@ -36,8 +36,8 @@ run-local: venv
 	eval "$$(e2e/cluster env)" && exec $(BIN)/lamina operator --verbose
 
 lint: venv
-	$(BIN)/ruff check operator tests
-	$(BIN)/ruff format --check operator tests
+	$(BIN)/ruff check operator tests e2e/harness e2e/cluster
+	$(BIN)/ruff format --check operator tests e2e/harness e2e/cluster
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/lamina crds --check crds/

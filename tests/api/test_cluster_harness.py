@@ -189,7 +189,17 @@ def test_env_and_kubeconfig_point_at_this_cluster(kube_cluster):
     assert exports == {
         "KUBECONFIG": str(state / "kubeconfig" / "admin.kubeconfig"),
         "KUBECACHEDIR": str(state / "kube-cache"),
+        "PATH": exports["PATH"],
     }
+    # After `eval "$(e2e/cluster env)"`, kubectl is the cluster's and `lamina` the project's.
+    found = subprocess.run(
+        ["bash", "-c", f'eval "$({CLUSTER} env)" && command -v kubectl lamina kubectl-lamina'],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert [Path(p).name for p in found] == ["kubectl", "lamina", "kubectl-lamina"]
+    assert Path(found[0]).parent.name.startswith("kubernetes-")
     assert _ok(_cluster("kubeconfig")).strip() == kube_cluster.kubeconfig == exports["KUBECONFIG"]
     registry = _cluster("registry")
     assert registry.returncode == 1

@@ -8,6 +8,7 @@ import sys
 from typing import Protocol
 
 from harness.errors import Fail
+from harness.paths import REPO
 from harness.settings import Settings
 
 
@@ -40,11 +41,14 @@ def print_kubeconfig(s: Settings) -> int:
 
 def env_lines(s: Settings) -> list[str]:
     """`e2e/cluster env`: shell exports for this cluster."""
+    tools = f"{s.k8s_bin}:{REPO / '.venv' / 'bin'}"
     lines = [
         f"export KUBECONFIG={shlex.quote(str(s.admin_kubeconfig))}",
         # kubectl's discovery/HTTP cache for this cluster lives (and dies) with its state, so
         # a fresh cluster on the same address never sees a previous one's cached API list.
         f"export KUBECACHEDIR={shlex.quote(str(s.kube_cache))}",
+        # The cluster's own kubectl, and `lamina` / `kubectl lamina` from the project's venv.
+        f'export PATH={shlex.quote(tools)}:"$PATH"',
     ]
     if s.tier == "node":
         lines += [
