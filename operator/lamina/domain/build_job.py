@@ -16,6 +16,12 @@ Image: ``/bin/sh -c`` with :data:`REPORT_SCRIPT`, a constant that runs ``buildct
 them on.  What BuildKit would still interpret (the Dockerfile, build-arg names, the output
 names) is checked here again, as the CRD checks it, so an object stored before a schema
 upgrade is refused with a reason instead of built.
+
+Every build is reproducible and says where it came from: ``SOURCE_DATE_EPOCH`` is a build
+arg (0 unless the spec sets it), the image exporter rewrites layer timestamps to it
+(``rewrite-timestamp=true``), and the manifest carries the base name, the pinned base digest
+and the created time derived from the epoch (:mod:`lamina.domain.image_annotations`), so
+the same inputs push the same digest.
 """
 
 from __future__ import annotations
@@ -34,6 +40,12 @@ from lamina.domain.dockerfile import (
     check_dockerfile,
     dockerfile_from_steps,
     pin_dockerfile,
+)
+from lamina.domain.image_annotations import (
+    SOURCE_DATE_EPOCH,
+    InvalidLineage,
+    build_annotations,
+    source_date_epoch,
 )
 from lamina.domain.labels import label_value
 
@@ -80,12 +92,13 @@ __all__ = [
     "deadline_seconds",
     "dockerfile_for",
     "job_name",
+    "lineage_annotations",
     "pinned_parent",
 ]
 
 
 class BuildNotSupported(DockerfileError):
-    """The spec asks for something this operator does not build (an engine, a git context)."""
+    """The spec asks for something this operator does not build (a git context)."""
 
     reason = "BuildNotSupported"
 
@@ -117,11 +130,6 @@ def check_build(spec: ImageSpec) -> None:
     build = spec.build
     if build is None:
         raise DockerfileError("this Image records a commit and has no build")
-    if build.engine not in (None, "buildkit"):
-        raise BuildNotSupported(
-            f"spec.build.engine {build.engine} is not wired in this operator: only buildkit "
-            "builds (remove engine or set it to buildkit)"
-        )
     if build.context is not None and build.context.git is not None:
         raise BuildNotSupported(
             "spec.build.context.git is not wired in this operator: put the context in a "
@@ -139,6 +147,10 @@ def check_build(spec: ImageSpec) -> None:
             raise DockerfileError(f"spec.build.args: {problem}")
         if "\x00" in (build.args or {})[key]:
             raise DockerfileError(f"spec.build.args: the value of {key} contains a NUL")
+    try:
+        source_date_epoch(spec)
+    except InvalidLineage as error:
+        raise DockerfileError(str(error)) from None
     output = spec.output
     if not pattern_matches(REPOSITORY_PATTERN, output.repository) or len(output.repository) > 255:
         raise DockerfileError(f"spec.output.repository {output.repository[:300]!r} is malformed")
@@ -153,14 +165,24 @@ def check_build(spec: ImageSpec) -> None:
         raise DockerfileError(f"spec.build.timeout: {error}") from None
 
 
+def lineage_annotations(spec: ImageSpec, parent: str) -> dict[str, str]:
+    """The manifest annotations of this build, or the refusal the Image gets."""
+    try:
+        return build_annotations(spec, parent)
+    except InvalidLineage as error:
+        raise DockerfileError(str(error)) from None
+
+
 def dockerfile_for(spec: ImageSpec, parent: str) -> str:
     """The Dockerfile to build: generated from steps, or the tenant's with its base pinned.
 
-    The whole build spec is checked first (:func:`check_build`), so a refusal surfaces here,
+    The whole build spec is checked first (:func:`check_build`), and so is the lineage the
+    image will carry (``parent`` is ``repository@digest``), so a refusal surfaces here,
     before anything is created.  See :mod:`lamina.domain.dockerfile` for what a Dockerfile
     may say.
     """
     check_build(spec)
+    lineage_annotations(spec, parent)
     assert spec.build is not None
     if spec.build.steps is not None:
         return dockerfile_from_steps(parent, list(spec.build.steps))
@@ -180,15 +202,29 @@ def buildkitd_toml(mirrors: dict[str, tuple[str, ...]], insecure: frozenset[str]
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-def buildctl_args(spec: ImageSpec) -> list[str]:
+def _csv_field(text: str) -> str:
+    """One quoted field of buildctl's ``--output`` CSV: a comma inside stays data."""
+    if '"' in text or any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        # The lineage values are references, digests and dates; never quotes or controls.
+        raise DockerfileError(f"{text[:300]!r} cannot be an exporter option")
+    return f'"{text}"'
+
+
+def buildctl_args(spec: ImageSpec, parent: str) -> list[str]:
     """``buildctl`` arguments: one ``--flag=value`` element each, values never split or parsed.
 
-    The output names are CSV inside one argument (BuildKit's syntax); repository and tags
-    are checked to contain neither quotes nor commas, so they cannot add exporter options.
-    A build-arg value may contain anything but NUL, commas included: buildctl (v0.34 sets
-    urfave/cli's ``DisableSliceFlagSeparator``) takes each ``--opt=`` whole, so a value cannot
-    add a frontend option such as ``cmdline=``; the node tier's ``test_build_argv`` checks it
-    against the builder image the cluster runs.
+    ``parent`` is the pinned parent (``repository@digest``) the Dockerfile starts from.
+    The output names and annotations are CSV inside one argument (BuildKit's syntax):
+    repository and tags are checked to contain neither quotes nor commas, and each annotation
+    is a quoted field of a checked reference, digest or date, so none can add exporter
+    options.  A build-arg value may contain anything but NUL, commas included: buildctl
+    (v0.34 sets urfave/cli's ``DisableSliceFlagSeparator``) takes each ``--opt=`` whole, so a
+    value cannot add a frontend option such as ``cmdline=``; the node tier's
+    ``test_build_argv`` checks it against the builder image the cluster runs.
+
+    ``SOURCE_DATE_EPOCH`` is always a build arg (BuildKit clamps history and config times to
+    it and, with ``rewrite-timestamp=true``, the file times in the layers it writes); the
+    parent's layers are never rewritten, so they stay shared with the parent.
     """
     check_build(spec)
     assert spec.build is not None
@@ -197,16 +233,21 @@ def buildctl_args(spec: ImageSpec) -> list[str]:
     image_output = f'type=image,"name={names}",push=true'
     if output.insecure:
         image_output += ",registry.insecure=true"
+    # Annotations are an OCI manifest field; BuildKit v0.34 defaults to OCI types, say so.
+    image_output += ",oci-mediatypes=true,rewrite-timestamp=true"
+    for key, value in sorted(lineage_annotations(spec, parent).items()):
+        image_output += "," + _csv_field(f"annotation-manifest.{key}={value}")
+    build_args = {
+        **(spec.build.args or {}),
+        SOURCE_DATE_EPOCH: str(source_date_epoch(spec)),
+    }
     return [
         "build",
         "--progress=plain",
         "--frontend=dockerfile.v0",
         "--local=context=/workspace/context",
         "--local=dockerfile=/workspace/dockerfile",
-        *(
-            f"--opt=build-arg:{key}={value}"
-            for key, value in sorted((spec.build.args or {}).items())
-        ),
+        *(f"--opt=build-arg:{key}={value}" for key, value in sorted(build_args.items())),
         f"--output={image_output}",
         f"--metadata-file={METADATA_FILE}",
     ]
@@ -227,11 +268,15 @@ def build_job(
     uid: str,
     inputs: str,
     spec: ImageSpec,
+    parent: str,
     settings: BuildSettings,
     context_config_map: str,
     push_secret_copy: str | None,
 ) -> dict[str, Any]:
     """The build Job.  ``context_config_map`` holds the Dockerfile and context files.
+
+    ``parent`` is the pinned parent (``repository@digest``), the one :func:`dockerfile_for`
+    was given: the pushed manifest names it as its base.
 
     Its name comes from ``inputs`` alone and its labels are valid whatever the Image's name
     (a longer one is hashed to fit, see :func:`lamina.domain.labels.label_value`; the full
@@ -307,7 +352,7 @@ def build_job(
                             "name": "build",
                             "image": settings.builder_image,
                             "command": list(BUILDER_COMMAND),
-                            "args": buildctl_args(spec),
+                            "args": buildctl_args(spec, parent),
                             "env": env,
                             "terminationMessagePolicy": "FallbackToLogsOnError",
                             "securityContext": {"privileged": True},
