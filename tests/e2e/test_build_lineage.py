@@ -4,7 +4,9 @@ Real BuildKit Jobs build base (from busybox, through the local mirror) and its c
 ``skopeo inspect --raw`` reads the manifests the registry serves: each names its base and pins
 it to the digest its parent was built on, and says it was created at the build's epoch.  Then
 base is rebuilt by the ``lamina.dev/rebuild`` trigger, which changes no build input: a new
-Job runs and pushes the same digest, so app sees no parent change and is not rebuilt.
+Job runs and pushes the same digest, so app sees no parent change and is not rebuilt.  So does
+an Image that copies a whole ConfigMap context (the kubelet writes that volume under a
+timestamped directory, which must not reach the image).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import pytest
 
 from tests.conftest import wait_for
 from tests.e2e.conftest import NodeCluster, node_operator
-from tests.e2e.test_image_builds import image, ready, status
+from tests.e2e.test_image_builds import image, ready, run_pod, status
 
 pytestmark = pytest.mark.e2e
 
@@ -62,13 +64,23 @@ def test_manifests_carry_lineage_and_a_rebuild_without_changes_moves_no_child(
 ) -> None:
     kube, operator_ns = build_operator
     busybox = {"ref": BUSYBOX, "pollInterval": "1h"}
+    files = image("files", busybox, ["COPY . /ctx/"], kube.registry, ns)
+    files["spec"]["build"]["context"] = {"configMap": {"name": "files"}}
     kube.apply_objects(
         ns,
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "files"},
+            "data": {"app.conf": "x=1\n", ".dockerignore": "*.tmp\n", "skip.tmp": "no\n"},
+        },
         image("base", busybox, ["RUN echo one > /one"], kube.registry, ns),
         image("app", {"image": "base"}, ["RUN echo two > /two"], kube.registry, ns),
+        files,
     )
     base = wait_for(lambda: ready(kube, ns, "base"), timeout=600, what="base built")
     app = wait_for(lambda: ready(kube, ns, "app"), timeout=600, what="app built")
+    copied = wait_for(lambda: ready(kube, ns, "files"), timeout=600, what="files built")
 
     # The manifests the registry serves name and pin each parent.
     base_manifest = skopeo(base["imageRef"], "--raw")
@@ -93,15 +105,23 @@ def test_manifests_carry_lineage_and_a_rebuild_without_changes_moves_no_child(
     app_uid = kube.ok("get", "image", "app", "-n", ns, "-o", "jsonpath={.metadata.uid}")
     app_jobs = build_jobs(kube, operator_ns, app_uid)
     assert len(app_jobs) == 1
-    kube.ok("annotate", "image", "base", "-n", ns, "lamina.dev/rebuild=same-inputs")
+    for name in ("base", "files"):
+        kube.ok("annotate", "image", name, "-n", ns, "lamina.dev/rebuild=same-inputs")
 
-    def rebuilt() -> dict[str, Any] | None:
-        found = ready(kube, ns, "base")
+    def rebuilt(name: str) -> dict[str, Any] | None:
+        found = ready(kube, ns, name)
         if found and (found.get("builtFrom") or {}).get("trigger") == "same-inputs":
             return found
         return None
 
-    again = wait_for(rebuilt, timeout=600, what="base rebuilt by the trigger")
+    again = wait_for(lambda: rebuilt("base"), timeout=600, what="base rebuilt by the trigger")
+    copied_again = wait_for(lambda: rebuilt("files"), timeout=600, what="files rebuilt")
+    assert copied_again["build"]["job"] != copied["build"]["job"]
+    assert copied_again["digest"] == copied["digest"], "a ConfigMap context is not reproducible"
+    listing = run_pod(kube, ns, "ls-ctx", copied_again["imageRef"], "ls -A /ctx").split()
+    assert "app.conf" in listing and "skip.tmp" not in listing, listing
+    assert not [name for name in listing if name.startswith("..")], listing
+    assert "buildkitd.toml" not in listing, listing
     assert again["build"]["job"] != base["build"]["job"]  # the build really ran again
     assert len(build_jobs(kube, operator_ns, base_uid)) == 2
     assert again["build"]["reasons"] == ["ManualTrigger - -> same-inputs"]

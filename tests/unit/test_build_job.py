@@ -25,6 +25,8 @@ from lamina.api.image import BuildContext, GitContext, ImageSpec
 from lamina.domain.build_job import (
     ANNOTATION_IMAGE_NAME,
     BUILDER_COMMAND,
+    CONTEXT_COMMAND,
+    CONTEXT_SCRIPT,
     METADATA_FILE,
     REPORT_SCRIPT,
     BuildNotSupported,
@@ -445,3 +447,69 @@ def test_only_buildkit_is_an_engine(engine: str) -> None:
     build = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["build"]
     engine = build["properties"]["engine"]
     assert (engine["enum"], engine["default"]) == (["buildkit"], "buildkit")
+
+
+# -- the context as plain files ------------------------------------------------------------
+
+
+def atomic_writer_volume(root: Path, files: dict[str, str], written: str) -> None:
+    """A ConfigMap volume as the kubelet lays it out: keys -> ..data -> a timestamped dir."""
+    stamped = root / f"..{written}"
+    stamped.mkdir(parents=True)
+    for key, text in files.items():
+        (stamped / key).write_text(text)
+        (root / key).symlink_to(f"..data/{key}")
+    (root / "..data").symlink_to(stamped.name)
+
+
+def run_context_script(source: Path, target: Path) -> None:
+    script = CONTEXT_SCRIPT.replace("/workspace/source", str(source)).replace(
+        "/workspace/context", str(target)
+    )
+    target.mkdir()
+    subprocess.run(["/bin/sh", "-c", script, "lamina-context"], check=True)
+
+
+def test_the_context_is_the_keys_as_plain_files_whenever_the_volume_was_written(
+    tmp_path: Path,
+) -> None:
+    files = {
+        "app.py": "print(1)\n",
+        ".dockerignore": "*.tmp\n",
+        "-rf": "a key that looks like an option\n",
+        "Dockerfile": "FROM x\n",
+        "buildkitd.toml": "[registry]\n",
+    }
+    contexts = []
+    for written in ("2026_12_01_11_00_00.1", "2026_12_01_12_30_00.2"):
+        source, target = tmp_path / f"src-{written}", tmp_path / f"ctx-{written}"
+        atomic_writer_volume(source, files, written)
+        run_context_script(source, target)
+        contexts.append(
+            {path.name: (path.is_symlink(), path.read_text()) for path in target.iterdir()}
+        )
+    expected = {key: (False, text) for key, text in files.items() if key != "buildkitd.toml"}
+    assert contexts == [expected, expected]
+
+
+def test_an_empty_context_copies_nothing(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    atomic_writer_volume(source, {}, "2026_12_01_11_00_00.1")
+    run_context_script(source, tmp_path / "ctx")
+    assert list((tmp_path / "ctx").iterdir()) == []
+
+
+def test_the_context_is_copied_by_an_unprivileged_init_container() -> None:
+    pod = job_for(SAFE)["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    assert init["command"] == CONTEXT_COMMAND
+    assert init["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["workspace"] == {"name": "workspace", "emptyDir": {}}
+    assert volumes["context-source"]["configMap"] == {"name": "lamina-build-abc123def456"}
+    mounts = {m["name"]: m for m in init["volumeMounts"]}
+    assert mounts["context-source"]["readOnly"] is True
+    assert mounts["workspace"]["mountPath"] == "/workspace/context"

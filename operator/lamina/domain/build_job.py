@@ -4,8 +4,9 @@ Engine: BuildKit, run daemonless (``buildctl-daemonless.sh``: a buildkitd for th
 one build).  Rootless BuildKit needs seccomp and AppArmor "Unconfined", which neither the
 "restricted" nor the "baseline" Pod Security profile admits, so builds run the way commit
 Jobs do: privileged, in the operator's namespace, never in the user's.  The Dockerfile and the
-build context are copied there as a ConfigMap owned by the Job; push credentials as a Secret
-owned by the Job.  The engine writes the pushed digest to the termination message.
+build context are copied there as a ConfigMap owned by the Job (an unprivileged init
+container turns its volume into plain files, :data:`CONTEXT_SCRIPT`); push credentials as a
+Secret owned by the Job.  The engine writes the pushed digest to the termination message.
 
 No spec value reaches a shell as code.  The container's ``command`` is the same for every
 Image: ``/bin/sh -c`` with :data:`REPORT_SCRIPT`, a constant that runs ``buildctl-daemonless.sh
@@ -72,9 +73,30 @@ REPORT_SCRIPT = (
 )
 BUILDER_COMMAND = ["/bin/sh", "-c", REPORT_SCRIPT, "lamina-build"]
 
+CONTEXT_SOURCE = "/workspace/source"
+CONTEXT_DIR = "/workspace/context"
+# The build context as plain files: a ConfigMap volume is the kubelet's atomic-writer tree
+# (each key a symlink into "..data", itself a symlink to a directory named after the time it
+# was written), so sending it as is would put that timestamped name into every COPY of the
+# context and no two builds would push the same digest.  Keys cannot start with "..", so the
+# two globs take every key and none of the writer's entries; buildkitd.toml is the
+# operator's, not the tenant's.  The same constant for every Image: no spec value is code.
+CONTEXT_SCRIPT = (
+    "set -eu\n"
+    f"cd {CONTEXT_SOURCE}\n"
+    "for name in * .[!.]*; do\n"
+    '  [ -f "$name" ] || continue\n'
+    '  [ "$name" = buildkitd.toml ] && continue\n'
+    f'  cp -L "./$name" "{CONTEXT_DIR}/$name"\n'
+    "done\n"
+)
+CONTEXT_COMMAND = ["/bin/sh", "-c", CONTEXT_SCRIPT, "lamina-context"]
+
 __all__ = [
     "ANNOTATION_IMAGE_NAME",
     "BUILDER_COMMAND",
+    "CONTEXT_COMMAND",
+    "CONTEXT_SCRIPT",
     "LABEL_IMAGE_NAME",
     "LABEL_IMAGE_NAMESPACE",
     "LABEL_IMAGE_UID",
@@ -245,7 +267,7 @@ def buildctl_args(spec: ImageSpec, parent: str) -> list[str]:
         "build",
         "--progress=plain",
         "--frontend=dockerfile.v0",
-        "--local=context=/workspace/context",
+        f"--local=context={CONTEXT_DIR}",
         "--local=dockerfile=/workspace/dockerfile",
         *(f"--opt=build-arg:{key}={value}" for key, value in sorted(build_args.items())),
         f"--output={image_output}",
@@ -294,13 +316,14 @@ def build_job(
     annotations = {ANNOTATION_IMAGE_NAME: name, "lamina.dev/image-namespace": namespace}
     env = [{"name": "BUILDKITD_FLAGS", "value": "--config /etc/buildkit/buildkitd.toml"}]
     mounts: list[dict[str, Any]] = [
-        {"name": "workspace", "mountPath": "/workspace/context"},
+        {"name": "workspace", "mountPath": CONTEXT_DIR},
         {"name": "dockerfile", "mountPath": "/workspace/dockerfile"},
         {"name": "buildkitd", "mountPath": "/etc/buildkit"},
         {"name": "state", "mountPath": "/var/lib/buildkit"},
     ]
     volumes: list[dict[str, Any]] = [
-        {"name": "workspace", "configMap": {"name": context_config_map}},
+        {"name": "workspace", "emptyDir": {}},
+        {"name": "context-source", "configMap": {"name": context_config_map}},
         {
             "name": "dockerfile",
             "configMap": {
@@ -347,6 +370,25 @@ def build_job(
                 "spec": {
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": False,
+                    "initContainers": [
+                        {
+                            "name": "context",
+                            "image": settings.builder_image,
+                            "command": list(CONTEXT_COMMAND),
+                            "securityContext": {
+                                "allowPrivilegeEscalation": False,
+                                "capabilities": {"drop": ["ALL"]},
+                            },
+                            "volumeMounts": [
+                                {
+                                    "name": "context-source",
+                                    "mountPath": CONTEXT_SOURCE,
+                                    "readOnly": True,
+                                },
+                                {"name": "workspace", "mountPath": CONTEXT_DIR},
+                            ],
+                        }
+                    ],
                     "containers": [
                         {
                             "name": "build",
