@@ -134,6 +134,10 @@ def test_a_moved_parent_is_rebased_without_a_build(
 
     new_parent = inspect(registry.ref(parents, "1"))
     result = inspect(f"{child_repo}@{status['digest']}")
+    # The rebased manifest names its new base, as a build on it would.
+    annotations = inspect(f"{child_repo}@{status['digest']}", "--raw")["annotations"]
+    assert annotations["org.opencontainers.image.base.digest"] == moved  # type: ignore[index]
+    assert annotations["org.opencontainers.image.base.name"] == registry.ref(parents, "1")  # type: ignore[index]
     assert result["Layers"] == [*new_parent["Layers"], own_layer]
     config = inspect(f"{child_repo}@{status['digest']}", "--config")
     parent_config = inspect(registry.ref(parents, "1"), "--config")

@@ -7,6 +7,7 @@ the generator's own refusals are exercised, not only the schema's.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -17,11 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
+from lamina.api.crd import RESOURCE_KINDS, crd_manifest
 from lamina.api.image import BuildContext, GitContext, ImageSpec
 from lamina.domain.build_job import (
     ANNOTATION_IMAGE_NAME,
     BUILDER_COMMAND,
+    CONTEXT_COMMAND,
+    CONTEXT_SCRIPT,
     METADATA_FILE,
     REPORT_SCRIPT,
     BuildNotSupported,
@@ -69,6 +74,7 @@ def job_for(image: ImageSpec, name: str = "app", namespace: str = "team") -> dic
         uid="0b7e4a2c-6a43-4c5e-9a54-0c9c1c0e1f00",
         inputs="abc123def456",
         spec=image,
+        parent=PARENT,
         settings=SETTINGS,
         context_config_map="lamina-build-abc123def456",
         push_secret_copy="lamina-build-abc123def456-push",
@@ -109,7 +115,7 @@ def test_buildctl_args_hold_each_value_in_one_element() -> None:
         tags=["1", "latest"],
         insecure=True,
     )
-    assert buildctl_args(image) == [
+    assert buildctl_args(image, PARENT) == [
         "build",
         "--progress=plain",
         "--frontend=dockerfile.v0",
@@ -117,8 +123,12 @@ def test_buildctl_args_hold_each_value_in_one_element() -> None:
         "--local=dockerfile=/workspace/dockerfile",
         f"--opt=build-arg:A={HOSTILE}",
         "--opt=build-arg:B=two words",
+        "--opt=build-arg:SOURCE_DATE_EPOCH=0",
         '--output=type=image,"name=registry.local/demo/app:1,registry.local/demo/app:latest",'
-        "push=true,registry.insecure=true",
+        "push=true,registry.insecure=true,oci-mediatypes=true,rewrite-timestamp=true,"
+        f'"annotation-manifest.org.opencontainers.image.base.digest={P1}",'
+        '"annotation-manifest.org.opencontainers.image.base.name=r/base",'
+        '"annotation-manifest.org.opencontainers.image.created=1970-01-01T00:00:00Z"',
         f"--metadata-file={METADATA_FILE}",
     ]
 
@@ -144,7 +154,7 @@ def test_the_report_script_passes_hostile_arguments_through_a_real_shell(tmp_pat
     image = spec(
         {"steps": ["RUN true"], "args": {"A": f"$(touch {canary})", "B": f"`touch {canary}`"}},
     )
-    args = buildctl_args(image)
+    args = buildctl_args(image, PARENT)
     script = REPORT_SCRIPT.replace(METADATA_FILE, str(metadata)).replace(
         "/dev/termination-log", str(termination)
     )
@@ -197,8 +207,6 @@ def test_the_generator_refuses_what_the_schema_would(image: ImageSpec, message: 
 @pytest.mark.parametrize(
     ("image", "message"),
     [
-        (spec({"steps": ["RUN true"], "engine": "kaniko"}), "spec.build.engine kaniko"),
-        (spec({"steps": ["RUN true"], "engine": "buildah"}), "spec.build.engine buildah"),
         (
             unchecked(SAFE, context=BuildContext(git=GitContext(url="https://example.com/r.git"))),
             "spec.build.context.git",
@@ -325,3 +333,183 @@ def test_buildkitd_settings_mirror_and_allow_plain_http() -> None:
         '[registry."10.0.0.1:5000"]\n  http = true\n  insecure = true\n'
         '[registry."docker.io"]\n  mirrors = ["10.0.0.1:5000"]\n'
     )
+
+
+# -- lineage and reproducibility, as buildctl will read them -------------------------------
+
+
+def output_fields(args: list[str]) -> dict[str, str]:
+    """The ``--output`` CSV split the way buildctl splits it (quoted fields, key=value)."""
+    (value,) = [a.removeprefix("--output=") for a in args if a.startswith("--output=")]
+    (fields,) = list(csv.reader([value]))
+    pairs = [field.split("=", 1) for field in fields]
+    assert all(len(pair) == 2 for pair in pairs), fields
+    found = dict(pairs)  # type: ignore[arg-type]
+    assert len(found) == len(fields), "an exporter option appears twice"
+    return found
+
+
+def test_the_manifest_names_and_pins_its_base_and_its_created_time() -> None:
+    fields = output_fields(buildctl_args(SAFE, PARENT))
+    assert fields == {
+        "type": "image",
+        "name": "registry.local/demo/app:latest",
+        "push": "true",
+        "oci-mediatypes": "true",
+        "rewrite-timestamp": "true",
+        "annotation-manifest.org.opencontainers.image.base.name": "r/base",
+        "annotation-manifest.org.opencontainers.image.base.digest": P1,
+        "annotation-manifest.org.opencontainers.image.created": "1970-01-01T00:00:00Z",
+    }
+    # No source or revision: a ConfigMap or inline context has neither.
+    assert not any("image.source" in key or "image.revision" in key for key in fields)
+
+
+def test_an_external_parent_is_named_as_the_user_wrote_it() -> None:
+    ref = "docker.io/library/debian:bookworm"
+    image = ImageSpec.model_validate(
+        {
+            "parent": {"ref": ref},
+            "build": {"steps": ["RUN true"]},
+            "output": {"repository": "registry.local/demo/app"},
+        }
+    )
+    fields = output_fields(buildctl_args(image, f"docker.io/library/debian@{P1}"))
+    assert fields["annotation-manifest.org.opencontainers.image.base.name"] == ref
+    assert fields["annotation-manifest.org.opencontainers.image.base.digest"] == P1
+
+
+def test_every_build_has_a_source_date_epoch_and_the_same_inputs_give_the_same_job() -> None:
+    args = buildctl_args(SAFE, PARENT)
+    assert "--opt=build-arg:SOURCE_DATE_EPOCH=0" in args
+    assert job_for(SAFE) == job_for(SAFE)
+    moved = f"r/base@sha256:{'2' * 64}"
+    assert buildctl_args(SAFE, moved) != args  # a new parent is a new input
+
+
+def test_a_source_date_epoch_in_the_spec_is_the_build_epoch() -> None:
+    image = spec({"steps": ["RUN true"], "args": {"SOURCE_DATE_EPOCH": "1700000000"}})
+    args = buildctl_args(image, PARENT)
+    assert [a for a in args if "SOURCE_DATE_EPOCH" in a] == [
+        "--opt=build-arg:SOURCE_DATE_EPOCH=1700000000"
+    ]
+    created = output_fields(args)["annotation-manifest.org.opencontainers.image.created"]
+    assert created == "2023-11-14T22:13:20Z"
+
+
+@pytest.mark.parametrize("value", ["", "now", "-1", "1.5", "017", " 1", "1" * 13, "253402300800"])
+def test_a_malformed_source_date_epoch_is_refused_before_anything_runs(value: str) -> None:
+    image = spec({"steps": ["RUN true"], "args": {"SOURCE_DATE_EPOCH": value}})
+    with pytest.raises(
+        DockerfileError, match=re.escape("SOURCE_DATE_EPOCH must be whole seconds")
+    ) as refused:
+        dockerfile_for(image, PARENT)
+    assert refused.value.reason == "DockerfileInvalid"
+    with pytest.raises(DockerfileError):
+        job_for(image)
+
+
+@pytest.mark.parametrize(
+    "parent",
+    [
+        f'r/base",push=false,"name=evil/x@{P1}',
+        f"r/base,evil@{P1}",
+        "r/base:latest",
+        "r/base@sha256:xyz",
+        f"r/base\n@{P1}",
+    ],
+)
+def test_a_pinned_parent_that_is_not_repository_at_digest_is_refused(parent: str) -> None:
+    with pytest.raises(DockerfileError, match="the pinned parent"):
+        dockerfile_for(SAFE, parent)
+    with pytest.raises(DockerfileError, match="the pinned parent"):
+        buildctl_args(SAFE, parent)
+
+
+def test_a_stored_parent_ref_that_is_not_a_reference_is_refused() -> None:
+    image = SAFE.model_copy(
+        update={"parent": SAFE.parent.model_copy(update={"image": None, "ref": 'r/x",push=false'})}
+    )
+    with pytest.raises(DockerfileError, match=re.escape("spec.parent.ref")):
+        dockerfile_for(image, PARENT)
+
+
+# -- engines: the schema refuses what the operator cannot run ------------------------------
+
+
+@pytest.mark.parametrize("engine", ["kaniko", "buildah", "docker"])
+def test_only_buildkit_is_an_engine(engine: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape("build.engine")):
+        spec({"steps": ["RUN true"], "engine": engine})
+    assert SAFE.build is not None and SAFE.build.engine == "buildkit"
+    (images,) = [kind for kind in RESOURCE_KINDS if kind.kind == "Image"]
+    (version,) = crd_manifest(images)["spec"]["versions"]
+    build = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["build"]
+    engine = build["properties"]["engine"]
+    assert (engine["enum"], engine["default"]) == (["buildkit"], "buildkit")
+
+
+# -- the context as plain files ------------------------------------------------------------
+
+
+def atomic_writer_volume(root: Path, files: dict[str, str], written: str) -> None:
+    """A ConfigMap volume as the kubelet lays it out: keys -> ..data -> a timestamped dir."""
+    stamped = root / f"..{written}"
+    stamped.mkdir(parents=True)
+    for key, text in files.items():
+        (stamped / key).write_text(text)
+        (root / key).symlink_to(f"..data/{key}")
+    (root / "..data").symlink_to(stamped.name)
+
+
+def run_context_script(source: Path, target: Path) -> None:
+    script = CONTEXT_SCRIPT.replace("/workspace/source", str(source)).replace(
+        "/workspace/context", str(target)
+    )
+    target.mkdir()
+    subprocess.run(["/bin/sh", "-c", script, "lamina-context"], check=True)
+
+
+def test_the_context_is_the_keys_as_plain_files_whenever_the_volume_was_written(
+    tmp_path: Path,
+) -> None:
+    files = {
+        "app.py": "print(1)\n",
+        ".dockerignore": "*.tmp\n",
+        "-rf": "a key that looks like an option\n",
+        "Dockerfile": "FROM x\n",
+        "buildkitd.toml": "[registry]\n",
+    }
+    contexts = []
+    for written in ("2026_12_01_11_00_00.1", "2026_12_01_12_30_00.2"):
+        source, target = tmp_path / f"src-{written}", tmp_path / f"ctx-{written}"
+        atomic_writer_volume(source, files, written)
+        run_context_script(source, target)
+        contexts.append(
+            {path.name: (path.is_symlink(), path.read_text()) for path in target.iterdir()}
+        )
+    expected = {key: (False, text) for key, text in files.items() if key != "buildkitd.toml"}
+    assert contexts == [expected, expected]
+
+
+def test_an_empty_context_copies_nothing(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    atomic_writer_volume(source, {}, "2026_12_01_11_00_00.1")
+    run_context_script(source, tmp_path / "ctx")
+    assert list((tmp_path / "ctx").iterdir()) == []
+
+
+def test_the_context_is_copied_by_an_unprivileged_init_container() -> None:
+    pod = job_for(SAFE)["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    assert init["command"] == CONTEXT_COMMAND
+    assert init["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["workspace"] == {"name": "workspace", "emptyDir": {}}
+    assert volumes["context-source"]["configMap"] == {"name": "lamina-build-abc123def456"}
+    mounts = {m["name"]: m for m in init["volumeMounts"]}
+    assert mounts["context-source"]["readOnly"] is True
+    assert mounts["workspace"]["mountPath"] == "/workspace/context"

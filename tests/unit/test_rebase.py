@@ -48,6 +48,7 @@ def test_own_layers_move_onto_the_new_parent() -> None:
         new_parent_manifest=NEW_PARENT,
         new_parent_config=NEW_PARENT_CONFIG,
         new_parent_digest=digest("5"),
+        new_parent_name="registry.local/base",
     )
     assert not isinstance(result, RebaseRefused)
     new_manifest, new_config = result
@@ -76,6 +77,7 @@ def test_refused_when_the_old_parent_is_not_a_prefix() -> None:
         new_parent_manifest=NEW_PARENT,
         new_parent_config=NEW_PARENT_CONFIG,
         new_parent_digest=digest("5"),
+        new_parent_name="registry.local/base",
     )
     assert result == RebaseRefused("the old parent's layers are not the first layers of the image")
 
@@ -88,5 +90,6 @@ def test_refused_when_config_and_layers_disagree() -> None:
         new_parent_manifest=NEW_PARENT,
         new_parent_config=NEW_PARENT_CONFIG,
         new_parent_digest=digest("5"),
+        new_parent_name="registry.local/base",
     )
     assert isinstance(result, RebaseRefused)

@@ -38,7 +38,8 @@ from lamina.api.text import (
     DockerfileText,
 )
 
-BuildEngine = Literal["buildkit", "kaniko", "buildah"]
+# Only what the operator runs: Kaniko's upstream was archived in 2025, Buildah is not wired.
+BuildEngine = Literal["buildkit"]
 TAGS_MAX_ITEMS = 32
 # Clone URLs: a scheme git knows and no white space; never an option (a leading "-").
 GIT_URL_PATTERN = r"^(https|http|ssh|git)://[^\s\x00-\x1f\x7f]+$"
@@ -175,9 +176,9 @@ class BuildSpec(Model):
         ),
         json_schema_extra={"x-kubernetes-validations": [BUILD_ARGS_RULE]},
     )
-    engine: BuildEngine | None = Field(
-        default=None,
-        description="Build engine; the operator's default when unset. Only buildkit is wired.",
+    engine: BuildEngine = Field(
+        default="buildkit",
+        description="Build engine: buildkit, the only engine this operator runs.",
     )
     timeout: Annotated[str, duration_range("10s", "24h"), duration_check("10s", "24h")] = Field(
         default="30m",

@@ -4,8 +4,9 @@ Engine: BuildKit, run daemonless (``buildctl-daemonless.sh``: a buildkitd for th
 one build).  Rootless BuildKit needs seccomp and AppArmor "Unconfined", which neither the
 "restricted" nor the "baseline" Pod Security profile admits, so builds run the way commit
 Jobs do: privileged, in the operator's namespace, never in the user's.  The Dockerfile and the
-build context are copied there as a ConfigMap owned by the Job; push credentials as a Secret
-owned by the Job.  The engine writes the pushed digest to the termination message.
+build context are copied there as a ConfigMap owned by the Job (an unprivileged init
+container turns its volume into plain files, :data:`CONTEXT_SCRIPT`); push credentials as a
+Secret owned by the Job.  The engine writes the pushed digest to the termination message.
 
 No spec value reaches a shell as code.  The container's ``command`` is the same for every
 Image: ``/bin/sh -c`` with :data:`REPORT_SCRIPT`, a constant that runs ``buildctl-daemonless.sh
@@ -16,6 +17,12 @@ Image: ``/bin/sh -c`` with :data:`REPORT_SCRIPT`, a constant that runs ``buildct
 them on.  What BuildKit would still interpret (the Dockerfile, build-arg names, the output
 names) is checked here again, as the CRD checks it, so an object stored before a schema
 upgrade is refused with a reason instead of built.
+
+Every build is reproducible and says where it came from: ``SOURCE_DATE_EPOCH`` is a build
+arg (0 unless the spec sets it), the image exporter rewrites layer timestamps to it
+(``rewrite-timestamp=true``), and the manifest carries the base name, the pinned base digest
+and the created time derived from the epoch (:mod:`lamina.domain.image_annotations`), so
+the same inputs push the same digest.
 """
 
 from __future__ import annotations
@@ -34,6 +41,12 @@ from lamina.domain.dockerfile import (
     check_dockerfile,
     dockerfile_from_steps,
     pin_dockerfile,
+)
+from lamina.domain.image_annotations import (
+    SOURCE_DATE_EPOCH,
+    InvalidLineage,
+    build_annotations,
+    source_date_epoch,
 )
 from lamina.domain.labels import label_value
 
@@ -60,9 +73,30 @@ REPORT_SCRIPT = (
 )
 BUILDER_COMMAND = ["/bin/sh", "-c", REPORT_SCRIPT, "lamina-build"]
 
+CONTEXT_SOURCE = "/workspace/source"
+CONTEXT_DIR = "/workspace/context"
+# The build context as plain files: a ConfigMap volume is the kubelet's atomic-writer tree
+# (each key a symlink into "..data", itself a symlink to a directory named after the time it
+# was written), so sending it as is would put that timestamped name into every COPY of the
+# context and no two builds would push the same digest.  Keys cannot start with "..", so the
+# two globs take every key and none of the writer's entries; buildkitd.toml is the
+# operator's, not the tenant's.  The same constant for every Image: no spec value is code.
+CONTEXT_SCRIPT = (
+    "set -eu\n"
+    f"cd {CONTEXT_SOURCE}\n"
+    "for name in * .[!.]*; do\n"
+    '  [ -f "$name" ] || continue\n'
+    '  [ "$name" = buildkitd.toml ] && continue\n'
+    f'  cp -L "./$name" "{CONTEXT_DIR}/$name"\n'
+    "done\n"
+)
+CONTEXT_COMMAND = ["/bin/sh", "-c", CONTEXT_SCRIPT, "lamina-context"]
+
 __all__ = [
     "ANNOTATION_IMAGE_NAME",
     "BUILDER_COMMAND",
+    "CONTEXT_COMMAND",
+    "CONTEXT_SCRIPT",
     "LABEL_IMAGE_NAME",
     "LABEL_IMAGE_NAMESPACE",
     "LABEL_IMAGE_UID",
@@ -80,12 +114,13 @@ __all__ = [
     "deadline_seconds",
     "dockerfile_for",
     "job_name",
+    "lineage_annotations",
     "pinned_parent",
 ]
 
 
 class BuildNotSupported(DockerfileError):
-    """The spec asks for something this operator does not build (an engine, a git context)."""
+    """The spec asks for something this operator does not build (a git context)."""
 
     reason = "BuildNotSupported"
 
@@ -117,11 +152,6 @@ def check_build(spec: ImageSpec) -> None:
     build = spec.build
     if build is None:
         raise DockerfileError("this Image records a commit and has no build")
-    if build.engine not in (None, "buildkit"):
-        raise BuildNotSupported(
-            f"spec.build.engine {build.engine} is not wired in this operator: only buildkit "
-            "builds (remove engine or set it to buildkit)"
-        )
     if build.context is not None and build.context.git is not None:
         raise BuildNotSupported(
             "spec.build.context.git is not wired in this operator: put the context in a "
@@ -139,6 +169,10 @@ def check_build(spec: ImageSpec) -> None:
             raise DockerfileError(f"spec.build.args: {problem}")
         if "\x00" in (build.args or {})[key]:
             raise DockerfileError(f"spec.build.args: the value of {key} contains a NUL")
+    try:
+        source_date_epoch(spec)
+    except InvalidLineage as error:
+        raise DockerfileError(str(error)) from None
     output = spec.output
     if not pattern_matches(REPOSITORY_PATTERN, output.repository) or len(output.repository) > 255:
         raise DockerfileError(f"spec.output.repository {output.repository[:300]!r} is malformed")
@@ -153,14 +187,24 @@ def check_build(spec: ImageSpec) -> None:
         raise DockerfileError(f"spec.build.timeout: {error}") from None
 
 
+def lineage_annotations(spec: ImageSpec, parent: str) -> dict[str, str]:
+    """The manifest annotations of this build, or the refusal the Image gets."""
+    try:
+        return build_annotations(spec, parent)
+    except InvalidLineage as error:
+        raise DockerfileError(str(error)) from None
+
+
 def dockerfile_for(spec: ImageSpec, parent: str) -> str:
     """The Dockerfile to build: generated from steps, or the tenant's with its base pinned.
 
-    The whole build spec is checked first (:func:`check_build`), so a refusal surfaces here,
+    The whole build spec is checked first (:func:`check_build`), and so is the lineage the
+    image will carry (``parent`` is ``repository@digest``), so a refusal surfaces here,
     before anything is created.  See :mod:`lamina.domain.dockerfile` for what a Dockerfile
     may say.
     """
     check_build(spec)
+    lineage_annotations(spec, parent)
     assert spec.build is not None
     if spec.build.steps is not None:
         return dockerfile_from_steps(parent, list(spec.build.steps))
@@ -180,15 +224,29 @@ def buildkitd_toml(mirrors: dict[str, tuple[str, ...]], insecure: frozenset[str]
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-def buildctl_args(spec: ImageSpec) -> list[str]:
+def _csv_field(text: str) -> str:
+    """One quoted field of buildctl's ``--output`` CSV: a comma inside stays data."""
+    if '"' in text or any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        # The lineage values are references, digests and dates; never quotes or controls.
+        raise DockerfileError(f"{text[:300]!r} cannot be an exporter option")
+    return f'"{text}"'
+
+
+def buildctl_args(spec: ImageSpec, parent: str) -> list[str]:
     """``buildctl`` arguments: one ``--flag=value`` element each, values never split or parsed.
 
-    The output names are CSV inside one argument (BuildKit's syntax); repository and tags
-    are checked to contain neither quotes nor commas, so they cannot add exporter options.
-    A build-arg value may contain anything but NUL, commas included: buildctl (v0.34 sets
-    urfave/cli's ``DisableSliceFlagSeparator``) takes each ``--opt=`` whole, so a value cannot
-    add a frontend option such as ``cmdline=``; the node tier's ``test_build_argv`` checks it
-    against the builder image the cluster runs.
+    ``parent`` is the pinned parent (``repository@digest``) the Dockerfile starts from.
+    The output names and annotations are CSV inside one argument (BuildKit's syntax):
+    repository and tags are checked to contain neither quotes nor commas, and each annotation
+    is a quoted field of a checked reference, digest or date, so none can add exporter
+    options.  A build-arg value may contain anything but NUL, commas included: buildctl
+    (v0.34 sets urfave/cli's ``DisableSliceFlagSeparator``) takes each ``--opt=`` whole, so a
+    value cannot add a frontend option such as ``cmdline=``; the node tier's
+    ``test_build_argv`` checks it against the builder image the cluster runs.
+
+    ``SOURCE_DATE_EPOCH`` is always a build arg (BuildKit clamps history and config times to
+    it and, with ``rewrite-timestamp=true``, the file times in the layers it writes); the
+    parent's layers are never rewritten, so they stay shared with the parent.
     """
     check_build(spec)
     assert spec.build is not None
@@ -197,16 +255,21 @@ def buildctl_args(spec: ImageSpec) -> list[str]:
     image_output = f'type=image,"name={names}",push=true'
     if output.insecure:
         image_output += ",registry.insecure=true"
+    # Annotations are an OCI manifest field; BuildKit v0.34 defaults to OCI types, say so.
+    image_output += ",oci-mediatypes=true,rewrite-timestamp=true"
+    for key, value in sorted(lineage_annotations(spec, parent).items()):
+        image_output += "," + _csv_field(f"annotation-manifest.{key}={value}")
+    build_args = {
+        **(spec.build.args or {}),
+        SOURCE_DATE_EPOCH: str(source_date_epoch(spec)),
+    }
     return [
         "build",
         "--progress=plain",
         "--frontend=dockerfile.v0",
-        "--local=context=/workspace/context",
+        f"--local=context={CONTEXT_DIR}",
         "--local=dockerfile=/workspace/dockerfile",
-        *(
-            f"--opt=build-arg:{key}={value}"
-            for key, value in sorted((spec.build.args or {}).items())
-        ),
+        *(f"--opt=build-arg:{key}={value}" for key, value in sorted(build_args.items())),
         f"--output={image_output}",
         f"--metadata-file={METADATA_FILE}",
     ]
@@ -227,11 +290,15 @@ def build_job(
     uid: str,
     inputs: str,
     spec: ImageSpec,
+    parent: str,
     settings: BuildSettings,
     context_config_map: str,
     push_secret_copy: str | None,
 ) -> dict[str, Any]:
     """The build Job.  ``context_config_map`` holds the Dockerfile and context files.
+
+    ``parent`` is the pinned parent (``repository@digest``), the one :func:`dockerfile_for`
+    was given: the pushed manifest names it as its base.
 
     Its name comes from ``inputs`` alone and its labels are valid whatever the Image's name
     (a longer one is hashed to fit, see :func:`lamina.domain.labels.label_value`; the full
@@ -249,13 +316,14 @@ def build_job(
     annotations = {ANNOTATION_IMAGE_NAME: name, "lamina.dev/image-namespace": namespace}
     env = [{"name": "BUILDKITD_FLAGS", "value": "--config /etc/buildkit/buildkitd.toml"}]
     mounts: list[dict[str, Any]] = [
-        {"name": "workspace", "mountPath": "/workspace/context"},
+        {"name": "workspace", "mountPath": CONTEXT_DIR},
         {"name": "dockerfile", "mountPath": "/workspace/dockerfile"},
         {"name": "buildkitd", "mountPath": "/etc/buildkit"},
         {"name": "state", "mountPath": "/var/lib/buildkit"},
     ]
     volumes: list[dict[str, Any]] = [
-        {"name": "workspace", "configMap": {"name": context_config_map}},
+        {"name": "workspace", "emptyDir": {}},
+        {"name": "context-source", "configMap": {"name": context_config_map}},
         {
             "name": "dockerfile",
             "configMap": {
@@ -302,12 +370,31 @@ def build_job(
                 "spec": {
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": False,
+                    "initContainers": [
+                        {
+                            "name": "context",
+                            "image": settings.builder_image,
+                            "command": list(CONTEXT_COMMAND),
+                            "securityContext": {
+                                "allowPrivilegeEscalation": False,
+                                "capabilities": {"drop": ["ALL"]},
+                            },
+                            "volumeMounts": [
+                                {
+                                    "name": "context-source",
+                                    "mountPath": CONTEXT_SOURCE,
+                                    "readOnly": True,
+                                },
+                                {"name": "workspace", "mountPath": CONTEXT_DIR},
+                            ],
+                        }
+                    ],
                     "containers": [
                         {
                             "name": "build",
                             "image": settings.builder_image,
                             "command": list(BUILDER_COMMAND),
-                            "args": buildctl_args(spec),
+                            "args": buildctl_args(spec, parent),
                             "env": env,
                             "terminationMessagePolicy": "FallbackToLogsOnError",
                             "securityContext": {"privileged": True},

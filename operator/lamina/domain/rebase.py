@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lamina.domain.image_annotations import InvalidLineage, rebased_annotations
+
 
 @dataclass(frozen=True)
 class RebaseRefused:
@@ -48,8 +50,13 @@ def rebase(
     new_parent_manifest: Mapping[str, Any],
     new_parent_config: Mapping[str, Any],
     new_parent_digest: str,
+    new_parent_name: str,
 ) -> tuple[dict[str, Any], dict[str, Any]] | RebaseRefused:
     """The new (manifest, config) documents, or why rebasing is not safe.
+
+    The manifest names the new parent as its base (``new_parent_name``, as a build would:
+    :func:`lamina.domain.image_annotations.base_name`, and ``new_parent_digest``); its other
+    annotations (created, ...) stay as built.
 
     The caller serialises the config, pushes it, and passes its descriptor to
     :func:`with_config` to finish the manifest.
@@ -73,10 +80,14 @@ def rebase(
     config["history"] = [*_layer_history(new_parent_config), *own_history]
     manifest = dict(image_manifest)
     manifest["layers"] = [*new_parent_manifest.get("layers", []), *own_layers]
-    annotations = dict(manifest.get("annotations") or {})
-    if "org.opencontainers.image.base.digest" in annotations:
-        annotations["org.opencontainers.image.base.digest"] = new_parent_digest
-        manifest["annotations"] = annotations
+    try:
+        manifest["annotations"] = rebased_annotations(
+            manifest.get("annotations") or {},
+            new_base_name=new_parent_name,
+            new_base_digest=new_parent_digest,
+        )
+    except InvalidLineage as error:
+        return RebaseRefused(str(error))
     return manifest, config
 
 

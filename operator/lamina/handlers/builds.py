@@ -39,6 +39,7 @@ from lamina.domain.build_job import (
 from lamina.domain.build_outcome import judge_build
 from lamina.domain.builds import BuildPlan, Candidate, choose_builds, depth_of, plan_namespace
 from lamina.domain.commit_job import CommitSettings, push_secret_copy
+from lamina.domain.image_annotations import base_name
 from lamina.domain.manifest_facts import layer_facts
 from lamina.domain.rebase import RebaseRefused, canonical, rebase
 from lamina.domain.rebuild import PARENT_CHANGED
@@ -292,7 +293,8 @@ class BuildController:
             await self._build_failed(image, reason, message, build_status)
 
         try:
-            dockerfile = dockerfile_for(spec, self._parent_reference(image, images, plan))
+            parent = self._parent_reference(image, images, plan)
+            dockerfile = dockerfile_for(spec, parent)
             docker_config = await self._docker_config(image)
             files = await self._context_files(image)
         except DockerfileError as error:
@@ -314,6 +316,7 @@ class BuildController:
                 uid=meta["uid"],
                 inputs=plan.inputs,
                 spec=spec,
+                parent=parent,
                 settings=self.settings,
                 context_config_map=name,
                 push_secret_copy=secret_name,
@@ -407,6 +410,7 @@ class BuildController:
                 new_parent_manifest=new_parent.json(),
                 new_parent_config=new_parent_config,
                 new_parent_digest=new,
+                new_parent_name=base_name(spec, self._parent_reference(image, images, plan)),
             )
             if isinstance(result, RebaseRefused):
                 return result.reason
