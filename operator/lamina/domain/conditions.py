@@ -17,6 +17,12 @@ READY = "Ready"
 RECONCILING = "Reconciling"
 STALLED = "Stalled"
 
+# Reasons for a failure while handling one object (it is Stalled with the reason; the others
+# go on).  The message carries the error, or the API server's reason and message.
+RECONCILE_FAILED = "ReconcileFailed"
+SPEC_INVALID = "SpecInvalid"
+BUILD_JOB_REFUSED = "BuildJobRefused"
+
 
 @dataclass(frozen=True)
 class Verdict:

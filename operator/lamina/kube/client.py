@@ -42,10 +42,11 @@ class Kube:
 
     async def patch_status(
         self, plural: str, namespace: str, name: str, status: dict[str, Any]
-    ) -> bool:
-        """Merge-patch ``status`` of one object; False when the object is gone."""
+    ) -> dict[str, Any] | None:
+        """Merge-patch ``status`` of one object: the object as patched (with its new
+        resourceVersion), or None when the object is gone."""
         try:
-            await self._custom.patch_namespaced_custom_object_status(
+            patched = await self._custom.patch_namespaced_custom_object_status(
                 GROUP,
                 VERSION,
                 namespace,
@@ -56,9 +57,9 @@ class Kube:
             )
         except ApiException as error:
             if error.status == 404:
-                return False
+                return None
             raise
-        return True
+        return cast(dict[str, Any], patched)
 
     async def list_objects(self, plural: str, namespace: str | None) -> list[dict[str, Any]]:
         """All objects of one of Lamina's kinds in a namespace (None: all), as plain dicts."""
