@@ -34,7 +34,7 @@ from lamina.domain.snapshot import (
     LayerRecord,
     NamespaceSnapshot,
 )
-from lamina.domain.status_diff import status_patch
+from lamina.domain.status_diff import model_patch
 
 # An external ref that could not be resolved is retried this often (not every pollInterval).
 RETRY_UNRESOLVED = timedelta(seconds=30)
@@ -354,9 +354,10 @@ def decide(state: ClusterState, dirty: Iterable[str] | None = None) -> Decision:
             name: _with_job_facts(record, plans.get(name), state.jobs, by_inputs, now)
             for name, record in raw.items()
         }
+        if any(records[name] is not record for name, record in raw.items()):
+            # A lost or adopted Job changed a build phase: plan again on what is true now.
+            plans = plan_namespace(r.build for r in records.values() if r.build)
         layers = state.layers.get(namespace, {})
-        # Job facts change build fields of status, never the plans (they read the spec,
-        # the parent's digest and the recorded build phase only where no Job disagrees).
         view = NamespaceSnapshot(namespace, records.values(), layers.values(), plans=plans)
         parents = {name: record.node.parent_image for name, record in records.items()}
         for name, record in records.items():
@@ -421,11 +422,11 @@ def _render(
             desired = view.image_status(name, state.now, failure)
         except Exception as error:  # render the failure instead of what could not be decided
             desired = view.failed_image_status(name, state.now, _failure(error))
-        patch = status_patch(observed.wire(), desired.wire())
+        patch = model_patch(observed, desired)
         if patch is not None:
             writes.append(WriteStatus("images", namespace, name, patch))
     for name, layer in view.layers.items():
-        patch = status_patch(layer.status.wire(), view.layer_status(name).wire())
+        patch = model_patch(layer.status, view.layer_status(name))
         if patch is not None:
             writes.append(WriteStatus("layers", namespace, name, patch))
     return writes

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import BaseModel
+
 
 def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
     """The merge patch from ``old`` to ``new``: changed keys, removed keys as null.
@@ -33,3 +35,18 @@ def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any
 def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any] | None:
     patch = merge_patch(old, new)
     return patch or None
+
+
+def model_patch(old: BaseModel, new: BaseModel) -> dict[str, Any] | None:
+    """The merge patch from one status model to another, or None when they are equal.
+
+    Fields are compared as models first, and only the fields that differ are serialised: an
+    unchanged status (the steady state) costs a comparison, not a serialisation.
+    """
+    changed = {name for name in type(new).model_fields if getattr(old, name) != getattr(new, name)}
+    if not changed:
+        return None
+    dump: dict[str, Any] = {"by_alias": True, "exclude_none": True, "mode": "json"}
+    before = old.model_dump(include=changed, **dump)
+    after = new.model_dump(include=changed, **dump)
+    return status_patch(before, after)
