@@ -23,6 +23,7 @@ from lamina.api.image import (
     ResolvedParent,
 )
 from lamina.api.layer import LayerStatus
+from lamina.domain.build_status import build_started
 from lamina.domain.builds import inputs_key
 from lamina.domain.layers import layer_name
 from lamina.domain.rebuild import BuiltFrom
@@ -316,8 +317,6 @@ def test_start_then_the_next_pass_sees_the_build_in_flight() -> None:
     (start,) = first.actions
     assert isinstance(start, StartBuild)
     assert start.parent == f"registry.example/library/base@{P1}"
-    from lamina.domain.build_status import build_started
-
     running = build_started(QUEUED.status, start.plan, "lamina-build-1", NOW)
     after = apply(
         state(QUEUED),

@@ -50,9 +50,7 @@ class TreeStatus:
 def _entry(name: str | None, ref: str | None, digest: str | None) -> LineageEntry:
     # Shared between the lineages of every descendant (a deep tree repeats each ancestor in
     # every lineage below it), and built without re-validating what the index validated.
-    return LineageEntry.model_construct(
-        **{k: v for k, v in (("name", name), ("ref", ref), ("digest", digest)) if v is not None}
-    )
+    return LineageEntry.model_construct(name=name, ref=ref, digest=digest)
 
 
 def lineage_of(ancestry: Ancestry) -> list[LineageEntry]:

@@ -325,11 +325,47 @@ def _blocked(failure: Failure | None, now: datetime) -> bool:
     return failure is not None and (failure.retry_at is None or failure.retry_at > now)
 
 
+def _namespace_view(
+    state: ClusterState,
+    namespace: str,
+    by_inputs: Mapping[tuple[str, str], BuildJobRecord],
+    failed: dict[ImageKey, Failure],
+) -> tuple[NamespaceSnapshot, dict[str, BuildPlan]]:
+    """The namespace with what the Jobs say applied, and its build plans."""
+    raw = state.images.get(namespace, {})
+    try:
+        plans = plan_namespace(record.build for record in raw.values() if record.build)
+    except Exception as error:  # a namespace whose tree cannot be planned builds nothing
+        plans = {}
+        for name in raw:
+            failed[(namespace, name)] = _failure(error)
+    records = {
+        name: _with_job_facts(record, plans.get(name), state.jobs, by_inputs, state.now)
+        for name, record in raw.items()
+    }
+    if any(records[name] is not record for name, record in raw.items()):
+        # A lost or adopted Job changed a build phase: plan again on what is true now.
+        plans = plan_namespace(r.build for r in records.values() if r.build)
+    layers = state.layers.get(namespace, {})
+    return NamespaceSnapshot(namespace, records.values(), layers.values(), plans=plans), plans
+
+
+def _collectable(view: NamespaceSnapshot, state: ClusterState) -> list[DeleteLayer]:
+    """Unused Layers the operator made, past their grace, not failing to delete."""
+    return [
+        DeleteLayer(view.namespace, layer.name)
+        for layer in view.unused_layers()
+        if layer.managed
+        and layer.created is not None
+        and state.now - layer.created >= LAYER_GRACE
+        and not _blocked(_failure_of(state, ("layers", view.namespace, layer.name)), state.now)
+    ]
+
+
 def decide(state: ClusterState, dirty: Iterable[str] | None = None) -> Decision:
     """Actions and status writes for one pass; ``dirty``: the namespaces whose statuses to
     render (None: all).  Actions are decided over every namespace, since the build limit is
     global."""
-    now = state.now
     render = set(state.namespaces if dirty is None else dirty)
     by_inputs = {
         (job.image_uid, job.inputs): job
@@ -340,30 +376,15 @@ def decide(state: ClusterState, dirty: Iterable[str] | None = None) -> Decision:
     writes: list[WriteStatus] = []
     failed: dict[ImageKey, Failure] = {}
     candidates: list[Candidate] = []
-    alive: set[str] = set()
     for namespace in state.namespaces:
-        raw = state.images.get(namespace, {})
-        alive.update(record.uid for record in raw.values())
-        try:
-            plans = plan_namespace(record.build for record in raw.values() if record.build)
-        except Exception as error:  # a namespace whose tree cannot be planned builds nothing
-            plans = {}
-            for name in raw:
-                failed[(namespace, name)] = _failure(error)
-        records = {
-            name: _with_job_facts(record, plans.get(name), state.jobs, by_inputs, now)
-            for name, record in raw.items()
-        }
-        if any(records[name] is not record for name, record in raw.items()):
-            # A lost or adopted Job changed a build phase: plan again on what is true now.
-            plans = plan_namespace(r.build for r in records.values() if r.build)
-        layers = state.layers.get(namespace, {})
-        view = NamespaceSnapshot(namespace, records.values(), layers.values(), plans=plans)
+        view, plans = _namespace_view(state, namespace, by_inputs, failed)
+        records = view.images
         parents = {name: record.node.parent_image for name, record in records.items()}
         for name, record in records.items():
             key = (namespace, name)
-            failure = _failure_of(state, ("images", namespace, name))
-            if _blocked(failure, now) or key in failed:
+            if _blocked(_failure_of(state, ("images", namespace, name)), state.now):
+                continue
+            if key in failed:
                 continue
             try:
                 action = _image_action(record, plans.get(name), records, state)
@@ -374,32 +395,34 @@ def decide(state: ClusterState, dirty: Iterable[str] | None = None) -> Decision:
                 candidates.append(replace(action, depth=depth_of(name, parents)))
             elif action is not None:
                 actions.append(action)
-        for layer in view.unused_layers():
-            if (
-                layer.managed
-                and layer.created is not None
-                and now - layer.created >= LAYER_GRACE
-                and not _blocked(_failure_of(state, ("layers", namespace, layer.name)), now)
-            ):
-                actions.append(DeleteLayer(namespace, layer.name))
+        actions += _collectable(view, state)
         if namespace in render:
             writes += _render(view, records, state, failed)
+    alive = {record.uid for records in state.images.values() for record in records.values()}
     for name, job in sorted(state.jobs.items()):
         if job.image_uid and job.image_uid not in alive and not job.finished:
             actions.append(DeleteJob(name, "its Image is gone"))
     running = sum(1 for job in state.jobs.values() if not job.finished)
     for chosen in choose_builds(candidates, running, state.limit):
-        namespace, name = chosen.namespace, chosen.plan.name
-        images = state.images[namespace]
-        assert chosen.plan.wanted is not None
-        try:
-            repository = _parent_repository(images[name], images)
-            parent = f"{repository}@{chosen.plan.wanted.parent_digest}"
-        except Exception as error:
-            failed[(namespace, name)] = _failure(error)
-            continue
-        actions.append(StartBuild(namespace, name, chosen.plan, parent, chosen.note))
+        start = _start(chosen, state, failed)
+        if start is not None:
+            actions.append(start)
     return Decision(tuple(actions), tuple(writes), failed)
+
+
+def _start(
+    chosen: Candidate, state: ClusterState, failed: dict[ImageKey, Failure]
+) -> StartBuild | None:
+    namespace, name = chosen.namespace, chosen.plan.name
+    images = state.images[namespace]
+    assert chosen.plan.wanted is not None
+    try:
+        repository = _parent_repository(images[name], images)
+    except Exception as error:
+        failed[(namespace, name)] = _failure(error)
+        return None
+    parent = f"{repository}@{chosen.plan.wanted.parent_digest}"
+    return StartBuild(namespace, name, chosen.plan, parent, chosen.note)
 
 
 def _failure(error: Exception) -> Failure:
