@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +29,7 @@ from lamina.domain.reconcile import (
     LayerDeleted,
     Outcome,
     RebaseRefused,
+    WriteStatus,
     apply,
     decide,
 )
@@ -39,6 +40,10 @@ from lamina.handlers.tree import StatusWriter
 
 # How long a pass waits after the first event to gather the rest of a burst.
 DEBOUNCE_SECONDS = 0.3
+# Status writes per pass: a namespace with thousands of large statuses to write (a first start,
+# a 1,000-Image chain) must not hold up the next decision (a build for another namespace).
+# What is left is written by the next passes, namespaces taking turns.
+WRITES_PER_PASS = 200
 
 
 def now() -> datetime:
@@ -132,7 +137,15 @@ class Reconciler:
             touched = None if dirty is None else dirty | _namespaces(outcomes)
             final = decide(state, touched)
         self._log_failures(first, logger)
-        await self.writer.write(final.writes, state, logger)
+        # What this pass's actions changed is always written now (the next decision must
+        # see it); the rest takes turns under the budget.
+        acted = [w for w in final.writes if (w.namespace, w.name) in state.written]
+        rest = [w for w in final.writes if (w.namespace, w.name) not in state.written]
+        now_writes, later = take_turns(rest, WRITES_PER_PASS)
+        now_writes = acted + now_writes
+        await self.writer.write(now_writes, state, logger)
+        for namespace in {write.namespace for write in later}:
+            self.touch(namespace)
         leftover: list[Outcome] = []
         if self.executor is not None:
             leftover = await self.executor.delete_layers(final.actions, at, logger)
@@ -166,6 +179,25 @@ class Reconciler:
             if self._logged.get((namespace, name)) != failure.message:
                 self._logged[(namespace, name)] = failure.message
                 logger.warning(f"{namespace}/{name}: {failure.reason}: {failure.message}")
+
+
+def take_turns(
+    writes: Sequence[WriteStatus], budget: int
+) -> tuple[list[WriteStatus], list[WriteStatus]]:
+    """The writes for this pass (namespaces in turn, so none waits behind a big one) and
+    those left for the next."""
+    queues: dict[str, list[WriteStatus]] = {}
+    for write in writes:
+        queues.setdefault(write.namespace, []).append(write)
+    chosen: list[WriteStatus] = []
+    round_ = 0
+    while len(chosen) < budget and any(round_ < len(q) for q in queues.values()):
+        for queue in queues.values():
+            if round_ < len(queue) and len(chosen) < budget:
+                chosen.append(queue[round_])
+        round_ += 1
+    picked = {id(write) for write in chosen}
+    return chosen, [write for write in writes if id(write) not in picked]
 
 
 def _namespaces(outcomes: list[Outcome]) -> set[str]:
