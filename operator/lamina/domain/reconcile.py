@@ -145,6 +145,8 @@ class Decision:
     writes: tuple[WriteStatus, ...]
     # Images whose handling raised while deciding: their condition says why.
     failed: Mapping[ImageKey, Failure] = field(default_factory=dict)
+    # (Kubernetes Events for what users must see would be one more tuple here, decided with
+    # the rest; a build pod's waiting reason would come in through BuildJobRecord.)
 
 
 # -- outcomes of carrying actions out ----------------------------------------------------------
@@ -351,11 +353,18 @@ def _namespace_view(
 
 
 def _collectable(view: NamespaceSnapshot, state: ClusterState) -> list[DeleteLayer]:
-    """Unused Layers the operator made, past their grace, not failing to delete."""
+    """Unused Layers the operator made, past their grace, not failing to delete.
+
+    Never a Layer someone put an advisory on (that is a person's data), and nothing in a
+    namespace where an Image's status cannot be read (its layers are unknown).
+    """
+    if any(record.status_unreadable for record in view.images.values()):
+        return []
     return [
         DeleteLayer(view.namespace, layer.name)
         for layer in view.unused_layers()
         if layer.managed
+        and layer.advisory is None
         and layer.created is not None
         and state.now - layer.created >= LAYER_GRACE
         and not _blocked(_failure_of(state, ("layers", view.namespace, layer.name)), state.now)
@@ -494,8 +503,3 @@ def apply(state: ClusterState, outcomes: Sequence[Outcome]) -> ClusterState:
         failures=failures,
         written=written,
     )
-
-
-def later_work(decision: Decision) -> bool:
-    """Whether a decision left actions for another pass (then one follows at once)."""
-    return bool(decision.actions)

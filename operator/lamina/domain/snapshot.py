@@ -61,6 +61,8 @@ class ImageRecord:
     spec: ImageSpec | None = None
     spec_error: str | None = None
     status: ImageStatus = field(default_factory=ImageStatus)
+    # The stored status could not be read (someone mangled it): its layers are unknown.
+    status_unreadable: bool = False
 
     @classmethod
     def parse(
@@ -80,6 +82,10 @@ class ImageRecord:
             spec_error = f"spec cannot be read: {error.error_count()} error(s), first: " + str(
                 error.errors()[0].get("msg", "")
             )
+        try:
+            parsed_status: ImageStatus | None = ImageStatus.model_validate(dict(status))
+        except ValidationError:
+            parsed_status = None
         return cls(
             namespace=namespace,
             name=name,
@@ -90,7 +96,8 @@ class ImageRecord:
             trigger=(meta.get("annotations") or {}).get(REBUILD_ANNOTATION),
             spec=parsed_spec,
             spec_error=spec_error,
-            status=parse_status(ImageStatus, status),
+            status=parsed_status or ImageStatus(),
+            status_unreadable=parsed_status is None,
         )
 
     @cached_property

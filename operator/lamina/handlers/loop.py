@@ -40,10 +40,10 @@ from lamina.handlers.tree import StatusWriter
 
 # How long a pass waits after the first event to gather the rest of a burst.
 DEBOUNCE_SECONDS = 0.3
-# Status writes per pass: a namespace with thousands of large statuses to write (a first start,
-# a 1,000-Image chain) must not hold up the next decision (a build for another namespace).
-# What is left is written by the next passes, namespaces taking turns.
-WRITES_PER_PASS = 200
+# Seconds of status writing per pass: a namespace with thousands of statuses to write (a
+# first start, a 1,000-Image chain) must not hold up the next decision (a build for another
+# namespace).  What is left is written by the next passes, namespaces taking turns.
+WRITE_SECONDS_PER_PASS = 5.0
 
 
 def now() -> datetime:
@@ -141,9 +141,10 @@ class Reconciler:
         # see it); the rest takes turns under the budget.
         acted = [w for w in final.writes if (w.namespace, w.name) in state.written]
         rest = [w for w in final.writes if (w.namespace, w.name) not in state.written]
-        now_writes, later = take_turns(rest, WRITES_PER_PASS)
-        now_writes = acted + now_writes
-        await self.writer.write(now_writes, state, logger)
+        await self.writer.write(acted, state, logger)
+        later = await self.writer.write(
+            take_turns(rest), state, logger, seconds=WRITE_SECONDS_PER_PASS
+        )
         for namespace in {write.namespace for write in later}:
             self.touch(namespace)
         leftover: list[Outcome] = []
@@ -181,23 +182,16 @@ class Reconciler:
                 logger.warning(f"{namespace}/{name}: {failure.reason}: {failure.message}")
 
 
-def take_turns(
-    writes: Sequence[WriteStatus], budget: int
-) -> tuple[list[WriteStatus], list[WriteStatus]]:
-    """The writes for this pass (namespaces in turn, so none waits behind a big one) and
-    those left for the next."""
+def take_turns(writes: Sequence[WriteStatus]) -> list[WriteStatus]:
+    """The writes with namespaces in turn, so no namespace waits behind a big one."""
     queues: dict[str, list[WriteStatus]] = {}
     for write in writes:
         queues.setdefault(write.namespace, []).append(write)
-    chosen: list[WriteStatus] = []
-    round_ = 0
-    while len(chosen) < budget and any(round_ < len(q) for q in queues.values()):
-        for queue in queues.values():
-            if round_ < len(queue) and len(chosen) < budget:
-                chosen.append(queue[round_])
-        round_ += 1
-    picked = {id(write) for write in chosen}
-    return chosen, [write for write in writes if id(write) not in picked]
+    ordered: list[WriteStatus] = []
+    longest = max((len(queue) for queue in queues.values()), default=0)
+    for round_ in range(longest):
+        ordered += [queue[round_] for queue in queues.values() if round_ < len(queue)]
+    return ordered
 
 
 def _namespaces(outcomes: list[Outcome]) -> set[str]:

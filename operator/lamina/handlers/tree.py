@@ -10,6 +10,7 @@ stale index.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -35,15 +36,36 @@ class StatusWriter:
     kube: Kube
     view: ClusterView | None = None
 
-    async def write(self, writes: Sequence[WriteStatus], state: ClusterState, logger: Any) -> int:
-        """Patch each status; returns how many were written."""
+    async def write(
+        self,
+        writes: Sequence[WriteStatus],
+        state: ClusterState,
+        logger: Any,
+        seconds: float | None = None,
+    ) -> list[WriteStatus]:
+        """Patch each status, a few at a time; after ``seconds`` start no more.  Returns the
+        writes left for the next pass."""
         gate = asyncio.Semaphore(_IN_FLIGHT)
+        deadline = None if seconds is None else time.monotonic() + seconds
+        tasks: list[asyncio.Task[int]] = []
+        left: list[WriteStatus] = []
+        for index, write in enumerate(writes):
+            await gate.acquire()
+            if deadline is not None and time.monotonic() > deadline:
+                gate.release()
+                left = list(writes[index:])
+                break
+            tasks.append(asyncio.create_task(self._gated(gate, write, state, logger)))
+        await asyncio.gather(*tasks)
+        return left
 
-        async def one(write: WriteStatus) -> int:
-            async with gate:
-                return await self._one(write, state, logger)
-
-        return sum(await asyncio.gather(*(one(write) for write in writes)))
+    async def _gated(
+        self, gate: asyncio.Semaphore, write: WriteStatus, state: ClusterState, logger: Any
+    ) -> int:
+        try:
+            return await self._one(write, state, logger)
+        finally:
+            gate.release()
 
     async def _one(self, write: WriteStatus, state: ClusterState, logger: Any) -> int:
         try:
