@@ -471,11 +471,11 @@ def kubeconfig() -> str:
     ).stdout.strip()
 
 
-def ensure_cluster() -> None:
+def ensure_cluster(crds: Path) -> None:
     status = subprocess.run([str(CLUSTER), "status"], capture_output=True, text=True, check=False)
     if "(api tier): up and healthy" not in status.stdout:
         subprocess.run([str(CLUSTER), "up", "--tier", "api"], check=True)
-    kubectl("apply", "-f", str(REPO / "crds"))
+    kubectl("apply", "-f", str(crds))
     kubectl(
         "wait",
         "--for=condition=Established",
@@ -497,10 +497,13 @@ def main() -> int:
         default=REPO / "operator",
         help="the operator/ directory to run (default: this checkout's)",
     )
+    parser.add_argument(
+        "--crds", type=Path, default=REPO / "crds", help="the CRDs to install (with --operator-src)"
+    )
     parser.add_argument("--label", default="this checkout")
     parser.add_argument("--timeout", type=float, default=600.0, help="per phase, seconds")
     args = parser.parse_args()
-    ensure_cluster()
+    ensure_cluster(args.crds)
     os.environ["KUBECONFIG"] = kubeconfig()
     work = REPO / ".state" / "bench-scale"
     work.mkdir(parents=True, exist_ok=True)

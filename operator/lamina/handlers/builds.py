@@ -69,9 +69,9 @@ from lamina.domain.reconcile import (
 from lamina.domain.snapshot import BuildJobRecord, Failure, ImageRecord
 from lamina.handlers.api_errors import api_error
 from lamina.handlers.jobs import job_outcome
-from lamina.handlers.metrics import EVENTS
 from lamina.handlers.recording import ensure_layers
 from lamina.handlers.registry_access import PushSecretError, docker_config_of
+from lamina.handlers.tree import needed, wake
 from lamina.kube import Kube
 from lamina.oci.client import Manifest, RegistryClient, sha256_digest
 from lamina.oci.errors import RegistryError
@@ -505,11 +505,8 @@ class BuildExecutor:
     "v1",
     "jobs",
     labels={"app.kubernetes.io/managed-by": MANAGED_BY, LABEL_PURPOSE: "build"},
+    when=needed,
 )
 async def build_job_event(*, labels: kopf.Labels, memo: Any, **kwargs: Any) -> None:
-    """A build Job changed: its Image's namespace needs a pass (a slot may be free)."""
-    EVENTS.labels("jobs").inc()
-    reconciler = getattr(memo, "reconciler", None)
-    if reconciler is not None:
-        reconciler.attach(kwargs)
-        reconciler.touch(labels.get(LABEL_IMAGE_NAMESPACE))
+    """Deletions, and until the loop holds the indexes (the indexer says the rest)."""
+    wake(memo, labels.get(LABEL_IMAGE_NAMESPACE), kwargs)

@@ -1,7 +1,7 @@
 """Status writes, and the Image and Layer events that wake the reconcile loop.
 
-Events carry no work of their own: kopf has already put the new object in its index, so a
-handler only marks the namespace dirty.  The loop decides every status of a dirty namespace in
+Events carry no work of their own: kopf has already put the new object in its index, and the
+indexer marked the namespace dirty.  The loop decides every status of a dirty namespace in
 one pass and :class:`StatusWriter` writes those that differ, at most once per object per pass;
 each answer goes into the operator's view at once, so the next pass never rewrites it from a
 stale index.
@@ -22,7 +22,7 @@ from lamina.api.meta import GROUP, VERSION
 from lamina.domain.reconcile import ClusterState, WriteStatus
 from lamina.handlers.api_errors import api_error
 from lamina.handlers.indexes import image_record, layer_record
-from lamina.handlers.metrics import EVENTS, STATUS_PATCH_FAILURES, STATUS_PATCHES
+from lamina.handlers.metrics import STATUS_PATCH_FAILURES, STATUS_PATCHES
 from lamina.handlers.state import ClusterView
 from lamina.kube import Kube
 
@@ -110,20 +110,26 @@ class StatusWriter:
         return 1
 
 
-def _wake(memo: Any, namespace: str | None, kwargs: dict[str, Any]) -> None:
+def needed(memo: Any, type: str | None = None, **_: Any) -> bool:
+    """Whether an event needs a handler: until the loop holds the indexes, and deletions
+    (kopf drops a deleted object from its index without calling the indexer)."""
     reconciler = getattr(memo, "reconciler", None)
-    if reconciler is not None:
-        reconciler.attach(kwargs)
-        reconciler.touch(namespace)
+    return reconciler is not None and (not reconciler.view.attached or type == "DELETED")
 
 
-@kopf.on.event(GROUP, VERSION, "images")
+def wake(memo: Any, namespace: str | None, kwargs: dict[str, Any]) -> None:
+    memo.reconciler.attach(kwargs)
+    memo.reconciler.touch(namespace)
+
+
+# The indexers say which namespace changed (see indexes.touched), so these handlers run only
+# for deletions and until the loop holds kopf's live indexes, which kopf hands to handlers
+# once every index holds its initial listing: that is the loop's signal to start.
+@kopf.on.event(GROUP, VERSION, "images", when=needed)
 async def image_event(*, namespace: str | None, memo: Any, **kwargs: Any) -> None:
-    EVENTS.labels("images").inc()
-    _wake(memo, namespace, kwargs)
+    wake(memo, namespace, kwargs)
 
 
-@kopf.on.event(GROUP, VERSION, "layers")
+@kopf.on.event(GROUP, VERSION, "layers", when=needed)
 async def layer_event(*, namespace: str | None, memo: Any, **kwargs: Any) -> None:
-    EVENTS.labels("layers").inc()
-    _wake(memo, namespace, kwargs)
+    wake(memo, namespace, kwargs)
