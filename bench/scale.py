@@ -259,6 +259,7 @@ def start_operator(namespace: str, log: Path, source: Path) -> subprocess.Popen[
                 namespace,
                 "--metrics-port=0",
                 "--health-port=0",
+                *(["--verbose"] if os.environ.get("LAMINA_BENCH_VERBOSE") else []),
             ],
             env=env,
             stdout=sink,
@@ -378,7 +379,15 @@ def restart(
         stop(process)
 
 
+def settle_namespaces() -> None:
+    """Wait until earlier runs' namespaces are gone: their deletion is API traffic too."""
+    for line in kubectl("get", "namespaces", "-o", "name").split():
+        if line.startswith("namespace/bench-"):
+            kubectl("wait", "--for=delete", line, "--timeout=300s", check=False)
+
+
 def run_one(n: int, source: Path, timeout: float, work: Path) -> Figures:
+    settle_namespaces()
     namespace = f"bench-{n}-{uuid.uuid4().hex[:5]}"
     kubectl("create", "namespace", namespace)
     synthetic = synthesize(n)
