@@ -17,13 +17,16 @@ import kopf
 
 from lamina.config import OperatorConfig
 from lamina.domain.build_job import BuildSettings
-from lamina.handlers import resync
+from lamina.handlers import kopf_readiness, resync
 from lamina.handlers.builds import BuildExecutor, buildkitd_settings
 from lamina.handlers.loop import Reconciler
 from lamina.handlers.state import ClusterView, install
 from lamina.handlers.tree import StatusWriter
 from lamina.kube import Kube
 from lamina.oci.hosts import RegistryHosts
+
+# Before kopf starts: its start-up readiness wait is otherwise quadratic in the objects.
+kopf_readiness.install()
 
 
 def reconciler_for(memo: Any) -> Reconciler:
