@@ -76,3 +76,10 @@ bench-commit: venv
 	source e2e/lib/packages.sh && ensure_packages docker-registry skopeo umoci curl
 	e2e/registry up
 	$(BIN)/python bench/commit.py
+
+# Appended for issue 10: the operator started on N synced Images and ~4N Layers (API tier).
+.PHONY: bench-scale
+BENCH_SCALE_SIZES ?= 500,1000,2000
+
+bench-scale: venv
+	$(BIN)/python bench/scale.py --sizes $(BENCH_SCALE_SIZES)

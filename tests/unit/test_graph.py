@@ -71,3 +71,26 @@ def test_descendants_are_breadth_first_and_survive_cycles() -> None:
 def test_children_of_a_missing_image_are_known() -> None:
     # Needed so that creating the missing parent reaches the children waiting for it.
     assert graph(("b", "a"), ("c", "a")).children("a") == ("b", "c")
+
+
+def test_a_chain_of_five_thousand_is_walked_without_recursion() -> None:
+    nodes = [ImageNode("n0", parent_ref="base:1", parent_ref_digest="sha256:r")]
+    nodes += [ImageNode(f"n{i}", parent_image=f"n{i - 1}") for i in range(1, 5000)]
+    graph = ImageGraph(nodes)
+    deepest = graph.ancestry("n4999")
+    assert len(deepest.chain) == 4999
+    assert deepest.chain[0].name == "n4998" and deepest.chain[-1].name == "n0"
+    assert deepest.root_ref == "base:1"
+    assert len(graph.ancestry("n2500").chain) == 2500  # memoised on the way up
+    assert len(graph.descendants("n0")) == 4999
+
+
+def test_a_chain_below_a_cycle_reports_the_cycle_where_the_walk_entered_it() -> None:
+    nodes = [ImageNode("a", parent_image="b"), ImageNode("b", parent_image="a")]
+    nodes += [ImageNode("c0", parent_image="a")]
+    nodes += [ImageNode(f"c{i}", parent_image=f"c{i - 1}") for i in range(1, 300)]
+    graph = ImageGraph(nodes)
+    below = graph.ancestry("c299")
+    assert below.cycle == ("a", "b", "a")
+    assert len(below.chain) == 301  # c298 .. c0, a, b
+    assert graph.ancestry("b").cycle == ("b", "a", "b")

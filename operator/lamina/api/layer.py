@@ -1,7 +1,10 @@
 """The Layer resource: one content-addressed layer, shared between the images that contain it.
 
 A Layer is named ``sha256-<hex>`` after its compressed digest.  People or scanners may attach an
-advisory to it; the operator fills in which images use it and which one introduced it.
+advisory to it; the operator fills in how many images use it (with a bounded sample of their
+names) and which one introduced it.  The operator creates Layers without owner references
+(one per user would make a shared layer a large object) and collects them itself once no
+Image of the namespace contains them.
 """
 
 from __future__ import annotations
@@ -15,6 +18,10 @@ from lamina.api.meta import DIGEST_PATTERN, Condition, Model, cel, conditions_fi
 Severity = Literal["Critical", "High", "Medium", "Low", "Unknown"]
 
 LAYER_NAME_PATTERN = r"^sha256-[a-f0-9]{64}$"
+# How many users status.usedBy names.  A Layer shared by every Image of a namespace must stay a
+# small object (etcd refuses objects over 1.5 MiB, and rewriting a large one on every change is
+# quadratic); which Images contain a layer is answered from Images (`lamina affected`).
+USED_BY_SAMPLE = 10
 
 
 class Advisory(Model):
@@ -46,8 +53,17 @@ class LayerStatus(Model):
     introduced_by: str | None = Field(
         default=None, description="The Image that introduced the layer (the others inherit it)."
     )
-    used_by: list[str] | None = Field(default=None, description="Images containing the layer.")
-    used_by_count: int | None = Field(default=None, ge=0)
+    used_by: list[str] | None = Field(
+        default=None,
+        max_length=USED_BY_SAMPLE,
+        description=(
+            f"The first {USED_BY_SAMPLE} Images containing the layer, by name (a sample: "
+            "usedByCount says how many there are; `lamina affected` lists them all)."
+        ),
+    )
+    used_by_count: int | None = Field(
+        default=None, ge=0, description="How many Images of the namespace contain the layer."
+    )
 
 
 class Layer(Model):

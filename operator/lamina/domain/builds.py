@@ -117,27 +117,31 @@ def plan_image(
 def plan_namespace(states: Iterable[BuildState]) -> dict[str, BuildPlan]:
     """Decisions for every Image of a namespace, parents decided before children.
 
-    Images in a cycle or below a missing parent never get past ``wait-parent``.
+    Images in a cycle or below a missing parent never get past ``wait-parent``.  Iterative:
+    each Image is decided once, after walking up to the nearest decided ancestor, so a chain
+    of thousands of Images costs linear time and no recursion.
     """
     by_name = {state.name: state for state in states}
     plans: dict[str, BuildPlan] = {}
-
-    def decide(name: str, visiting: frozenset[str]) -> BuildPlan:
-        if name in plans:
-            return plans[name]
-        state = by_name[name]
-        parent = by_name.get(state.parent_image) if state.parent_image else None
-        parent_plan = None
-        if parent is not None:
-            if parent.name in visiting:  # a cycle: nothing in it can build
+    for start in sorted(by_name):
+        chain: list[str] = []
+        on_chain: set[str] = set()
+        current: str | None = start
+        while current is not None and current in by_name and current not in plans:
+            if current in on_chain:
+                break
+            chain.append(current)
+            on_chain.add(current)
+            current = by_name[current].parent_image
+        for name in reversed(chain):
+            state = by_name[name]
+            parent = by_name.get(state.parent_image) if state.parent_image else None
+            if parent is not None and parent.name not in plans:
+                # Its parent is above it on this walk and not decided: a cycle.
                 plans[name] = BuildPlan(name, "wait-parent", waiting_on=parent.name)
-                return plans[name]
-            parent_plan = decide(parent.name, visiting | {name})
-        plans[name] = plan_image(state, parent, parent_plan)
-        return plans[name]
-
-    for name in sorted(by_name):
-        decide(name, frozenset())
+                continue
+            parent_plan = plans.get(parent.name) if parent is not None else None
+            plans[name] = plan_image(state, parent, parent_plan)
     return plans
 
 
@@ -147,6 +151,8 @@ class Candidate:
     plan: BuildPlan
     depth: int
     created: str
+    # Why a Rebase was not possible, when this build replaces one.
+    note: str | None = None
 
 
 def choose_builds(candidates: Sequence[Candidate], running: int, limit: int) -> list[Candidate]:

@@ -38,12 +38,16 @@ REASONS: dict[str, str] = {
     "Evicted": STALLED,
     "DeadlineExceeded": STALLED,
     "DockerfileInvalid": STALLED,
+    "BuildNotSupported": STALLED,
     "ContextNotFound": STALLED,
     "PushSecretNotFound": STALLED,
     "PushSecretInvalid": STALLED,
     "VerificationFailed": STALLED,
     "InvalidResult": STALLED,
     "BuildJobLost": STALLED,
+    "BuildJobRefused": STALLED,
+    "ReconcileFailed": STALLED,
+    "SpecInvalid": STALLED,
     "ParentUpdateHeld": PARENT_CURRENT,
     "ParentChanged": PARENT_CURRENT,
     "Committed": READY,
@@ -99,6 +103,12 @@ REGISTRY_RATE_LIMITED = "RegistryRateLimited"
 REGISTRY_REDIRECT_REFUSED = "RegistryRedirectRefused"
 TOKEN_REALM_REFUSED = "TokenRealmRefused"
 DIGEST_MISMATCH = "DigestMismatch"
+
+# Reasons for a failure while handling one object (it is Stalled with the reason; the others
+# go on).  The message carries the error, or the API server's reason and message.
+RECONCILE_FAILED = "ReconcileFailed"
+SPEC_INVALID = "SpecInvalid"
+BUILD_JOB_REFUSED = "BuildJobRefused"
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from lamina.api.image import ImageStatus, LineageEntry
@@ -45,11 +46,18 @@ class TreeStatus:
         return any(v.type == "Stalled" and v.status == "True" for v in self.conditions)
 
 
+@lru_cache(maxsize=65536)
+def _entry(name: str | None, ref: str | None, digest: str | None) -> LineageEntry:
+    # Shared between the lineages of every descendant (a deep tree repeats each ancestor in
+    # every lineage below it), and built without re-validating what the index validated.
+    return LineageEntry.model_construct(name=name, ref=ref, digest=digest)
+
+
 def lineage_of(ancestry: Ancestry) -> list[LineageEntry]:
     """Ancestors nearest first, ending at the root (an external ref when there is one)."""
-    entries = [LineageEntry(name=node.name, digest=node.digest) for node in ancestry.chain]
+    entries = [_entry(node.name, None, node.digest) for node in ancestry.chain]
     if ancestry.root_ref is not None:
-        entries.append(LineageEntry(ref=ancestry.root_ref, digest=ancestry.root_ref_digest))
+        entries.append(_entry(None, ancestry.root_ref, ancestry.root_ref_digest))
     return entries
 
 

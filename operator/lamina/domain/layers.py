@@ -36,12 +36,13 @@ class ImageLayers:
 
 @dataclass(frozen=True)
 class LayerUsage:
-    used_by: tuple[str, ...]
-    introduced_by: str | None
+    """Who uses a layer: a bounded sample of the users (first by name), how many there are,
+    and the introducer.  Bounded so a base layer shared by thousands of Images stays a small
+    object whose status changes only when the count does (the full list is in Images)."""
 
-    @property
-    def used_by_count(self) -> int:
-        return len(self.used_by)
+    used_by: tuple[str, ...]
+    used_by_count: int
+    introduced_by: str | None
 
 
 @dataclass(frozen=True)

@@ -1,23 +1,33 @@
-"""One namespace as the operator sees it, and the status patches that follow from it.
+"""One namespace as the operator sees it, and the status each of its objects should have.
 
-The handlers build a snapshot from kopf's indexes and ask it, per affected object, for the
-status patch to write.  Everything here is pure, so the same snapshot always yields the same
-patches, and a snapshot that already matches yields none.
+The records are what the operator keeps of each object (from kopf's indexes, a resync LIST, or
+its own last write); :class:`NamespaceSnapshot` derives from them, purely, the status every
+Image and Layer of the namespace should have.  The same snapshot always yields the same
+statuses, and a snapshot that already matches yields nothing to write.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 from typing import Any
 
-from lamina.api.image import ImageStatus
-from lamina.api.layer import LayerStatus
+from pydantic import ValidationError
+
+from lamina.api.image import ImageSpec, ImageStatus
+from lamina.api.layer import USED_BY_SAMPLE, LayerStatus
 from lamina.domain.builds import BuildPlan, BuildState, plan_namespace
+from lamina.domain.conditions import (
+    SPEC_INVALID,
+    Verdict,
+    kstatus,
+    merge_conditions,
+    same_conditions,
+)
 from lamina.domain.graph import ImageGraph, ImageNode
-from lamina.domain.image_status import decide_tree_status, image_status_patch
+from lamina.domain.image_status import decide_tree_status
 from lamina.domain.layers import (
     Advisory,
     ImageLayers,
@@ -25,70 +35,204 @@ from lamina.domain.layers import (
     decide_vulnerable,
     layer_digest,
 )
+from lamina.domain.rebuild import REBUILD_ANNOTATION, BuiltFrom
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why handling one object failed: shown as its Stalled condition until ``retry_at``."""
+
+    reason: str
+    message: str
+    retry_at: datetime | None = None
 
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """An Image as last seen: its place in the tree and its status."""
+    """An Image as last seen: identity, parsed spec (None when unreadable) and status."""
 
-    node: ImageNode
-    generation: int | None
-    status: ImageStatus
-    build: BuildState | None = None
+    namespace: str
+    name: str
+    uid: str = ""
+    generation: int | None = None
+    resource_version: str = ""
+    created: str = ""
+    trigger: str | None = None
+    spec: ImageSpec | None = None
+    spec_error: str | None = None
+    status: ImageStatus = field(default_factory=ImageStatus)
+    # The stored status could not be read (someone mangled it): its layers are unknown.
+    status_unreadable: bool = False
+
+    @classmethod
+    def parse(
+        cls,
+        namespace: str,
+        name: str,
+        spec: Mapping[str, Any],
+        status: Mapping[str, Any],
+        meta: Mapping[str, Any],
+    ) -> ImageRecord:
+        """From an object's parts as the API server sends them; never raises."""
+        parsed_spec: ImageSpec | None = None
+        spec_error: str | None = None
+        try:
+            parsed_spec = ImageSpec.model_validate(dict(spec))
+        except ValidationError as error:
+            spec_error = f"spec cannot be read: {error.error_count()} error(s), first: " + str(
+                error.errors()[0].get("msg", "")
+            )
+        try:
+            parsed_status: ImageStatus | None = ImageStatus.model_validate(dict(status))
+        except ValidationError:
+            parsed_status = None
+        return cls(
+            namespace=namespace,
+            name=name,
+            uid=str(meta.get("uid", "")),
+            generation=meta.get("generation"),
+            resource_version=str(meta.get("resourceVersion", "")),
+            created=str(meta.get("creationTimestamp", "")),
+            trigger=(meta.get("annotations") or {}).get(REBUILD_ANNOTATION),
+            spec=parsed_spec,
+            spec_error=spec_error,
+            status=parsed_status or ImageStatus(),
+            status_unreadable=parsed_status is None,
+        )
+
+    @cached_property
+    def current_ref_digest(self) -> str | None:
+        """What the parent ref resolved to; a resolution of an earlier ref says nothing."""
+        resolved = self.status.resolved
+        ref = self.spec.parent.ref if self.spec else None
+        return resolved.digest if resolved is not None and resolved.ref == ref else None
+
+    @cached_property
+    def node(self) -> ImageNode:
+        spec = self.spec
+        return ImageNode(
+            name=self.name,
+            parent_image=spec.parent.image if spec else None,
+            parent_ref=spec.parent.ref if spec else None,
+            digest=self.status.digest,
+            parent_ref_digest=self.current_ref_digest,
+            committed_by=spec.commit.name if spec and spec.commit else None,
+        )
+
+    @cached_property
+    def build(self) -> BuildState | None:
+        """What the build planner reads; None when the spec is unreadable."""
+        spec = self.spec
+        if spec is None:
+            return None
+        built = self.status.built_from
+        build = self.status.build
+        return BuildState(
+            name=self.name,
+            uid=self.uid,
+            generation=self.generation,
+            parent_image=spec.parent.image,
+            parent_ref=spec.parent.ref,
+            policy=spec.rebuild.policy,
+            strategy=spec.rebuild.strategy,
+            trigger=self.trigger,
+            committed=spec.commit is not None,
+            digest=self.status.digest,
+            built_from=BuiltFrom(built.generation, built.parent_digest, built.trigger)
+            if built is not None
+            else None,
+            resolved_digest=self.current_ref_digest,
+            build_phase=build.phase if build else None,
+            build_inputs=build.inputs if build else None,
+            created=self.created,
+        )
 
     @property
     def layers(self) -> ImageLayers:
         return ImageLayers(
-            self.node.name,
-            tuple((layer.digest, layer.own) for layer in self.status.layers or []),
+            self.name, tuple((layer.digest, layer.own) for layer in self.status.layers or [])
         )
 
 
 @dataclass(frozen=True)
 class LayerRecord:
-    """A Layer as last seen."""
+    """A Layer as last seen.  ``managed``: the operator created it (so it may collect it)."""
 
+    namespace: str
     name: str
-    generation: int | None
-    advisory: Advisory | None
-    status: LayerStatus
+    generation: int | None = None
+    resource_version: str = ""
+    created: datetime | None = None
+    managed: bool = False
+    advisory: Advisory | None = None
+    status: LayerStatus = field(default_factory=LayerStatus)
 
     @property
     def digest(self) -> str:
         return layer_digest(self.name)
 
 
+@dataclass(frozen=True)
+class BuildJobRecord:
+    """A build Job in the operator's namespace, as its labels and status say."""
+
+    name: str
+    image_namespace: str | None
+    image_name: str | None
+    image_uid: str | None
+    inputs: str | None
+    finished: bool
+
+
+def parse_status(model: type[Any], body: Mapping[str, Any]) -> Any:
+    """A status as the model reads it; a status someone mangled by hand reads as empty."""
+    try:
+        return model.model_validate(dict(body))
+    except ValidationError:
+        return model()
+
+
+def failure_verdicts(failure: Failure) -> tuple[Verdict, Verdict, Verdict]:
+    return kstatus(ready=False, progressing=False, reason=failure.reason, message=failure.message)
+
+
 class NamespaceSnapshot:
-    """The Images and Layers of one namespace."""
+    """The Images and Layers of one namespace, and the statuses that follow from them."""
 
     def __init__(
-        self, namespace: str, images: Iterable[ImageRecord], layers: Iterable[LayerRecord]
+        self,
+        namespace: str,
+        images: Iterable[ImageRecord],
+        layers: Iterable[LayerRecord],
+        plans: Mapping[str, BuildPlan] | None = None,
     ) -> None:
         self.namespace = namespace
-        self.images = {record.node.name: record for record in images}
+        self.images = {record.name: record for record in images}
         self.layers = {record.name: record for record in layers}
         self.graph = ImageGraph(record.node for record in self.images.values())
+        if plans is not None:
+            self.__dict__["build_plans"] = dict(plans)  # decided already: fill the cache
 
     @cached_property
     def _usage(self) -> dict[str, LayerUsage]:
         users: dict[str, list[str]] = {}
-        introducers: dict[str, list[str]] = {}
+        introducers: dict[str, str] = {}
         for record in self.images.values():
             for digest, own in record.layers.layers:
-                users.setdefault(digest, []).append(record.node.name)
-                if own:
-                    introducers.setdefault(digest, []).append(record.node.name)
-        # Two Images may build identical bytes; the first by name is the introducer, so the
-        # answer never flips between reconciles.
+                users.setdefault(digest, []).append(record.name)
+                # Two Images may build identical bytes; the first by name is the introducer,
+                # so the answer never flips between passes.
+                if own and (digest not in introducers or record.name < introducers[digest]):
+                    introducers[digest] = record.name
         return {
             digest: LayerUsage(
-                tuple(sorted(names)), min(introducers[digest]) if digest in introducers else None
+                tuple(sorted(names)[:USED_BY_SAMPLE]), len(names), introducers.get(digest)
             )
             for digest, names in users.items()
         }
 
     def usage(self, digest: str) -> LayerUsage:
-        return self._usage.get(digest, LayerUsage((), None))
+        return self._usage.get(digest, LayerUsage((), 0, None))
 
     @cached_property
     def _advisories(self) -> dict[str, Advisory]:
@@ -98,64 +242,83 @@ class NamespaceSnapshot:
             if record.advisory is not None
         }
 
-    def images_affected_by_image(self, name: str) -> list[str]:
-        """The Image itself (if it still exists) and all below it: their lineage names it."""
-        own = [name] if name in self.images else []
-        return own + self.graph.descendants(name)
-
-    def layers_affected_by_image(self, name: str) -> list[str]:
-        """Layers the Image contains, plus Layers that still list it as a user."""
-        record = self.images.get(name)
-        digests = {digest for digest, _ in record.layers.layers} if record else set()
-        names = {
-            layer.name
-            for layer in self.layers.values()
-            if layer.digest in digests or name in (layer.status.used_by or [])
-        }
-        return sorted(names)
-
-    def images_affected_by_layer(self, name: str) -> list[str]:
-        """Images that contain the layer: an advisory on it changes their Vulnerable."""
-        return list(self.usage(layer_digest(name)).used_by)
+    @cached_property
+    def _introducers(self) -> dict[str, str | None]:
+        return {digest: usage.introduced_by for digest, usage in self._usage.items()}
 
     @cached_property
     def build_plans(self) -> dict[str, BuildPlan]:
-        """The build decision of every Image that carries its build state."""
+        """The build decision of every Image whose spec could be read."""
         return plan_namespace(
             record.build for record in self.images.values() if record.build is not None
         )
 
-    def image_patch(self, name: str, now: datetime) -> dict[str, Any] | None:
+    def image_status(self, name: str, now: datetime, failure: Failure | None = None) -> ImageStatus:
+        """The status ``name`` should have: its recorded build fields, with conditions,
+        lineage and observedGeneration decided from the tree, the build plan and the layers.
+
+        A failure while handling the Image (an unreadable spec, an error the API returned for
+        it) replaces the kstatus summary with Stalled and that reason.
+        """
         record = self.images[name]
+        current = record.status
+        verdicts: list[Verdict]
         tree = decide_tree_status(
-            name, self.graph, self.namespace, self.build_plans.get(name), record.status
+            name, self.graph, self.namespace, self.build_plans.get(name), current
         )
-        introducers = {digest: usage.introduced_by for digest, usage in self._usage.items()}
-        vulnerable = decide_vulnerable(record.layers, self._advisories, introducers)
-        return image_status_patch(
-            current=record.status,
-            generation=record.generation,
-            tree=tree,
-            extra=[vulnerable] if vulnerable is not None else [],
-            now=now,
+        if record.spec_error is not None:
+            failure = Failure(SPEC_INVALID, record.spec_error)
+        verdicts = list(failure_verdicts(failure) if failure else tree.conditions)
+        vulnerable = decide_vulnerable(record.layers, self._advisories, self._introducers)
+        if vulnerable is not None:
+            verdicts.append(vulnerable)
+        conditions = merge_conditions(
+            current.conditions, verdicts, generation=record.generation, now=now
+        )
+        return current.model_copy(
+            update={
+                "observed_generation": record.generation,
+                "conditions": current.conditions
+                if same_conditions(current.conditions, conditions)
+                else conditions,
+                "lineage": tree.lineage,
+            }
         )
 
-    def layer_patch(self, name: str) -> dict[str, Any] | None:
+    def failed_image_status(self, name: str, now: datetime, failure: Failure) -> ImageStatus:
+        """Only the failure, for an Image whose status could not be decided at all."""
+        record = self.images[name]
+        current = record.status
+        conditions = merge_conditions(
+            current.conditions, failure_verdicts(failure), generation=record.generation, now=now
+        )
+        return current.model_copy(
+            update={
+                "observed_generation": record.generation,
+                "conditions": current.conditions
+                if same_conditions(current.conditions, conditions)
+                else conditions,
+            }
+        )
+
+    def layer_status(self, name: str) -> LayerStatus:
+        """The status ``name`` should have: usage decided from the Images' layers."""
         record = self.layers[name]
         usage = self.usage(record.digest)
-        current = record.status
-        desired = {
-            "observedGeneration": record.generation,
-            "digest": record.digest,
-            "usedBy": list(usage.used_by),
-            "usedByCount": usage.used_by_count,
-            "introducedBy": usage.introduced_by,
-        }
-        seen = {
-            "observedGeneration": current.observed_generation,
-            "digest": current.digest,
-            "usedBy": list(current.used_by or []),
-            "usedByCount": current.used_by_count,
-            "introducedBy": current.introduced_by,
-        }
-        return None if desired == seen else desired
+        return record.status.model_copy(
+            update={
+                "observed_generation": record.generation,
+                "digest": record.digest,
+                "used_by": list(usage.used_by),
+                "used_by_count": usage.used_by_count,
+                "introduced_by": usage.introduced_by,
+            }
+        )
+
+    def unused_layers(self) -> list[LayerRecord]:
+        """Layers no Image of the namespace contains."""
+        return [
+            record
+            for record in self.layers.values()
+            if self.usage(record.digest).used_by_count == 0
+        ]

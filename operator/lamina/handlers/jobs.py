@@ -64,18 +64,19 @@ async def job_outcome(kube: Kube, job: Mapping[str, Any]) -> JobOutcome:
 async def watch_own_jobs(
     kube: Kube,
     namespace: str,
-    handle: Callable[[Mapping[str, Any]], Awaitable[None]],
+    handle: Callable[[str, list[Mapping[str, Any]]], Awaitable[None]],
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
 ) -> None:
-    """Call ``handle`` for every Lamina Job in ``namespace`` (the operator's), listed and then
-    on every change, forever; a failed watch is relisted after a pause."""
+    """Call ``handle("LISTED", every Lamina Job)`` for ``namespace`` (the operator's), then
+    ``handle(event, [job])`` on every change, forever; a failed watch is relisted after a
+    pause."""
     while True:
         try:
-            async for job in kube.watch_jobs(namespace, OWN_JOBS):
+            async for event, jobs in kube.watch_jobs(namespace, OWN_JOBS):
                 try:
-                    await handle(job)
+                    await handle(event, list(jobs))
                 except Exception:
-                    logger.exception("handling Job %s/%s", namespace, job["metadata"]["name"])
+                    logger.exception("handling %s of %d Job(s) in %s", event, len(jobs), namespace)
         except ApiException as error:
             if error.status != 410:  # 410 Gone: the watch is too old; relist at once
                 logger.warning(

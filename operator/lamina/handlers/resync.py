@@ -1,10 +1,11 @@
 """A periodic full resync: the safety net for a status patch lost to an API error.
 
-Event handlers fix an object when it or an ancestor changes; a patch that failed is retried
-only on the next such event.  So every ``resync_seconds`` the operator lists each namespace's
-Images and Layers afresh (two LIST requests per watched scope, not one per object) and writes
-whatever differs.  kopf's own timers are not used for this: they put a finalizer on every
-object, which would block namespace deletion whenever the operator is down.
+The loop renders a namespace's statuses when something in it changes; a patch that failed is
+retried only on the next change.  So every ``resync_seconds`` the operator lists each scope's
+Images and Layers afresh (two LIST requests per watched scope, not one per object: the only
+relist the operator makes) and runs one pass on that state, which writes whatever differs.
+kopf's own timers are not used for this: they put a finalizer on every object, which would
+block namespace deletion whenever the operator is down.
 """
 
 from __future__ import annotations
@@ -12,39 +13,69 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
+from datetime import UTC, datetime
 from typing import Any
 
-from lamina.domain.snapshot import ImageRecord, LayerRecord, NamespaceSnapshot
+from lamina.domain.reconcile import ClusterState
+from lamina.domain.snapshot import ImageRecord, LayerRecord
 from lamina.handlers.indexes import image_record, layer_record
-from lamina.handlers.tree import sync
+from lamina.handlers.loop import Reconciler
+from lamina.handlers.state import ClusterView
+from lamina.handlers.tree import StatusWriter
 from lamina.kube import Kube
 
 
-async def resync_once(kube: Kube, namespaces: list[str], logger: Any) -> None:
-    images: dict[str, list[ImageRecord]] = defaultdict(list)
-    layers: dict[str, list[LayerRecord]] = defaultdict(list)
+async def listed_state(kube: Kube, namespaces: list[str], base: ClusterState) -> ClusterState:
+    """``base`` with its Images and Layers replaced by a fresh LIST of each scope."""
+    images: dict[str, dict[str, ImageRecord]] = defaultdict(dict)
+    layers: dict[str, dict[str, LayerRecord]] = defaultdict(dict)
     scopes: list[str | None] = [*namespaces] or [None]
     for scope in scopes:
         for obj in await kube.list_objects("images", scope):
             meta = obj["metadata"]
-            images[meta["namespace"]].append(
-                image_record(meta["name"], obj.get("spec") or {}, obj.get("status") or {}, meta)
+            ns, name = meta["namespace"], meta["name"]
+            images[ns][name] = image_record(
+                ns, name, obj.get("spec") or {}, obj.get("status") or {}, meta
             )
         for obj in await kube.list_objects("layers", scope):
             meta = obj["metadata"]
-            layers[meta["namespace"]].append(
-                layer_record(meta["name"], obj.get("spec") or {}, obj.get("status") or {}, meta)
+            ns, name = meta["namespace"], meta["name"]
+            layers[ns][name] = layer_record(
+                ns, name, obj.get("spec") or {}, obj.get("status") or {}, meta
             )
-    for namespace in sorted(set(images) | set(layers)):
-        view = NamespaceSnapshot(namespace, images[namespace], layers[namespace])
-        await sync(view, kube, list(view.images), list(view.layers), logger)
+    return ClusterState(
+        now=base.now,
+        images=dict(images),
+        layers=dict(layers),
+        jobs=base.jobs,
+        limit=base.limit,
+        rebase_refused=base.rebase_refused,
+        failures=base.failures,
+        polled=base.polled,
+    )
 
 
-async def resync_forever(kube: Kube, namespaces: list[str], every: float, logger: Any) -> None:
+async def resync_once(
+    kube: Kube, namespaces: list[str], logger: Any, reconciler: Reconciler | None = None
+) -> None:
+    """One pass on a fresh LIST.  Without a running operator's ``reconciler``, it writes
+    statuses only (no builds start: that is the operator's loop's job)."""
+    if reconciler is None:
+        reconciler = Reconciler(ClusterView(), StatusWriter(kube), None, limit=0, poll_seconds=0)
+    now = datetime.now(UTC).replace(microsecond=0)
+    base = reconciler.view.state(
+        now, reconciler.limit, reconciler.rebase_refused, reconciler.failures
+    )
+    await reconciler.run_pass(None, logger, await listed_state(kube, namespaces, base))
+
+
+async def resync_forever(
+    kube: Kube, namespaces: list[str], every: float, reconciler: Reconciler, logger: Any
+) -> None:
     while True:
         await asyncio.sleep(every)
         try:
-            await resync_once(kube, namespaces, logger)
+            await resync_once(kube, namespaces, logger, reconciler)
         except Exception as error:
             logger.warning(f"periodic resync failed, retrying in {every:.0f}s: {error}")
 
@@ -54,7 +85,9 @@ def start(memo: Any, logger: Any) -> None:
     config = memo.config
     if config.resync_seconds > 0:
         memo.resync = asyncio.create_task(
-            resync_forever(memo.kube, config.namespaces, config.resync_seconds, logger)
+            resync_forever(
+                memo.kube, config.namespaces, config.resync_seconds, memo.reconciler, logger
+            )
         )
 
 

@@ -1,5 +1,5 @@
-"""Operator start-up and shutdown: the pre-flight check, kopf settings, the shared API client
-and the watch on the operator's own Jobs.
+"""Operator start-up and shutdown: the pre-flight check, kopf settings, the shared API
+client, the reconcile loop and the watch on the operator's own Jobs.
 
 Lamina's handlers are level-triggered event handlers and indexes: they need no finalizer, no
 progress annotations and no diff-base, so the operator writes nothing but ``status`` and
@@ -18,10 +18,46 @@ from typing import Any
 import kopf
 
 from lamina.config import OperatorConfig
-from lamina.domain.build_job import LABEL_PURPOSE
-from lamina.handlers import builds, commits, resync
+from lamina.domain.build_job import LABEL_PURPOSE, BuildSettings
+from lamina.handlers import commits, kopf_readiness, resync
+from lamina.handlers.builds import BuildExecutor, buildkitd_settings
+from lamina.handlers.indexes import OwnBuildJobs
 from lamina.handlers.jobs import watch_own_jobs
+from lamina.handlers.loop import Reconciler
+from lamina.handlers.state import ClusterView, install
+from lamina.handlers.tree import StatusWriter
 from lamina.kube import Kube
+from lamina.oci.hosts import RegistryHosts
+
+# Before kopf starts: its start-up readiness wait is otherwise quadratic in the objects.
+kopf_readiness.install()
+
+
+def reconciler_for(memo: Any) -> Reconciler:
+    config = memo.config
+    hosts = (
+        RegistryHosts.parse(config.registry_config) if config.registry_config else RegistryHosts()
+    )
+    view = ClusterView()
+    view.job_index = memo.own_build_jobs
+    install(view)
+    return Reconciler(
+        view=view,
+        writer=StatusWriter(memo.kube, view),
+        executor=BuildExecutor(
+            kube=memo.kube,
+            settings=BuildSettings(
+                namespace=config.namespace,
+                builder_image=config.builder_image,
+                deadline_seconds=config.build_deadline_seconds,
+                buildkitd_toml=buildkitd_settings(hosts),
+            ),
+            hosts=hosts,
+        ),
+        limit=config.max_concurrent_builds,
+        poll_seconds=config.build_poll_seconds,
+    )
+
 
 # What the operator does in its own namespace (build and commit Jobs, the copies of contexts
 # and push credentials they mount): each must be allowed there, or nothing can be built.
@@ -70,18 +106,29 @@ async def check_before_start(namespace: str) -> list[str]:
 JOBS_LOG = logging.getLogger("lamina.jobs")
 
 
-async def _on_own_job(memo: Any, job: Mapping[str, Any]) -> None:
-    labels = job["metadata"].get("labels") or {}
-    purpose = labels.get(LABEL_PURPOSE)
-    JOBS_LOG.debug(
-        "own Job %s/%s (%s) changed", job["metadata"]["namespace"], job["metadata"]["name"], purpose
-    )
-    if purpose == "build":
-        await builds.build_job_event(labels=labels, memo=memo)
-    elif purpose == "commit":
-        await commits.commit_job_event(
-            labels=labels, annotations=job["metadata"].get("annotations") or {}, memo=memo
-        )
+async def _on_own_jobs(memo: Any, event: str, jobs: list[Mapping[str, Any]]) -> None:
+    """The operator's own Jobs changed: build Jobs feed the loop's index, commit Jobs wake
+    their ContainerCommit."""
+    builds = [j for j in jobs if (j["metadata"].get("labels") or {}).get(LABEL_PURPOSE) == "build"]
+    index: OwnBuildJobs = memo.own_build_jobs
+    reconciler = getattr(memo, "reconciler", None)
+    if event == "LISTED":
+        index.replace(builds)
+        if reconciler is not None:
+            reconciler.touch(None)
+    else:
+        for job in builds:
+            namespace = index.update(event, job)
+            if reconciler is not None:
+                reconciler.touch(namespace)
+    for job in jobs:
+        metadata = job["metadata"]
+        labels = metadata.get("labels") or {}
+        JOBS_LOG.debug("own Job %s (%s): %s", metadata["name"], labels.get(LABEL_PURPOSE), event)
+        if labels.get(LABEL_PURPOSE) == "commit":
+            await commits.commit_job_event(
+                labels=labels, annotations=metadata.get("annotations") or {}, memo=memo
+            )
 
 
 @kopf.on.startup()
@@ -99,22 +146,29 @@ async def configure(
     memo.kube = await Kube.connect()
     if not hasattr(memo, "config"):
         memo.config = OperatorConfig.from_env()
-    resync.start(memo, logger)
-    builds.start(memo, logger)
+    memo.own_build_jobs = OwnBuildJobs()
+    memo.reconciler = reconciler_for(memo)
+    memo.reconciler_task = asyncio.create_task(memo.reconciler.run_forever(logger))
     memo.jobs_task = asyncio.create_task(
-        watch_own_jobs(memo.kube, memo.config.namespace, lambda job: _on_own_job(memo, job), logger)
+        watch_own_jobs(
+            memo.kube,
+            memo.config.namespace,
+            lambda event, jobs: _on_own_jobs(memo, event, jobs),
+            logger,
+        )
     )
+    resync.start(memo, logger)
 
 
 @kopf.on.cleanup()
 async def close(memo: Any, **_: Any) -> None:
-    task: asyncio.Task[None] | None = getattr(memo, "jobs_task", None)
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
     await resync.stop(memo)
-    await builds.stop(memo)
+    for name in ("jobs_task", "reconciler_task"):
+        task: asyncio.Task[None] | None = getattr(memo, name, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     kube: Kube | None = getattr(memo, "kube", None)
     if kube is not None:
         await kube.close()

@@ -1,76 +1,135 @@
-"""Image and Layer handlers: keep tree-derived status (lineage, Stalled, Vulnerable, usage) true.
+"""Status writes, and the Image and Layer events that wake the reconcile loop.
 
-An event on one object can change the status of others: an Image's lineage names every
-ancestor, a Layer's advisory flags every Image containing it.  So each event recomputes the
-status of everything it affects, from the indexes, and patches what differs.  A patch causes
-another event, which finds nothing to change: the loop ends after one round.
+Events carry no work of their own: kopf has already put the new object in its index, and the
+indexer marked the namespace dirty.  The loop decides every status of a dirty namespace in
+one pass and :class:`StatusWriter` writes those that differ, at most once per object per pass;
+each answer goes into the operator's view at once, so the next pass never rewrites it from a
+stale index.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import UTC, datetime
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import kopf
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from lamina.api.meta import GROUP, VERSION
-from lamina.domain.snapshot import NamespaceSnapshot
-from lamina.handlers import builds
-from lamina.handlers.indexes import snapshot
-from lamina.handlers.metrics import EVENTS, STATUS_PATCH_FAILURES, STATUS_PATCHES
+from lamina.domain.reconcile import ClusterState, WriteStatus
+from lamina.handlers.api_errors import api_error
+from lamina.handlers.indexes import image_record, layer_record
+from lamina.handlers.metrics import STATUS_PATCH_FAILURES, STATUS_PATCHES
+from lamina.handlers.state import ClusterView
 from lamina.kube import Kube
 
+# Status writes in flight at once: enough to settle thousands of objects quickly, few enough
+# not to crowd the API server.
+_IN_FLIGHT = 4
 
-async def sync(
-    view: NamespaceSnapshot,
-    kube: Kube,
-    images: Iterable[str],
-    layers: Iterable[str],
-    logger: kopf.Logger,
-) -> None:
-    now = datetime.now(UTC)
-    targets = [("images", name, view.image_patch(name, now)) for name in images]
-    targets += [("layers", name, view.layer_patch(name)) for name in layers]
-    for plural, name, patch in targets:
-        if patch is None:
-            continue
+
+@dataclass
+class StatusWriter:
+    kube: Kube
+    view: ClusterView | None = None
+
+    async def write(
+        self,
+        writes: Sequence[WriteStatus],
+        state: ClusterState,
+        logger: Any,
+        seconds: float | None = None,
+    ) -> list[WriteStatus]:
+        """Patch each status, a few at a time; after ``seconds`` start no more.  Returns the
+        writes left for the next pass."""
+        gate = asyncio.Semaphore(_IN_FLIGHT)
+        deadline = None if seconds is None else time.monotonic() + seconds
+        tasks: list[asyncio.Task[int]] = []
+        left: list[WriteStatus] = []
+        for index, write in enumerate(writes):
+            await gate.acquire()
+            if deadline is not None and time.monotonic() > deadline:
+                gate.release()
+                left = list(writes[index:])
+                break
+            tasks.append(asyncio.create_task(self._gated(gate, write, state, logger)))
+        await asyncio.gather(*tasks)
+        return left
+
+    async def _gated(
+        self, gate: asyncio.Semaphore, write: WriteStatus, state: ClusterState, logger: Any
+    ) -> int:
         try:
-            await kube.patch_status(plural, view.namespace, name, patch)
-            STATUS_PATCHES.labels(plural).inc()
+            return await self._one(write, state, logger)
+        finally:
+            gate.release()
+
+    async def _one(self, write: WriteStatus, state: ClusterState, logger: Any) -> int:
+        try:
+            obj = await self.kube.patch_status(
+                write.plural, write.namespace, write.name, write.patch
+            )
         except ApiException as error:
-            STATUS_PATCH_FAILURES.labels(plural).inc()
-            # One failed patch must not stop the others; the next event or resync retries it.
-            logger.warning(f"could not update status of {plural}/{name}: {error.reason}")
+            STATUS_PATCH_FAILURES.labels(write.plural).inc()
+            # One refused patch must not stop the others; the next pass or resync retries it.
+            logger.warning(
+                f"could not update status of {write.plural}/{write.namespace}/{write.name}: "
+                f"{api_error(error)}"
+            )
+            return 0
+        if obj is None:
+            return 0
+        STATUS_PATCHES.labels(write.plural).inc()
+        if self.view is not None:
+            meta, key = obj["metadata"], (write.namespace, write.name)
+            if write.plural == "images":
+                before = state.images.get(write.namespace, {}).get(write.name)
+                if before is not None and key in state.written:
+                    before = replace(before, status=state.written[key])
+                after = image_record(
+                    write.namespace,
+                    write.name,
+                    obj.get("spec") or {},
+                    obj.get("status") or {},
+                    meta,
+                )
+                self.view.images.wrote(before, after, key)
+            else:
+                layer = state.layers.get(write.namespace, {}).get(write.name)
+                written = layer_record(
+                    write.namespace,
+                    write.name,
+                    obj.get("spec") or {},
+                    obj.get("status") or {},
+                    meta,
+                )
+                self.view.layers.wrote(layer, written, key)
+        return 1
 
 
-def _view(namespace: str | None, kwargs: dict[str, Any]) -> NamespaceSnapshot:
-    # kopf passes each index as a keyword argument named after its function.
-    return snapshot(namespace or "", kwargs["image_index"], kwargs["layer_index"])
+def needed(memo: Any, type: str | None = None, **_: Any) -> bool:
+    """Whether an event needs a handler: until the loop holds the indexes, and deletions
+    (kopf drops a deleted object from its index without calling the indexer)."""
+    reconciler = getattr(memo, "reconciler", None)
+    return reconciler is not None and (not reconciler.view.attached or type == "DELETED")
 
 
-@kopf.on.event(GROUP, VERSION, "images")
-async def image_event(
-    *, namespace: str | None, name: str, memo: Any, logger: kopf.Logger, **kwargs: Any
-) -> None:
-    EVENTS.labels("images").inc()
-    builds.poke(memo)
-    view = _view(namespace, kwargs)
-    await sync(
-        view,
-        memo.kube,
-        view.images_affected_by_image(name),
-        view.layers_affected_by_image(name),
-        logger,
-    )
+def wake(memo: Any, namespace: str | None, kwargs: dict[str, Any]) -> None:
+    memo.reconciler.attach(kwargs)
+    memo.reconciler.touch(namespace)
 
 
-@kopf.on.event(GROUP, VERSION, "layers")
-async def layer_event(
-    *, namespace: str | None, name: str, memo: Any, logger: kopf.Logger, **kwargs: Any
-) -> None:
-    EVENTS.labels("layers").inc()
-    view = _view(namespace, kwargs)
-    own = [name] if name in view.layers else []
-    await sync(view, memo.kube, view.images_affected_by_layer(name), own, logger)
+# The indexers say which namespace changed (see indexes.touched), so these handlers run only
+# for deletions and until the loop holds kopf's live indexes, which kopf hands to handlers
+# once every index holds its initial listing: that is the loop's signal to start.
+@kopf.on.event(GROUP, VERSION, "images", when=needed)
+async def image_event(*, namespace: str | None, memo: Any, **kwargs: Any) -> None:
+    wake(memo, namespace, kwargs)
+
+
+@kopf.on.event(GROUP, VERSION, "layers", when=needed)
+async def layer_event(*, namespace: str | None, memo: Any, **kwargs: Any) -> None:
+    wake(memo, namespace, kwargs)

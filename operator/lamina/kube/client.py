@@ -85,10 +85,11 @@ class Kube:
 
     async def patch_status(
         self, plural: str, namespace: str, name: str, status: dict[str, Any]
-    ) -> bool:
-        """Merge-patch ``status`` of one object; False when the object is gone."""
+    ) -> dict[str, Any] | None:
+        """Merge-patch ``status`` of one object: the object as patched (with its new
+        resourceVersion), or None when the object is gone."""
         try:
-            await self._custom.patch_namespaced_custom_object_status(
+            patched = await self._custom.patch_namespaced_custom_object_status(
                 GROUP,
                 VERSION,
                 namespace,
@@ -99,9 +100,9 @@ class Kube:
             )
         except ApiException as error:
             if error.status == 404:
-                return False
+                return None
             raise
-        return True
+        return cast(dict[str, Any], patched)
 
     async def list_objects(self, plural: str, namespace: str | None) -> list[dict[str, Any]]:
         """All objects of one of Lamina's kinds in a namespace (None: all), as plain dicts."""
@@ -299,12 +300,14 @@ class Kube:
             raise
         return cast(dict[str, Any], self._api.sanitize_for_serialization(pod))
 
-    async def watch_jobs(self, namespace: str, selector: str) -> AsyncIterator[dict[str, Any]]:
-        """The namespace's Jobs matching ``selector``: each one listed, then each one that
-        changes (deleted ones too), until the server ends the watch; call again to relist."""
+    async def watch_jobs(
+        self, namespace: str, selector: str
+    ) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+        """The namespace's Jobs matching ``selector``: first ``("LISTED", every Job)``, then
+        ``(ADDED | MODIFIED | DELETED, [the Job])`` per change until the server ends the
+        watch; call again to relist."""
         listed = await self._batch.list_namespaced_job(namespace, label_selector=selector)
-        for job in listed.items:
-            yield self._plain(job)
+        yield "LISTED", [self._plain(job) for job in listed.items]
         async with watch.Watch() as stream:
             async for event in stream.stream(
                 self._batch.list_namespaced_job,
@@ -313,7 +316,7 @@ class Kube:
                 resource_version=listed.metadata.resource_version,
                 timeout_seconds=300,
             ):
-                yield cast(dict[str, Any], event["raw_object"])
+                yield str(event["type"]), [cast(dict[str, Any], event["raw_object"])]
 
     async def namespace_exists(self, name: str) -> bool:
         """Whether the namespace exists (by a list, which the operator's role allows)."""

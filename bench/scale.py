@@ -1,0 +1,527 @@
+#!/usr/bin/env python3
+"""Scale benchmark: the operator started on N built, up-to-date Images and about 4N Layers.
+
+    make bench-scale                           (N = 500, 1000, 2000; starts the API tier)
+    .venv/bin/python bench/scale.py --sizes 500,1000,2000,5000 [--operator-src DIR]
+
+On the API tier (a real etcd + kube-apiserver, started by ``e2e/cluster up --tier api`` when
+it is not up), one namespace per N gets N Images in a forest (roots on external parents, each
+child one to four levels below, 6 to 15 layers each, 2 to 5 of them its own) and their Layers,
+with realistic status: digests, ``builtFrom`` equal to the parent's digest, ``resolved`` for
+the roots (fresh, with a poll interval of an hour: resolution is a no-op for the run, so no
+registry is needed and no build starts), the build record and one history entry.  Conditions,
+lineage and Layer usage are left for the operator, as after an upgrade from a version that
+did not write them.  Then, per N:
+
+1. first start: the operator (``lamina operator -n NS``) is started; measured are the time
+   until every Image is Ready, the time until quiescence (10 s without a status write), the
+   peak RSS, and requests per second while idle (30 s after quiescence);
+2. restart on the synced cluster: the operator is restarted, a new Image is created right
+   away, and the time until it has its lineage is measured, with the writes the restart made.
+
+Writes and requests are counted by the API server (``apiserver_request_total``): status PATCHes
+of Images and Layers, and every request on Lamina's resources, Jobs and Pods (what the
+operator reads and writes).  ``--operator-src`` runs the operator from another checkout's
+``operator/`` directory (e.g. ``/work/main/operator``) for a before/after comparison; a phase
+that does not settle within ``--timeout`` is reported as not reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+CLUSTER = REPO / "e2e" / "cluster"
+sys.path.insert(0, str(REPO / "operator"))
+
+TARGETS = {
+    "quiescent_s": 60.0,
+    "rss_mb": 300.0,
+    "idle_rps": 0.5,
+    "new_image_s": 10.0,
+}
+TARGET_N = 5000
+ROOT_REFS = [f"registry.invalid/library/base-{k}:1" for k in range(10)]
+BASE_LAYERS = 5  # layers every root inherits from its external parent
+
+
+def digest(seed: str) -> str:
+    return "sha256:" + uuid.uuid5(uuid.NAMESPACE_URL, seed).hex * 2
+
+
+def kubectl(*args: str, input: str | None = None, check: bool = True) -> str:
+    result = subprocess.run(
+        [str(CLUSTER), "kubectl", *args], input=input, text=True, capture_output=True, check=False
+    )
+    if check and result.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)}: {result.stderr}")
+    return result.stdout
+
+
+# -- the synthetic cluster -------------------------------------------------------------------
+
+
+@dataclass
+class Synthetic:
+    images: list[dict[str, Any]] = field(default_factory=list)
+    statuses: dict[str, dict[str, Any]] = field(default_factory=dict)
+    layers: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> status
+
+
+def synthesize(n: int, seed: int = 7) -> Synthetic:
+    """N Images (a forest, 6-15 layers each) and their Layers, as built and up to date."""
+    rng = random.Random(seed)
+    out = Synthetic()
+    now = datetime.now(UTC).replace(microsecond=0).isoformat()
+    chains: dict[str, list[str]] = {}
+    depth: dict[str, int] = {}
+    names: list[str] = []
+    roots = max(1, n // 25)
+    for index in range(n):
+        name = f"img-{index:05}"
+        own = rng.randint(3, 5)
+        if index < roots:
+            ref = ROOT_REFS[index % len(ROOT_REFS)]
+            inherited = [digest(f"{ref}/layer/{k}") for k in range(BASE_LAYERS)]
+            parent: dict[str, Any] = {"ref": ref, "pollInterval": "1h"}
+            parent_digest = digest(ref)
+            parent_status: dict[str, Any] = {"ref": ref, "digest": parent_digest}
+            depth[name] = 0
+        else:
+            for _ in range(20):
+                above = names[rng.randrange(len(names))]
+                if len(chains[above]) + 3 <= 15 and depth[above] < 3:
+                    break
+            inherited = chains[above]
+            own = min(own, 15 - len(inherited))
+            parent = {"image": above}
+            parent_digest = out.statuses[above]["digest"]
+            parent_status = {"image": above, "digest": parent_digest}
+            depth[name] = depth[above] + 1
+        own_layers = [digest(f"{name}/layer/{k}") for k in range(own)]
+        chains[name] = [*inherited, *own_layers]
+        names.append(name)
+        image_digest = digest(f"{name}/image")
+        repository = f"registry.invalid/team/{name}"
+        out.images.append(
+            {
+                "apiVersion": "lamina.dev/v1alpha1",
+                "kind": "Image",
+                "metadata": {"name": name},
+                "spec": {
+                    "parent": parent,
+                    "build": {"steps": ["RUN make install"]},
+                    "output": {"repository": repository},
+                },
+            }
+        )
+        wanted = {"generation": 1, "parentDigest": parent_digest}
+        status: dict[str, Any] = {
+            "digest": image_digest,
+            "imageRef": f"{repository}@{image_digest}",
+            "parent": parent_status,
+            "builtFrom": wanted,
+            "layers": [
+                {"digest": d, "size": rng.randint(10_000, 50_000_000), "own": d in own_layers}
+                for d in chains[name]
+            ],
+            "build": {
+                "job": f"lamina-build-{index:012x}",
+                "phase": "Succeeded",
+                "reasons": ["FirstBuild - -> " + parent_digest],
+                "inputs": f"{index:012x}",
+                "wanted": wanted,
+                "startedAt": now,
+                "completedAt": now,
+                "message": f"pushed {image_digest}",
+            },
+            "history": [
+                {
+                    "digest": image_digest,
+                    "parentDigest": parent_digest,
+                    "reason": "FirstBuild",
+                    "builtAt": now,
+                }
+            ],
+        }
+        if "ref" in parent:
+            status["resolved"] = {"ref": parent["ref"], "digest": parent_digest, "resolvedAt": now}
+        out.statuses[name] = status
+        for layer in status["layers"]:
+            out.layers.setdefault(
+                layer["digest"].replace(":", "-"),
+                {
+                    "digest": layer["digest"],
+                    "size": layer["size"],
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "diffID": digest(layer["digest"] + "/diff"),
+                    "createdBy": "RUN make install",
+                },
+            )
+    return out
+
+
+async def create_all(namespace: str, synthetic: Synthetic) -> None:
+    """Create the objects and set their status, 16 requests at a time."""
+    from lamina.kube import Kube  # noqa: PLC0415
+
+    kube = await Kube.connect()
+    gate = asyncio.Semaphore(16)
+
+    async def gated(coro: Any) -> None:
+        async with gate:
+            await coro
+
+    async def image(body: dict[str, Any]) -> None:
+        name = body["metadata"]["name"]
+        await kube.create_object("images", namespace, body)
+        await kube.patch_status("images", namespace, name, synthetic.statuses[name])
+
+    async def layer(name: str, status: dict[str, Any]) -> None:
+        body = {
+            "apiVersion": "lamina.dev/v1alpha1",
+            "kind": "Layer",
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "lamina"}},
+        }
+        await kube.create_object("layers", namespace, body)
+        await kube.patch_status("layers", namespace, name, status)
+
+    try:
+        await asyncio.gather(*(gated(layer(n, s)) for n, s in synthetic.layers.items()))
+        await asyncio.gather(*(gated(image(body)) for body in synthetic.images))
+    finally:
+        await kube.close()
+
+
+# -- measuring -------------------------------------------------------------------------------
+
+_REQUEST = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
+
+
+def counters() -> tuple[int, int]:
+    """(status PATCHes of Images and Layers, requests on Lamina's resources, Jobs and Pods)."""
+    writes = requests = 0
+    for line in kubectl("get", "--raw", "/metrics").splitlines():
+        match = _REQUEST.match(line)
+        if not match:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', match["labels"]))
+        value = int(float(match["value"]))
+        ours = labels.get("group") == "lamina.dev" or labels.get("resource") in ("jobs", "pods")
+        if ours and labels.get("verb") != "WATCH":
+            requests += value
+        if (
+            labels.get("verb") == "PATCH"
+            and labels.get("subresource") == "status"
+            and labels.get("resource") in ("images", "layers")
+        ):
+            writes += value
+    return writes, requests
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start_operator(namespace: str, log: Path, source: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "KUBECONFIG": kubeconfig(),
+        "PYTHONPATH": str(source),
+        "LAMINA_NAMESPACE": namespace,
+        "LAMINA_BUILDER_IMAGE": "builder:bench",
+        "LAMINA_RESYNC_SECONDS": "0",
+    }
+    with log.open("w") as sink:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "lamina.cli.main",
+                "operator",
+                "-n",
+                namespace,
+                "--metrics-port=0",
+                "--health-port=0",
+                *(["--verbose"] if os.environ.get("LAMINA_BENCH_VERBOSE") else []),
+            ],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            cwd=str(source),
+        )
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def ready_count(namespace: str) -> tuple[int, int]:
+    out = kubectl(
+        "get",
+        "images",
+        "-n",
+        namespace,
+        "-o",
+        "jsonpath={range .items[*]}{.status.conditions[?(@.type=='Ready')].status}{'\\n'}{end}",
+    )
+    lines = out.splitlines()
+    return sum(1 for line in lines if line.strip() == "True"), len(lines)
+
+
+def wait_quiet(quiet_s: float, timeout: float, started: float) -> float | None:
+    """Seconds from ``started`` until the last write before ``quiet_s`` without one."""
+    last_writes, last_change = counters()[0], time.monotonic()
+    while time.monotonic() - started < timeout:
+        time.sleep(1.0)
+        writes = counters()[0]
+        if writes != last_writes:
+            last_writes, last_change = writes, time.monotonic()
+        elif time.monotonic() - last_change >= quiet_s:
+            return last_change - started
+    return None
+
+
+@dataclass
+class Figures:
+    n: int
+    layers: int
+    ready_s: float | None = None
+    quiescent_s: float | None = None
+    first_writes: int = 0
+    rss_mb: float = 0.0
+    idle_rps: float | None = None
+    new_image_s: float | None = None
+    restart_writes: int = 0
+
+
+def first_start(namespace: str, figures: Figures, source: Path, timeout: float, work: Path) -> None:
+    writes0, _ = counters()
+    started = time.monotonic()
+    process = start_operator(namespace, work / f"operator-{figures.n}-first.log", source)
+    try:
+        while time.monotonic() - started < timeout:
+            ready, total = ready_count(namespace)
+            if total == figures.n and ready == figures.n:
+                figures.ready_s = time.monotonic() - started
+                break
+            time.sleep(2.0)
+        figures.quiescent_s = wait_quiet(10.0, timeout, started)
+        figures.first_writes = counters()[0] - writes0
+        if figures.quiescent_s is not None:
+            _, requests0 = counters()
+            time.sleep(30.0)
+            _, requests1 = counters()
+            figures.idle_rps = (requests1 - requests0) / 30.0
+        figures.rss_mb = peak_rss_mb(process.pid)
+    finally:
+        stop(process)
+
+
+def restart(
+    namespace: str, parent: str, figures: Figures, *, source: Path, timeout: float, work: Path
+) -> None:
+    """Restart on the synced cluster, and create a new Image right away."""
+    writes0, _ = counters()
+    process = start_operator(namespace, work / f"operator-{figures.n}-restart.log", source)
+    try:
+        created = time.monotonic()
+        newcomer = {
+            "apiVersion": "lamina.dev/v1alpha1",
+            "kind": "Image",
+            "metadata": {"name": "newcomer"},
+            "spec": {
+                "parent": {"image": parent},
+                "build": {"steps": ["RUN true"]},
+                "output": {"repository": "registry.invalid/team/newcomer"},
+            },
+        }
+        kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(newcomer))
+        while time.monotonic() - created < timeout:
+            lineage = kubectl(
+                "get",
+                "image",
+                "newcomer",
+                "-n",
+                namespace,
+                "-o",
+                "jsonpath={.status.lineage[0].name}",
+            ).strip()
+            if lineage == parent:
+                figures.new_image_s = time.monotonic() - created
+                break
+            time.sleep(0.25)
+        wait_quiet(10.0, timeout, created)
+        # The newcomer's own status (and its build's) is all a restart should cost.
+        figures.restart_writes = counters()[0] - writes0
+    finally:
+        stop(process)
+
+
+def settle_namespaces() -> None:
+    """Wait until earlier runs' namespaces are gone: their deletion is API traffic too."""
+    for line in kubectl("get", "namespaces", "-o", "name").split():
+        if line.startswith("namespace/bench-"):
+            kubectl("wait", "--for=delete", line, "--timeout=300s", check=False)
+
+
+def run_one(n: int, source: Path, timeout: float, work: Path) -> Figures:
+    settle_namespaces()
+    namespace = f"bench-{n}-{uuid.uuid4().hex[:5]}"
+    kubectl("create", "namespace", namespace)
+    synthetic = synthesize(n)
+    figures = Figures(n, len(synthetic.layers))
+    print(f"  N={n}: creating {n} Images and {len(synthetic.layers)} Layers ...", flush=True)
+    began = time.monotonic()
+    asyncio.run(create_all(namespace, synthetic))
+    print(f"  N={n}: created in {time.monotonic() - began:.0f}s; starting the operator", flush=True)
+    try:
+        first_start(namespace, figures, source, timeout, work)
+        restart(
+            namespace,
+            synthetic.images[-1]["metadata"]["name"],
+            figures,
+            source=source,
+            timeout=timeout,
+            work=work,
+        )
+    finally:
+        kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+    return figures
+
+
+# -- report ----------------------------------------------------------------------------------
+
+
+def fmt(value: float | None, unit: str = "s", digits: int = 1) -> str:
+    return "not reached" if value is None else f"{value:.{digits}f} {unit}".strip()
+
+
+def report(all_figures: list[Figures], label: str) -> None:
+    print()
+    print(
+        f"Lamina scale benchmark ({label}); machine: {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
+    header = (
+        "Images / Layers",
+        "all Ready",
+        "quiescent",
+        "writes",
+        "peak RSS",
+        "idle req/s",
+        "new Image after restart",
+        "restart writes",
+    )
+    rows = [header]
+    for f in all_figures:
+        rows.append(
+            (
+                f"{f.n:,} / {f.layers:,}",
+                fmt(f.ready_s),
+                fmt(f.quiescent_s),
+                f"{f.first_writes:,}",
+                fmt(f.rss_mb, "MB", 0),
+                fmt(f.idle_rps, "", 2),
+                fmt(f.new_image_s),
+                f"{f.restart_writes:,}",
+            )
+        )
+    rows.append(
+        (
+            f"target at {TARGET_N:,} / {4 * TARGET_N:,}",
+            "",
+            f"< {TARGETS['quiescent_s']:.0f} s",
+            "~ Images + Layers",
+            f"< {TARGETS['rss_mb']:.0f} MB",
+            f"< {TARGETS['idle_rps']}",
+            f"< {TARGETS['new_image_s']:.0f} s",
+            "~ 1",
+        )
+    )
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
+    for row in rows:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
+    measured = [f for f in all_figures if f.quiescent_s is not None]
+    if len(measured) >= 2:
+        a, b = measured[0], measured[-1]
+        quiescence = (b.quiescent_s or 0.0) / max(a.quiescent_s or 0.0, 0.1)
+        print(
+            f"growth {a.n:,} -> {b.n:,} Images (x{b.n / a.n:.1f}; linear means the same factor): "
+            f"quiescence x{quiescence:.1f}, writes x{b.first_writes / max(a.first_writes, 1):.1f}, "
+            f"RSS x{b.rss_mb / max(a.rss_mb, 1):.1f}"
+        )
+
+
+def kubeconfig() -> str:
+    return subprocess.run(
+        [str(CLUSTER), "kubeconfig"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def ensure_cluster(crds: Path) -> None:
+    status = subprocess.run([str(CLUSTER), "status"], capture_output=True, text=True, check=False)
+    if "(api tier): up and healthy" not in status.stdout:
+        subprocess.run([str(CLUSTER), "up", "--tier", "api"], check=True)
+    kubectl("apply", "-f", str(crds))
+    kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd",
+        "-l",
+        "app.kubernetes.io/part-of=lamina",
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", default="500,1000,2000", help="comma-separated N values")
+    parser.add_argument(
+        "--operator-src",
+        type=Path,
+        default=REPO / "operator",
+        help="the operator/ directory to run (default: this checkout's)",
+    )
+    parser.add_argument(
+        "--crds", type=Path, default=REPO / "crds", help="the CRDs to install (with --operator-src)"
+    )
+    parser.add_argument("--label", default="this checkout")
+    parser.add_argument("--timeout", type=float, default=600.0, help="per phase, seconds")
+    args = parser.parse_args()
+    ensure_cluster(args.crds)
+    os.environ["KUBECONFIG"] = kubeconfig()
+    work = REPO / ".state" / "bench-scale"
+    work.mkdir(parents=True, exist_ok=True)
+    results = []
+    for n in (int(size) for size in args.sizes.split(",")):
+        results.append(run_one(n, args.operator_src.resolve(), args.timeout, work))
+        report(results, args.label)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

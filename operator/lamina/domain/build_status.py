@@ -1,0 +1,157 @@
+"""The build fields of an Image's status after each step of a build, as typed models.
+
+Every writer of build fields (a resolution, a started, adopted, lost, failed, succeeded or
+rebased build) goes through these functions, so the status a pass writes is always a model
+the API types validate, never a hand-built dict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from lamina.api.image import (
+    BuildStatus,
+    BuiltFromStatus,
+    HistoryEntry,
+    ImageLayer,
+    ImageParentStatus,
+    ImageSpec,
+    ImageStatus,
+    ResolvedParent,
+)
+from lamina.domain.builds import BuildPlan
+from lamina.domain.manifest_facts import LayerFact
+
+REBASE_NOT_POSSIBLE = "RebaseNotPossible"
+
+
+def resolved(
+    status: ImageStatus, ref: str, digest: str | None, message: str | None, now: datetime
+) -> ImageStatus:
+    """The outcome of resolving ``ref``: the digest (the last known one on an error)."""
+    before = status.resolved
+    if digest is None and before is not None and before.ref == ref:
+        digest = before.digest
+    return status.model_copy(
+        update={
+            "resolved": ResolvedParent(ref=ref, digest=digest, resolved_at=now, message=message)
+        }
+    )
+
+
+def _wanted(plan: BuildPlan) -> BuiltFromStatus:
+    assert plan.wanted is not None
+    return BuiltFromStatus(
+        generation=plan.wanted.generation,
+        parent_digest=plan.wanted.parent_digest,
+        trigger=plan.wanted.trigger,
+    )
+
+
+def build_started(
+    status: ImageStatus, plan: BuildPlan, job: str, now: datetime, note: str | None = None
+) -> ImageStatus:
+    """A build Job runs for ``plan`` (just created, or found running: adopted)."""
+    reasons = [str(reason) for reason in plan.reasons]
+    if note:
+        reasons.append(f"{REBASE_NOT_POSSIBLE}: {note}")
+    build = BuildStatus(
+        job=job,
+        phase="Running",
+        reasons=reasons,
+        inputs=plan.inputs,
+        wanted=_wanted(plan),
+        started_at=now,
+    )
+    return status.model_copy(update={"build": build})
+
+
+def build_failed(
+    status: ImageStatus,
+    reason: str,
+    message: str,
+    now: datetime,
+    build: BuildStatus | None = None,
+) -> ImageStatus:
+    """The build (``build``, default: the recorded one) failed for its inputs."""
+    base = build or status.build or BuildStatus()
+    failed = base.model_copy(
+        update={"phase": "Failed", "failure": reason, "message": message, "completed_at": now}
+    )
+    return status.model_copy(update={"build": failed})
+
+
+def refused_build(
+    status: ImageStatus,
+    plan: BuildPlan,
+    *,
+    job: str,
+    reason: str,
+    message: str,
+    now: datetime,
+    note: str | None = None,
+) -> ImageStatus:
+    """A build that could not start (its Dockerfile, context or push Secret is wrong)."""
+    started = build_started(status, plan, job, now, note)
+    return build_failed(started, reason, message, now)
+
+
+def new_digest(
+    status: ImageStatus,
+    spec: ImageSpec,
+    build: BuildStatus,
+    *,
+    digest: str,
+    facts: Sequence[LayerFact],
+    message: str,
+    now: datetime,
+) -> ImageStatus:
+    """A verified new digest (from a build Job or a rebase), its layers and history."""
+    assert build.wanted is not None
+    parent_digest = build.wanted.parent_digest
+    entry = HistoryEntry(
+        digest=digest,
+        parent_digest=parent_digest,
+        reason="; ".join(build.reasons or []),
+        built_at=now,
+    )
+    history = [entry, *(status.history or [])][: spec.history_limit]
+    done = build.model_copy(
+        update={
+            "phase": "Succeeded",
+            "completed_at": now,
+            "failure": None,
+            "message": message,
+            "started_at": build.started_at or now,
+        }
+    )
+    return status.model_copy(
+        update={
+            "digest": digest,
+            "image_ref": f"{spec.output.repository}@{digest}",
+            "parent": ImageParentStatus(
+                image=spec.parent.image,
+                ref=None if spec.parent.image else spec.parent.ref,
+                digest=parent_digest,
+            ),
+            "built_from": build.wanted,
+            "layers": [
+                ImageLayer(digest=fact.digest, size=fact.size, own=fact.own) for fact in facts
+            ],
+            "history": history,
+            "build": done,
+        }
+    )
+
+
+def rebase_build(plan: BuildPlan, now: datetime) -> BuildStatus:
+    """The ``status.build`` of a rebase (no Job)."""
+    return BuildStatus(
+        job=None,
+        phase="Running",
+        reasons=[str(reason) for reason in plan.reasons],
+        inputs=plan.inputs,
+        wanted=_wanted(plan),
+        started_at=now,
+    )

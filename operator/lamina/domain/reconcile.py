@@ -1,0 +1,510 @@
+"""One reconcile pass as one pure decision: the cluster's state in, typed actions out.
+
+The operator keeps the state (from kopf's indexes, plus its own writes the watches have not
+echoed yet) and calls :func:`decide`.  The answer says, per Image, at most ONE thing to do this
+pass (resolve its parent ref, collect its finished build, rebase it, or start its build), which
+build Jobs to delete, which unused Layers to collect, and the status every object of the dirty
+namespaces should have, as merge patches against what it has now (empty when it already says
+so).  The handler carries the actions out, folds their outcomes back in with :func:`apply`, and
+decides again to get the statuses to write: so each object is written at most once per pass,
+and a pass over an unchanged cluster writes nothing.
+
+Because an Image gets one action per pass, and whatever the action started (a Job, a rebase's
+refusal, a failure) is part of the state the next pass decides on, a rebase and a build for the
+same parent change cannot both start: the race is impossible by construction, not by timing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from lamina.api.image import ImageStatus
+from lamina.domain.build_status import build_failed, build_started
+from lamina.domain.builds import BuildPlan, Candidate, choose_builds, depth_of, plan_namespace
+from lamina.domain.conditions import RECONCILE_FAILED
+from lamina.domain.durations import duration_seconds
+from lamina.domain.rebuild import PARENT_CHANGED
+from lamina.domain.snapshot import (
+    BuildJobRecord,
+    Failure,
+    ImageRecord,
+    LayerRecord,
+    NamespaceSnapshot,
+)
+from lamina.domain.status_diff import model_patch
+
+# An external ref that could not be resolved is retried this often (not every pollInterval).
+RETRY_UNRESOLVED = timedelta(seconds=30)
+# A Layer the operator created is collected once unused, but not in its first seconds: a
+# commit records its Layers just before the Image that lists them.
+LAYER_GRACE = timedelta(seconds=10)
+BUILD_JOB_LOST = "BuildJobLost"
+
+ImageKey = tuple[str, str]  # (namespace, name)
+ObjectKey = tuple[str, str, str]  # (plural, namespace, name)
+
+
+# -- the state ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    """Everything one pass decides on.
+
+    ``rebase_refused`` and ``failures`` are what earlier passes learnt and the objects do not
+    say: a rebase that was refused for these inputs (so the next decision builds instead), and
+    errors while handling an object (shown as its condition; its action waits ``retry_at``).
+    """
+
+    now: datetime
+    images: Mapping[str, Mapping[str, ImageRecord]]
+    layers: Mapping[str, Mapping[str, LayerRecord]] = field(default_factory=dict)
+    jobs: Mapping[str, BuildJobRecord] = field(default_factory=dict)
+    limit: int = 2
+    rebase_refused: Mapping[ImageKey, tuple[str, str]] = field(default_factory=dict)
+    failures: Mapping[ObjectKey, Failure] = field(default_factory=dict)
+    # When each parent ref was last asked of its registry.  ``status.resolved`` is written
+    # only when the answer changes (a poll that finds nothing new writes nothing), so the
+    # poll clock is the later of its ``resolvedAt`` and this.
+    polled: Mapping[str, datetime] = field(default_factory=dict)
+    # What the cluster holds of an Image whose status an action of this pass changed in
+    # memory (the write that follows is the difference).
+    written: Mapping[ImageKey, ImageStatus] = field(default_factory=dict)
+
+    @property
+    def namespaces(self) -> list[str]:
+        return sorted(set(self.images) | set(self.layers))
+
+
+# -- actions -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResolveParent:
+    namespace: str
+    name: str
+    ref: str
+
+
+@dataclass(frozen=True)
+class CollectBuild:
+    """Read the finished build Job's result (and verify it in the registry)."""
+
+    namespace: str
+    name: str
+    job: str
+
+
+@dataclass(frozen=True)
+class StartBuild:
+    namespace: str
+    name: str
+    plan: BuildPlan
+    # ``<parent repository>@<digest>``: the FROM of the generated Dockerfile.
+    parent: str
+    # Why a Rebase was not possible, when this build replaces one.
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class RebaseImage:
+    namespace: str
+    name: str
+    plan: BuildPlan
+    # The repository the parent's digests are read from (mirrors not applied yet).
+    parent_repository: str
+    parent_is_image: bool
+
+
+@dataclass(frozen=True)
+class DeleteJob:
+    name: str
+    why: str
+
+
+@dataclass(frozen=True)
+class DeleteLayer:
+    namespace: str
+    name: str
+
+
+@dataclass(frozen=True)
+class WriteStatus:
+    plural: str
+    namespace: str
+    name: str
+    patch: dict[str, Any]
+
+
+ImageAction = ResolveParent | CollectBuild | StartBuild | RebaseImage
+Action = ImageAction | DeleteJob | DeleteLayer
+
+
+@dataclass(frozen=True)
+class Decision:
+    actions: tuple[Action, ...]
+    writes: tuple[WriteStatus, ...]
+    # Images whose handling raised while deciding: their condition says why.
+    failed: Mapping[ImageKey, Failure] = field(default_factory=dict)
+    # (Kubernetes Events for what users must see would be one more tuple here, decided with
+    # the rest; a build pod's waiting reason would come in through BuildJobRecord.)
+
+
+# -- outcomes of carrying actions out ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageChanged:
+    """An action changed the build fields of an Image's status (to be written this pass)."""
+
+    namespace: str
+    name: str
+    status: ImageStatus
+
+
+@dataclass(frozen=True)
+class LayerChanged:
+    """A Layer was created or its facts written (by recording an image)."""
+
+    record: LayerRecord
+
+
+@dataclass(frozen=True)
+class JobCreated:
+    job: BuildJobRecord
+
+
+@dataclass(frozen=True)
+class JobDeleted:
+    name: str
+
+
+@dataclass(frozen=True)
+class LayerDeleted:
+    namespace: str
+    name: str
+
+
+@dataclass(frozen=True)
+class RebaseRefused:
+    namespace: str
+    name: str
+    inputs: str
+    note: str
+
+
+@dataclass(frozen=True)
+class ActionFailed:
+    """Carrying out an action for one object failed; it is retried at ``failure.retry_at``."""
+
+    plural: str
+    namespace: str
+    name: str
+    failure: Failure
+
+
+Outcome = (
+    ImageChanged
+    | LayerChanged
+    | JobCreated
+    | JobDeleted
+    | LayerDeleted
+    | RebaseRefused
+    | ActionFailed
+)
+
+
+# -- the decision ------------------------------------------------------------------------------
+
+
+def _resolve_due(record: ImageRecord, now: datetime, polled: Mapping[str, datetime]) -> str | None:
+    """The parent ref to resolve now, if it is due."""
+    spec = record.spec
+    if spec is None or spec.parent.ref is None or spec.commit is not None:
+        return None
+    resolved = record.status.resolved
+    if resolved is None or resolved.ref != spec.parent.ref or resolved.resolved_at is None:
+        return spec.parent.ref
+    every = timedelta(seconds=duration_seconds(spec.parent.poll_interval))
+    wait = every if resolved.digest else RETRY_UNRESOLVED
+    last = max(resolved.resolved_at, polled.get(spec.parent.ref, resolved.resolved_at))
+    return spec.parent.ref if now - last >= wait else None
+
+
+def _rebase_wanted(record: ImageRecord, plan: BuildPlan) -> bool:
+    """Rebase only when asked for, and only when nothing but the parent changed."""
+    return (
+        record.spec is not None
+        and record.spec.rebuild.strategy == "Rebase"
+        and record.status.digest is not None
+        and record.status.built_from is not None
+        and bool(plan.reasons)
+        and all(reason.kind == PARENT_CHANGED for reason in plan.reasons)
+    )
+
+
+def _parent_repository(record: ImageRecord, images: Mapping[str, ImageRecord]) -> str:
+    assert record.spec is not None
+    parent = record.spec.parent
+    if parent.image is not None:
+        parent_spec = images[parent.image].spec
+        if parent_spec is None:
+            raise ValueError(f"the spec of parent Image {parent.image} cannot be read")
+        return parent_spec.output.repository
+    ref = parent.ref or ""
+    # The repository part of the reference: drop a digest, then a tag after the last '/'.
+    name = ref.split("@", 1)[0]
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    return name[:colon] if colon > slash else name
+
+
+def _with_job_facts(
+    record: ImageRecord,
+    plan: BuildPlan | None,
+    jobs: Mapping[str, BuildJobRecord],
+    by_inputs: Mapping[tuple[str, str], BuildJobRecord],
+    now: datetime,
+) -> ImageRecord:
+    """The record with what the Jobs say and status does not: a lost Job, an adopted one."""
+    build = record.status.build
+    if build is not None and build.phase == "Running" and build.job is not None:
+        if build.job not in jobs:
+            lost = build_failed(
+                record.status,
+                BUILD_JOB_LOST,
+                f"the build Job {build.job} was deleted before it finished",
+                now,
+            )
+            return replace(record, status=lost)
+        return record
+    if plan is not None and plan.action == "queued" and plan.inputs is not None:
+        job = by_inputs.get((record.uid, plan.inputs))
+        if job is not None and (build is None or build.inputs != plan.inputs):
+            # A Job for exactly these inputs exists (a restart lost the status write): adopt it.
+            return replace(record, status=build_started(record.status, plan, job.name, now))
+    return record
+
+
+def _image_action(
+    record: ImageRecord,
+    plan: BuildPlan | None,
+    images: Mapping[str, ImageRecord],
+    state: ClusterState,
+) -> ImageAction | Candidate | None:
+    """The one thing to do for this Image this pass (or a Candidate for a build slot)."""
+    if record.spec is None:
+        return None
+    build = record.status.build
+    running = build is not None and build.phase == "Running"
+    if running and build is not None:
+        job = state.jobs.get(build.job or "")
+        if job is not None and job.finished:
+            return CollectBuild(record.namespace, record.name, job.name)
+    # Re-resolving is only an observation: it goes on while a build runs (a moved tag folds
+    # into the next build), but comes before any new build is decided.
+    ref = _resolve_due(record, state.now, state.polled)
+    if ref is not None:
+        return ResolveParent(record.namespace, record.name, ref)
+    if running or plan is None or plan.action != "queued":
+        return None
+    refused = state.rebase_refused.get((record.namespace, record.name))
+    note = refused[1] if refused is not None and refused[0] == plan.inputs else None
+    if note is None and _rebase_wanted(record, plan):
+        return RebaseImage(
+            record.namespace,
+            record.name,
+            plan,
+            _parent_repository(record, images),
+            record.spec.parent.image is not None,
+        )
+    return Candidate(record.namespace, plan, -1, record.created, note)
+
+
+def _failure_of(state: ClusterState, key: ObjectKey) -> Failure | None:
+    return state.failures.get(key)
+
+
+def _blocked(failure: Failure | None, now: datetime) -> bool:
+    return failure is not None and (failure.retry_at is None or failure.retry_at > now)
+
+
+def _namespace_view(
+    state: ClusterState,
+    namespace: str,
+    by_inputs: Mapping[tuple[str, str], BuildJobRecord],
+    failed: dict[ImageKey, Failure],
+) -> tuple[NamespaceSnapshot, dict[str, BuildPlan]]:
+    """The namespace with what the Jobs say applied, and its build plans."""
+    raw = state.images.get(namespace, {})
+    try:
+        plans = plan_namespace(record.build for record in raw.values() if record.build)
+    except Exception as error:  # a namespace whose tree cannot be planned builds nothing
+        plans = {}
+        for name in raw:
+            failed[(namespace, name)] = _failure(error)
+    records = {
+        name: _with_job_facts(record, plans.get(name), state.jobs, by_inputs, state.now)
+        for name, record in raw.items()
+    }
+    if any(records[name] is not record for name, record in raw.items()):
+        # A lost or adopted Job changed a build phase: plan again on what is true now.
+        plans = plan_namespace(r.build for r in records.values() if r.build)
+    layers = state.layers.get(namespace, {})
+    return NamespaceSnapshot(namespace, records.values(), layers.values(), plans=plans), plans
+
+
+def _collectable(view: NamespaceSnapshot, state: ClusterState) -> list[DeleteLayer]:
+    """Unused Layers the operator made, past their grace, not failing to delete.
+
+    Never a Layer someone put an advisory on (that is a person's data), and nothing in a
+    namespace where an Image's status cannot be read (its layers are unknown).
+    """
+    if any(record.status_unreadable for record in view.images.values()):
+        return []
+    return [
+        DeleteLayer(view.namespace, layer.name)
+        for layer in view.unused_layers()
+        if layer.managed
+        and layer.advisory is None
+        and layer.created is not None
+        and state.now - layer.created >= LAYER_GRACE
+        and not _blocked(_failure_of(state, ("layers", view.namespace, layer.name)), state.now)
+    ]
+
+
+def decide(state: ClusterState, dirty: Iterable[str] | None = None) -> Decision:
+    """Actions and status writes for one pass; ``dirty``: the namespaces whose statuses to
+    render (None: all).  Actions are decided over every namespace, since the build limit is
+    global."""
+    render = set(state.namespaces if dirty is None else dirty)
+    by_inputs = {
+        (job.image_uid, job.inputs): job
+        for job in state.jobs.values()
+        if job.image_uid and job.inputs and not job.finished
+    }
+    actions: list[Action] = []
+    writes: list[WriteStatus] = []
+    failed: dict[ImageKey, Failure] = {}
+    candidates: list[Candidate] = []
+    for namespace in state.namespaces:
+        view, plans = _namespace_view(state, namespace, by_inputs, failed)
+        records = view.images
+        parents = {name: record.node.parent_image for name, record in records.items()}
+        for name, record in records.items():
+            key = (namespace, name)
+            if _blocked(_failure_of(state, ("images", namespace, name)), state.now):
+                continue
+            if key in failed:
+                continue
+            try:
+                action = _image_action(record, plans.get(name), records, state)
+            except Exception as error:  # one Image's error must not stop the others
+                failed[key] = _failure(error)
+                continue
+            if isinstance(action, Candidate):
+                candidates.append(replace(action, depth=depth_of(name, parents)))
+            elif action is not None:
+                actions.append(action)
+        actions += _collectable(view, state)
+        if namespace in render:
+            writes += _render(view, records, state, failed)
+    alive = {record.uid for records in state.images.values() for record in records.values()}
+    for name, job in sorted(state.jobs.items()):
+        if job.image_uid and job.image_uid not in alive and not job.finished:
+            actions.append(DeleteJob(name, "its Image is gone"))
+    running = sum(1 for job in state.jobs.values() if not job.finished)
+    for chosen in choose_builds(candidates, running, state.limit):
+        start = _start(chosen, state, failed)
+        if start is not None:
+            actions.append(start)
+    return Decision(tuple(actions), tuple(writes), failed)
+
+
+def _start(
+    chosen: Candidate, state: ClusterState, failed: dict[ImageKey, Failure]
+) -> StartBuild | None:
+    namespace, name = chosen.namespace, chosen.plan.name
+    images = state.images[namespace]
+    assert chosen.plan.wanted is not None
+    try:
+        repository = _parent_repository(images[name], images)
+    except Exception as error:
+        failed[(namespace, name)] = _failure(error)
+        return None
+    parent = f"{repository}@{chosen.plan.wanted.parent_digest}"
+    return StartBuild(namespace, name, chosen.plan, parent, chosen.note)
+
+
+def _failure(error: Exception) -> Failure:
+    return Failure(RECONCILE_FAILED, f"{type(error).__name__}: {error}"[:1024])
+
+
+def _render(
+    view: NamespaceSnapshot,
+    records: Mapping[str, ImageRecord],
+    state: ClusterState,
+    failed: Mapping[ImageKey, Failure],
+) -> list[WriteStatus]:
+    """The status writes of one namespace: only what differs from what objects have now."""
+    writes: list[WriteStatus] = []
+    namespace = view.namespace
+    for name in records:
+        failure = failed.get((namespace, name)) or _failure_of(state, ("images", namespace, name))
+        observed = state.written.get((namespace, name)) or state.images[namespace][name].status
+        try:
+            desired = view.image_status(name, state.now, failure)
+        except Exception as error:  # render the failure instead of what could not be decided
+            desired = view.failed_image_status(name, state.now, _failure(error))
+        patch = model_patch(observed, desired)
+        if patch is not None:
+            writes.append(WriteStatus("images", namespace, name, patch))
+    for name, layer in view.layers.items():
+        patch = model_patch(layer.status, view.layer_status(name))
+        if patch is not None:
+            writes.append(WriteStatus("layers", namespace, name, patch))
+    return writes
+
+
+# -- folding outcomes back in ------------------------------------------------------------------
+
+
+def apply(state: ClusterState, outcomes: Sequence[Outcome]) -> ClusterState:
+    """The state after the outcomes of this pass's actions: what the next decision sees."""
+    images = {namespace: dict(records) for namespace, records in state.images.items()}
+    layers = {namespace: dict(records) for namespace, records in state.layers.items()}
+    jobs = dict(state.jobs)
+    refused = dict(state.rebase_refused)
+    failures = dict(state.failures)
+    written = dict(state.written)
+    for outcome in outcomes:
+        if isinstance(outcome, ImageChanged):
+            record = images.get(outcome.namespace, {}).get(outcome.name)
+            if record is not None:
+                written.setdefault((outcome.namespace, outcome.name), record.status)
+                images[outcome.namespace][outcome.name] = replace(record, status=outcome.status)
+            failures.pop(("images", outcome.namespace, outcome.name), None)
+        elif isinstance(outcome, LayerChanged):
+            layers.setdefault(outcome.record.namespace, {})[outcome.record.name] = outcome.record
+        elif isinstance(outcome, JobCreated):
+            jobs[outcome.job.name] = outcome.job
+        elif isinstance(outcome, JobDeleted):
+            jobs.pop(outcome.name, None)
+        elif isinstance(outcome, LayerDeleted):
+            layers.get(outcome.namespace, {}).pop(outcome.name, None)
+        elif isinstance(outcome, RebaseRefused):
+            refused[(outcome.namespace, outcome.name)] = (outcome.inputs, outcome.note)
+        else:
+            failures[(outcome.plural, outcome.namespace, outcome.name)] = outcome.failure
+    return replace(
+        state,
+        images=images,
+        layers=layers,
+        jobs=jobs,
+        rebase_refused=refused,
+        failures=failures,
+        written=written,
+    )

@@ -1,0 +1,201 @@
+"""The reconcile loop: one pass at a time for the whole operator, woken by a dirty set.
+
+Watch events only mark their namespace dirty and wake the loop; a burst of events (kopf's
+initial listing, a cascade, the echoes of the loop's own writes) folds into one pass.  A pass
+decides once (:func:`lamina.domain.reconcile.decide`), carries out the actions, folds their
+outcomes in, decides the statuses, and writes only what differs.  Being one loop is the
+point: the global build limit and the parents-first order hold over the whole cluster, and no
+two handlers race over the same object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from lamina.domain.reconcile import (
+    ActionFailed,
+    ClusterState,
+    Decision,
+    DeleteLayer,
+    ImageChanged,
+    JobCreated,
+    JobDeleted,
+    LayerChanged,
+    LayerDeleted,
+    Outcome,
+    RebaseRefused,
+    WriteStatus,
+    apply,
+    decide,
+)
+from lamina.domain.snapshot import Failure
+from lamina.handlers.builds import BuildExecutor
+from lamina.handlers.state import ClusterView
+from lamina.handlers.tree import StatusWriter
+
+# How long a pass waits after the first event to gather the rest of a burst.
+DEBOUNCE_SECONDS = 0.3
+# Seconds of status writing per pass: a namespace with thousands of statuses to write (a
+# first start, a 1,000-Image chain) must not hold up the next decision (a build for another
+# namespace).  What is left is written by the next passes, namespaces taking turns.
+WRITE_SECONDS_PER_PASS = 5.0
+
+
+def now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+@dataclass
+class Reconciler:
+    view: ClusterView
+    writer: StatusWriter
+    executor: BuildExecutor | None
+    limit: int
+    poll_seconds: float
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    dirty: set[str] = field(default_factory=set)
+    everything: bool = True  # the first pass renders every namespace
+    rebase_refused: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+    failures: dict[tuple[str, str, str], Failure] = field(default_factory=dict)
+    passes: int = 0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _logged: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def attach(self, handler_kwargs: Mapping[str, Any]) -> None:
+        """kopf passes its live indexes to every handler: keep them, once."""
+        if not self.view.attached:
+            self.view.attach(handler_kwargs["image_index"], handler_kwargs["layer_index"])
+        self.wake.set()
+
+    def touch(self, namespace: str | None) -> None:
+        if namespace:
+            self.dirty.add(namespace)
+        else:
+            self.everything = True
+        self.wake.set()
+
+    def _take_dirty(self) -> set[str] | None:
+        if self.everything:
+            self.everything = False
+            self.dirty.clear()
+            return None
+        taken, self.dirty = self.dirty, set()
+        return taken
+
+    async def run_forever(self, logger: Any) -> None:
+        while not self.view.attached:  # kopf calls no handler before its indexes are full
+            await self.wake.wait()
+            self.wake.clear()
+        while True:
+            await asyncio.sleep(DEBOUNCE_SECONDS)  # fold a burst of events into one pass
+            self.wake.clear()
+            more = False
+            try:
+                more = await self.run_pass(self._take_dirty(), logger)
+            except Exception as error:  # the loop must outlive any one failure
+                logger.warning(f"reconcile pass failed, retrying: {error!r}")
+            if more or self.dirty or self.everything:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), self.poll_seconds)
+
+    async def run_pass(
+        self, dirty: set[str] | None, logger: Any, state: ClusterState | None = None
+    ) -> bool:
+        """One pass; True when it left work for another pass right away.
+
+        ``state``: decide on this (a resync's LIST) instead of the indexes.
+        """
+        async with self.lock:
+            return await self._pass(dirty, logger, state)
+
+    async def _pass(self, dirty: set[str] | None, logger: Any, given: ClusterState | None) -> bool:
+        self.passes += 1
+        at = now()
+        self.failures = {
+            key: failure
+            for key, failure in self.failures.items()
+            if failure.retry_at is not None and failure.retry_at > at
+        }
+        polled = self.executor.resolver.checked if self.executor is not None else {}
+        state = given or self.view.state(at, self.limit, self.rebase_refused, self.failures, polled)
+        first = decide(state, dirty)
+        work = [a for a in first.actions if not isinstance(a, DeleteLayer)]
+        final: Decision = first
+        if work and self.executor is not None:
+            outcomes = await self.executor.execute(work, state, logger)
+            self._learn(outcomes)
+            state = apply(state, outcomes)
+            touched = None if dirty is None else dirty | _namespaces(outcomes)
+            final = decide(state, touched)
+        self._log_failures(first, logger)
+        # What this pass's actions changed is always written now (the next decision must
+        # see it); the rest takes turns under the budget.
+        acted = [w for w in final.writes if (w.namespace, w.name) in state.written]
+        rest = [w for w in final.writes if (w.namespace, w.name) not in state.written]
+        await self.writer.write(acted, state, logger)
+        later = await self.writer.write(
+            take_turns(rest), state, logger, seconds=WRITE_SECONDS_PER_PASS
+        )
+        for namespace in {write.namespace for write in later}:
+            self.touch(namespace)
+        leftover: list[Outcome] = []
+        if self.executor is not None:
+            leftover = await self.executor.delete_layers(final.actions, at, logger)
+            self._learn(leftover)
+        if self.executor is None:
+            return False
+        again = [a for a in final.actions if not isinstance(a, DeleteLayer)]
+        return bool(again) and again != work
+
+    def _learn(self, outcomes: list[Outcome]) -> None:
+        for outcome in outcomes:
+            if isinstance(outcome, RebaseRefused):
+                self.rebase_refused[(outcome.namespace, outcome.name)] = (
+                    outcome.inputs,
+                    outcome.note,
+                )
+            elif isinstance(outcome, ActionFailed):
+                self.failures[(outcome.plural, outcome.namespace, outcome.name)] = outcome.failure
+            elif isinstance(outcome, ImageChanged):
+                self.failures.pop(("images", outcome.namespace, outcome.name), None)
+            elif isinstance(outcome, JobCreated):
+                self.view.created_jobs[outcome.job.name] = outcome.job
+            elif isinstance(outcome, JobDeleted):
+                self.view.deleted_jobs.add(outcome.name)
+            elif isinstance(outcome, LayerDeleted):
+                gone = self.view.layers_of(outcome.namespace).get(outcome.name)
+                self.view.layers.wrote(gone, None, (outcome.namespace, outcome.name))
+
+    def _log_failures(self, decision: Decision, logger: Any) -> None:
+        for (namespace, name), failure in decision.failed.items():
+            if self._logged.get((namespace, name)) != failure.message:
+                self._logged[(namespace, name)] = failure.message
+                logger.warning(f"{namespace}/{name}: {failure.reason}: {failure.message}")
+
+
+def take_turns(writes: Sequence[WriteStatus]) -> list[WriteStatus]:
+    """The writes with namespaces in turn, so no namespace waits behind a big one."""
+    queues: dict[str, list[WriteStatus]] = {}
+    for write in writes:
+        queues.setdefault(write.namespace, []).append(write)
+    ordered: list[WriteStatus] = []
+    longest = max((len(queue) for queue in queues.values()), default=0)
+    for round_ in range(longest):
+        ordered += [queue[round_] for queue in queues.values() if round_ < len(queue)]
+    return ordered
+
+
+def _namespaces(outcomes: list[Outcome]) -> set[str]:
+    found: set[str] = set()
+    for outcome in outcomes:
+        if isinstance(outcome, LayerChanged):
+            found.add(outcome.record.namespace)
+        elif namespace := getattr(outcome, "namespace", ""):
+            found.add(namespace)
+    return found
