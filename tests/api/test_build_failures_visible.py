@@ -23,14 +23,7 @@ from tests.api.test_tree_reconcile import condition
 from tests.conftest import KubeCluster, start_operator, stop_operator, wait_for
 from tests.integration.conftest import Registry
 
-pytestmark = [
-    pytest.mark.api,
-    pytest.mark.xfail(
-        strict=True,
-        reason="needs the build loop to record status.build.waiting "
-        "(handlers/builds.py is being rewritten; wired at merge)",
-    ),
-]
+pytestmark = pytest.mark.api
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +31,8 @@ def homeless_builder(
     crds_installed: KubeCluster, registry: Registry, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Operator, Registry]]:
     home = f"lamina-nohome-{uuid.uuid4().hex[:6]}"
+    # The operator checks its namespace at start; it disappears afterwards.
+    crds_installed.kubectl("create", "namespace", home, check=True)
     work = tmp_path_factory.mktemp("build-failures")
     settings = work / "registries.yaml"
     settings.write_text(f'registries:\n  "{registry.address}":\n    insecure: true\n')
@@ -55,6 +50,12 @@ def homeless_builder(
     operator = Operator(crds_installed, log, port, home)
     try:
         wait_for(lambda: _up(operator), timeout=30, what="operator /metrics")
+        crds_installed.kubectl("delete", "namespace", home, "--wait=true", check=True)
+        wait_for(
+            lambda: crds_installed.get("namespace", home, "") is None,
+            timeout=60,
+            what=f"namespace {home} gone",
+        )
         yield operator, registry
     finally:
         stop_operator(process, log)

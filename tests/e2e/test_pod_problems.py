@@ -139,11 +139,6 @@ def test_a_commit_job_that_cannot_pull_shows_it_and_recovers_by_itself(
     assert "Committed" in described
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the build loop to call lamina.handlers.job_pods.build_pod_problem "
-    "(handlers/builds.py is being rewritten; wired at merge)",
-)
 def test_a_build_job_that_cannot_pull_its_builder_shows_it_within_seconds(
     node_cluster: NodeCluster, ns: str, tmp_path: Path
 ) -> None:

@@ -301,6 +301,13 @@ class BuiltFromStatus(Model):
     trigger: str | None = None
 
 
+class BuildWaiting(Model):
+    """Why a running build does not progress, in the words of its pod."""
+
+    reason: str = Field(description="A catalogued CamelCase reason, e.g. ImagePullBackOff.")
+    message: str = ""
+
+
 class BuildStatus(Model):
     """The current or last build."""
 
@@ -323,6 +330,11 @@ class BuildStatus(Model):
         default=None, description="Why the last build failed, a CamelCase reason."
     )
     message: str | None = None
+    waiting: BuildWaiting | None = Field(
+        default=None,
+        description="While the running build's pod cannot start (ImagePullBackOff, ...); "
+        "cleared when it starts or the build finishes.",
+    )
 
 
 class ResolvedParent(Model):

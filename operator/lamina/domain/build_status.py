@@ -12,6 +12,7 @@ from datetime import datetime
 
 from lamina.api.image import (
     BuildStatus,
+    BuildWaiting,
     BuiltFromStatus,
     HistoryEntry,
     ImageLayer,
@@ -67,6 +68,18 @@ def build_started(
     return status.model_copy(update={"build": build})
 
 
+def build_waiting(status: ImageStatus, problem: tuple[str, str] | None) -> ImageStatus | None:
+    """The status saying why the running build's pod cannot start (``(reason, message)``), or
+    that it can (None); None when the status already says so."""
+    build = status.build
+    if build is None or build.phase != "Running":
+        return None
+    wanted = BuildWaiting(reason=problem[0], message=problem[1]) if problem else None
+    if build.waiting == wanted:
+        return None
+    return status.model_copy(update={"build": build.model_copy(update={"waiting": wanted})})
+
+
 def build_failed(
     status: ImageStatus,
     reason: str,
@@ -77,7 +90,13 @@ def build_failed(
     """The build (``build``, default: the recorded one) failed for its inputs."""
     base = build or status.build or BuildStatus()
     failed = base.model_copy(
-        update={"phase": "Failed", "failure": reason, "message": message, "completed_at": now}
+        update={
+            "phase": "Failed",
+            "failure": reason,
+            "message": message,
+            "completed_at": now,
+            "waiting": None,
+        }
     )
     return status.model_copy(update={"build": failed})
 
@@ -124,6 +143,7 @@ def new_digest(
             "failure": None,
             "message": message,
             "started_at": build.started_at or now,
+            "waiting": None,
         }
     )
     return status.model_copy(

@@ -15,7 +15,14 @@ from typing import Any
 
 from lamina.api.image import ImageStatus, LineageEntry
 from lamina.domain.builds import BuildPlan
-from lamina.domain.conditions import Verdict, kstatus, merge_conditions, same_conditions
+from lamina.domain.conditions import (
+    REASONS,
+    RECONCILING,
+    Verdict,
+    kstatus,
+    merge_conditions,
+    same_conditions,
+)
 from lamina.domain.graph import Ancestry, ImageGraph
 
 # Reasons, shared with the docs and tests.
@@ -152,13 +159,17 @@ def build_conditions(plan: BuildPlan, status: ImageStatus) -> tuple[Verdict, ...
         return (*summary, current)
     if plan.action == "wait-parent":
         resolved = status.resolved
+        reason = WAITING_FOR_PARENT
         if resolved is not None and resolved.message:
             why = f"cannot resolve {resolved.ref}: {resolved.message}"
+            # The registry's answer ("ManifestTooLarge: registry ..."), as the reason itself.
+            said = resolved.message.split(":", 1)[0]
+            reason = said if REASONS.get(said) == RECONCILING else WAITING_FOR_PARENT
         elif plan.resolving:
             why = f"resolving {plan.waiting_on}"
         else:
             why = f"waiting for parent {plan.waiting_on} to have a new digest"
-        return kstatus(ready=False, progressing=True, reason=WAITING_FOR_PARENT, message=why)
+        return kstatus(ready=False, progressing=True, reason=reason, message=why)
     if plan.action == "hold":
         held = Verdict(
             PARENT_CURRENT,
@@ -180,8 +191,17 @@ def build_conditions(plan: BuildPlan, status: ImageStatus) -> tuple[Verdict, ...
         UP_TO_DATE if plan.parent_current else "ParentChanged",
         f"built on {built_on}, parent is {wanted_parent}",
     )
+    waiting = build.waiting if build else None
     if plan.action == "building":
         job = build.job if build else None
+        if waiting is not None:
+            # The build pod cannot start (ImagePullBackOff, ...): say so, still progressing;
+            # the last good digest stays, and the kubelet keeps retrying.
+            message = f"build Job {job} cannot start: {waiting.message}"
+            return (
+                *kstatus(ready=False, progressing=True, reason=waiting.reason, message=message),
+                stale,
+            )
         return (
             *kstatus(
                 ready=False, progressing=True, reason=BUILDING, message=f"{reasons} (Job {job})"

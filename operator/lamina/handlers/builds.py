@@ -17,10 +17,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
+import kopf
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from lamina.api.image import BuildStatus, ImageStatus
+from lamina.domain.api_failures import failure_verdicts
 from lamina.domain.build_job import (
+    LABEL_IMAGE_NAMESPACE,
+    LABEL_PURPOSE,
+    MANAGED_BY,
     BuildSettings,
     DockerfileError,
     build_job,
@@ -33,6 +38,7 @@ from lamina.domain.build_outcome import judge_build
 from lamina.domain.build_status import (
     build_failed,
     build_started,
+    build_waiting,
     new_digest,
     rebase_build,
     refused_build,
@@ -65,11 +71,14 @@ from lamina.domain.reconcile import (
 )
 from lamina.domain.snapshot import BuildJobRecord, Failure, ImageRecord
 from lamina.handlers.api_errors import api_error
+from lamina.handlers.failures import report_failure
+from lamina.handlers.job_pods import build_pod_problem
 from lamina.handlers.jobs import job_outcome
 from lamina.handlers.parent_resolver import ParentResolver
 from lamina.handlers.recording import ensure_layers
 from lamina.handlers.registry_access import PushSecretError, docker_config_of
 from lamina.kube import Kube
+from lamina.kube.client import describe_error
 from lamina.oci.client import Manifest, RegistryClient, sha256_digest
 from lamina.oci.errors import RegistryError
 from lamina.oci.hosts import RegistryHosts
@@ -93,6 +102,15 @@ _REGISTRY_ERRORS = (
 
 def buildkitd_settings(hosts: RegistryHosts) -> str:
     return buildkitd_toml(dict(hosts.mirrors), hosts.insecure)
+
+
+# What each action asks of the API, as a failure's message names it.
+_STEPS: dict[type, str] = {
+    StartBuild: "create the build Job (in the operator's namespace)",
+    CollectBuild: "collect the finished build",
+    RebaseImage: "rebase",
+    DeleteLayer: "delete the unused Layer",
+}
 
 
 @dataclass
@@ -123,20 +141,58 @@ class BuildExecutor:
                     outcomes += await self._one(session, action, state, logger)
                 except Exception as error:  # one object's failure never stops the others
                     outcomes.append(self._failed(action, error, state.now, logger))
+        collected = {(a.namespace, a.name) for a in actions if isinstance(a, CollectBuild)}
+        outcomes += await self._pods_that_cannot_start(state, collected, logger)
+        return outcomes
+
+    async def _pods_that_cannot_start(
+        self, state: ClusterState, collected: set[tuple[str, str]], logger: Any
+    ) -> list[Outcome]:
+        """A running build whose pod cannot start (ImagePullBackOff, ...) says so in its
+        status within seconds (the build pods' watch wakes the loop), and stops saying so
+        when it starts: one LIST of pods per running build, at most the build limit."""
+        outcomes: list[Outcome] = []
+        for namespace, images in state.images.items():
+            for name, record in images.items():
+                build = record.status.build
+                if build is None or build.phase != "Running" or (namespace, name) in collected:
+                    continue
+                job = state.jobs.get(build.job or "")
+                if job is None or job.finished:
+                    continue
+                try:
+                    problem = await build_pod_problem(
+                        self.kube,
+                        {"metadata": {"name": job.name, "namespace": self.settings.namespace}},
+                    )
+                except Exception as error:  # a failed read says nothing new; the next pass asks
+                    logger.warning(f"{namespace}/{name}: reading build pods: {error!r}")
+                    continue
+                said = (problem.reason, problem.message) if problem else None
+                if (changed := build_waiting(record.status, said)) is not None:
+                    outcomes.append(ImageChanged(namespace, name, changed))
         return outcomes
 
     def _failed(self, action: Action, error: Exception, now: datetime, logger: Any) -> Outcome:
-        detail = api_error(error) if isinstance(error, ApiException) else repr(error)
+        """One object's failure: a log line and a metric with the API's words, and that
+        object's condition (the API's reason when the API refused it); retried later."""
         if isinstance(action, DeleteJob):
-            logger.warning(f"could not delete build Job {action.name}: {detail}")
+            report_failure("builds", f"delete build Job {action.name}", error, logger)
+            detail = describe_error(error)
             return ActionFailed("jobs", "", action.name, Failure(RECONCILE_FAILED, detail))
         namespace, name = action.namespace, action.name
-        logger.warning(f"{namespace}/{name}: {type(action).__name__} failed: {detail}")
-        failure = Failure(
-            RECONCILE_FAILED,
-            f"{type(action).__name__} failed (retried in {RETRY_FAILED.seconds}s): {detail}",
-            retry_at=now + RETRY_FAILED,
-        )
+        step = f"{_STEPS.get(type(action), type(action).__name__)} for {namespace}/{name}"
+        said = report_failure("builds", step, error, logger)
+        retry = f"retried in {RETRY_FAILED.seconds}s"
+        if said is not None:
+            verdict = failure_verdicts(step, said)[0]
+            failure = Failure(verdict.reason, f"{verdict.message} ({retry})", now + RETRY_FAILED)
+        else:
+            failure = Failure(
+                RECONCILE_FAILED,
+                f"{step} failed ({retry}): {describe_error(error)}",
+                retry_at=now + RETRY_FAILED,
+            )
         plural = "layers" if isinstance(action, DeleteLayer) else "images"
         return ActionFailed(plural, namespace, name, failure)
 
@@ -500,3 +556,23 @@ class BuildExecutor:
             now=state.now,
         )
         return status, [LayerChanged(layer) for layer in layers]
+
+
+def _in_operator_namespace(namespace: str | None, memo: Any, **_: Any) -> bool:
+    # Pods with a build Job's labels elsewhere are a tenant's, never the operator's.
+    return bool(namespace == memo.config.namespace)
+
+
+@kopf.on.event(
+    "",
+    "v1",
+    "pods",
+    labels={"app.kubernetes.io/managed-by": MANAGED_BY, LABEL_PURPOSE: "build"},
+    when=_in_operator_namespace,
+)
+async def build_pod_event(*, labels: kopf.Labels, memo: Any, **_: Any) -> None:
+    """A build pod changed (e.g. into ImagePullBackOff; its Job does not change): a pass for
+    its Image's namespace."""
+    reconciler = getattr(memo, "reconciler", None)
+    if reconciler is not None:
+        reconciler.touch(labels.get(LABEL_IMAGE_NAMESPACE))

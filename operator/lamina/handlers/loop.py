@@ -35,6 +35,7 @@ from lamina.domain.reconcile import (
 )
 from lamina.domain.snapshot import Failure
 from lamina.handlers.builds import BuildExecutor
+from lamina.handlers.failures import report_failure
 from lamina.handlers.state import ClusterView
 from lamina.handlers.tree import StatusWriter
 
@@ -98,7 +99,7 @@ class Reconciler:
             try:
                 more = await self.run_pass(self._take_dirty(), logger)
             except Exception as error:  # the loop must outlive any one failure
-                logger.warning(f"reconcile pass failed, retrying: {error!r}")
+                report_failure("loop", "reconcile pass (retrying)", error, logger)
             if more or self.dirty or self.everything:
                 continue
             with contextlib.suppress(TimeoutError):
