@@ -258,6 +258,12 @@ def test_multi_stage_dockerfile_gets_its_base_stage_pinned() -> None:
         ("FROM a\nCOPY --from=alpine /bin/sh /sh\n", "files from 'alpine'"),
         ("FROM a\nCOPY --from=$X / /\n", "files from ''"),
         ('FROM a AS b\nRUN --mount="type=bind,target=/a b,from=evil" true\n', "'evil'"),
+        # The first option right after "--mount=", beside a mount of a real stage.
+        (
+            "FROM a AS builder\nFROM builder\n"
+            "RUN --mount=from=alpine,target=/a --mount=type=bind,from=builder,target=/b true\n",
+            "'alpine'",
+        ),
         ("FROM a\nONBUILD COPY --from=a / /\n", "files from 'a'"),
         ("FROM a AS x\nRUN echo \\\nFROM x AS y\nFROM y\n", "a FROM may not continue"),
         ("ARG V=\\\nFROM evil\nFROM a\n", "a FROM may not continue"),
