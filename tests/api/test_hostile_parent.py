@@ -134,7 +134,7 @@ def test_an_oversized_parent_manifest_is_that_images_condition_and_others_go_on(
         "distribution spec"
     )
     reconciling = condition(kube.get("image", "evil", namespace), "Reconciling")
-    assert reconciling is not None and reconciling["reason"] == "WaitingForParent"
+    assert reconciling is not None and reconciling["reason"] == "ManifestTooLarge"
     assert status_of(kube, "evil", namespace)["resolved"].get("digest") is None
     # The read stopped at the limit each time: never more than a few MiB left the server.
     huge_gets = [

@@ -252,6 +252,15 @@ def node_operator(kube: NodeCluster, log: Path, **settings: str) -> Iterator[str
     """Lamina installed by its Helm chart into a namespace of its own, with the image built in
     the cluster and the cluster's registry settings (``e2e/cluster env``); yields that
     namespace.  ``settings`` are LAMINA_* operator settings.  The pod's log is kept in ``log``."""
+    if not kube.on_kind:
+        # The built-in node's containerd keeps its root and state under the cluster's state
+        # dir; the committer's mounts must name them (on kind, the defaults are right).
+        runtime = kube.state / "containerd"
+        settings = {
+            "LAMINA_CONTAINERD_ROOT": str(runtime / "root"),
+            "LAMINA_CONTAINERD_STATE": str(runtime / "state"),
+            **settings,
+        }
     image = lamina_image(kube.registry)
     kube.kubectl("apply", "--server-side", "-f", str(REPO / "charts" / "lamina" / "crds"))
     kube.ok(

@@ -36,15 +36,7 @@ def commit_operator(
     node_cluster: NodeCluster, lamina_image: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[NodeCluster]:
     log = tmp_path_factory.mktemp("e2e-operator") / "operator.log"
-    # The node tier's containerd keeps its root and state under the cluster's state dir.
-    runtime = node_cluster.state / "containerd"
-    with node_operator(
-        node_cluster,
-        log,
-        LAMINA_COMMITTER_IMAGE=lamina_image,
-        LAMINA_CONTAINERD_ROOT=str(runtime / "root"),
-        LAMINA_CONTAINERD_STATE=str(runtime / "state"),
-    ):
+    with node_operator(node_cluster, log, LAMINA_COMMITTER_IMAGE=lamina_image):
         yield node_cluster
 
 

@@ -185,7 +185,8 @@ def _instruction_problem(text: str, earlier: list[str | None], current: int) -> 
 _FROM_FLAG = re.compile(r"--from=(\"[^\"]*\"|'[^']*'|[^\s]*)", re.IGNORECASE)
 _FROM_OPTION = re.compile(
     # "=" too: the first option of "--mount=from=alpine,..." follows the flag's own "=".
-    r"(?:^|[\s,\"'=])from[ \t]*=[ \t]*(\"[^\"]*\"|'[^']*'|[^\s,\"']*)", re.IGNORECASE
+    r"(?:^|[\s,\"'=])from[ \t]*=[ \t]*(\"[^\"]*\"|'[^']*'|[^\s,\"']*)",
+    re.IGNORECASE,
 )
 
 

@@ -141,16 +141,15 @@ class BuildExecutor:
                     outcomes += await self._one(session, action, state, logger)
                 except Exception as error:  # one object's failure never stops the others
                     outcomes.append(self._failed(action, error, state.now, logger))
-        collected = {(a.namespace, a.name) for a in actions if isinstance(a, CollectBuild)}
-        outcomes += await self._pods_that_cannot_start(state, collected, logger)
         return outcomes
 
-    async def _pods_that_cannot_start(
-        self, state: ClusterState, collected: set[tuple[str, str]], logger: Any
+    async def pods_that_cannot_start(
+        self, state: ClusterState, actions: Sequence[Action], logger: Any
     ) -> list[Outcome]:
         """A running build whose pod cannot start (ImagePullBackOff, ...) says so in its
         status within seconds (the build pods' watch wakes the loop), and stops saying so
         when it starts: one LIST of pods per running build, at most the build limit."""
+        collected = {(a.namespace, a.name) for a in actions if isinstance(a, CollectBuild)}
         outcomes: list[Outcome] = []
         for namespace, images in state.images.items():
             for name, record in images.items():

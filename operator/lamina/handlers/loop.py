@@ -128,8 +128,13 @@ class Reconciler:
         first = decide(state, dirty)
         work = [a for a in first.actions if not isinstance(a, DeleteLayer)]
         final: Decision = first
+        outcomes: list[Outcome] = []
         if work and self.executor is not None:
             outcomes = await self.executor.execute(work, state, logger)
+        if self.executor is not None:
+            # Running builds whose pods cannot start: asked every pass, acted on or not.
+            outcomes += await self.executor.pods_that_cannot_start(state, work, logger)
+        if outcomes:
             self._learn(outcomes)
             state = apply(state, outcomes)
             touched = None if dirty is None else dirty | _namespaces(outcomes)

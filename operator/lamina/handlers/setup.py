@@ -124,7 +124,13 @@ async def _on_own_jobs(memo: Any, event: str, jobs: list[Mapping[str, Any]]) -> 
     for job in jobs:
         metadata = job["metadata"]
         labels = metadata.get("labels") or {}
-        JOBS_LOG.debug("own Job %s (%s): %s", metadata["name"], labels.get(LABEL_PURPOSE), event)
+        JOBS_LOG.debug(
+            "own Job %s/%s (%s) changed: %s",
+            metadata.get("namespace"),
+            metadata["name"],
+            labels.get(LABEL_PURPOSE),
+            event,
+        )
         if labels.get(LABEL_PURPOSE) == "commit":
             await commits.commit_job_event(
                 labels=labels, annotations=metadata.get("annotations") or {}, memo=memo
