@@ -317,7 +317,10 @@ def node_operator(kube: NodeCluster, log: Path, **settings: str) -> Iterator[str
         if "Traceback" in text:
             sys.stderr.write(f"operator log (tail):\n{text[-4000:]}\n")
         subprocess.run(
-            [helm, "uninstall", release, "-n", operator_ns, "--kubeconfig", kube.kubeconfig],
+            # --wait: the operator is gone before the next test's starts (two operators at
+            # once would both reconcile every Image).
+            [helm, "uninstall", release, "-n", operator_ns, "--kubeconfig", kube.kubeconfig]
+            + ["--wait", "--timeout", "2m"],
             capture_output=True,
             check=False,
         )
