@@ -319,8 +319,18 @@ def node_operator(kube: NodeCluster, log: Path, **settings: str) -> Iterator[str
         subprocess.run(
             # --wait: the operator is gone before the next test's starts (two operators at
             # once would both reconcile every Image).
-            [helm, "uninstall", release, "-n", operator_ns, "--kubeconfig", kube.kubeconfig]
-            + ["--wait", "--timeout", "2m"],
+            [
+                helm,
+                "uninstall",
+                release,
+                "-n",
+                operator_ns,
+                "--kubeconfig",
+                kube.kubeconfig,
+                "--wait",
+                "--timeout",
+                "2m",
+            ],
             capture_output=True,
             check=False,
         )

@@ -19,7 +19,7 @@ from lamina.domain.builds import (
 from lamina.domain.commit_outcome import JobOutcome
 from lamina.domain.image_status import build_conditions
 from lamina.domain.rebuild import BuiltFrom
-from lamina.handlers.builds import duration_seconds
+from lamina.api.durations import duration_seconds
 
 P1 = "sha256:" + "1" * 64
 P2 = "sha256:" + "2" * 64

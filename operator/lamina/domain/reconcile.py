@@ -21,11 +21,11 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from lamina.api.durations import duration_seconds
 from lamina.api.image import ImageStatus
 from lamina.domain.build_status import build_failed, build_started
 from lamina.domain.builds import BuildPlan, Candidate, choose_builds, depth_of, plan_namespace
 from lamina.domain.conditions import RECONCILE_FAILED
-from lamina.domain.durations import duration_seconds
 from lamina.domain.rebuild import PARENT_CHANGED
 from lamina.domain.snapshot import (
     BuildJobRecord,

@@ -20,6 +20,7 @@ import aiohttp
 import kopf
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from lamina.api.durations import duration_seconds
 from lamina.api.image import BuildStatus, ImageStatus
 from lamina.domain.api_failures import failure_verdicts
 from lamina.domain.build_job import (
@@ -46,7 +47,6 @@ from lamina.domain.build_status import (
 )
 from lamina.domain.commit_job import CommitSettings, push_secret_copy
 from lamina.domain.conditions import BUILD_JOB_REFUSED, RECONCILE_FAILED
-from lamina.domain.durations import duration_seconds
 from lamina.domain.image_annotations import base_name
 from lamina.domain.manifest_facts import layer_facts
 from lamina.domain.rebase import RebaseRefused as RebaseNotSafe
