@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 
+from lamina.api.durations import duration_seconds
 from lamina.api.image import ImageStatus
 from lamina.domain.build_outcome import judge_build
 from lamina.domain.builds import (
@@ -19,7 +20,6 @@ from lamina.domain.builds import (
 from lamina.domain.commit_outcome import JobOutcome
 from lamina.domain.image_status import build_conditions
 from lamina.domain.rebuild import BuiltFrom
-from lamina.api.durations import duration_seconds
 
 P1 = "sha256:" + "1" * 64
 P2 = "sha256:" + "2" * 64
