@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from lamina.domain.pod_problems import job_pod_problem, problem_of_pod
+from lamina.domain.pod_problems import job_pod_problem, job_pod_started, problem_of_pod
 
 
 def pod(
@@ -127,3 +127,27 @@ def test_long_and_multi_line_kubelet_messages_are_cut_to_one_line() -> None:
     assert "\n" not in problem.message
     assert len(problem.message) <= 480
     assert problem.message.endswith("...")
+
+
+def _init_pod(state: dict[str, object]) -> dict[str, object]:
+    return {
+        "metadata": {"name": "b-1", "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "status": {
+            "phase": "Pending",
+            "initContainerStatuses": [{"name": "context", "state": state}],
+            "containerStatuses": [
+                {"name": "buildkit", "state": {"waiting": {"reason": "PodInitializing"}}}
+            ],
+        },
+    }
+
+
+def test_a_pod_between_pull_retries_has_not_started_so_a_problem_stands() -> None:
+    between = _init_pod({"waiting": {"reason": "PodInitializing"}})
+    assert job_pod_problem([between]) is None
+    assert job_pod_started([between]) is False
+    backing_off = _init_pod({"waiting": {"reason": "ImagePullBackOff", "message": "no"}})
+    assert job_pod_problem([backing_off]) is not None
+    ran = _init_pod({"terminated": {"exitCode": 0}})
+    assert job_pod_started([ran]) is True
+    assert job_pod_started([]) is True  # gone: nothing stands

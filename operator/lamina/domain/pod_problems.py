@@ -112,3 +112,25 @@ def job_pod_problem(pods: Sequence[Mapping[str, Any]]) -> PodProblem | None:
     for pod in reversed(live):
         return problem_of_pod(pod)
     return None
+
+
+def job_pod_started(pods: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether the Job's newest live pod got past starting: a container (init containers
+    included) runs or ran.  Between pull retries the kubelet shows a neutral waiting reason
+    (``PodInitializing``, ``ContainerCreating``): that is not a start, so a problem already
+    reported stands until the pod really starts."""
+    live = [pod for pod in pods if not _finished(pod)]
+    if not live:
+        return True  # finished or gone: whatever was reported is over
+    newest = max(
+        live, key=lambda pod: str((pod.get("metadata") or {}).get("creationTimestamp") or "")
+    )
+    status = newest.get("status") or {}
+    for container in [
+        *(status.get("initContainerStatuses") or []),
+        *(status.get("containerStatuses") or []),
+    ]:
+        state = container.get("state") or {}
+        if state.get("running") or state.get("terminated"):
+            return True
+    return False

@@ -72,7 +72,7 @@ from lamina.domain.reconcile import (
 from lamina.domain.snapshot import BuildJobRecord, Failure, ImageRecord
 from lamina.handlers.api_errors import api_error
 from lamina.handlers.failures import report_failure
-from lamina.handlers.job_pods import build_pod_problem
+from lamina.handlers.job_pods import build_pod_state
 from lamina.handlers.jobs import job_outcome
 from lamina.handlers.parent_resolver import ParentResolver
 from lamina.handlers.recording import ensure_layers
@@ -160,13 +160,15 @@ class BuildExecutor:
                 if job is None or job.finished:
                     continue
                 try:
-                    problem = await build_pod_problem(
+                    problem, started = await build_pod_state(
                         self.kube,
                         {"metadata": {"name": job.name, "namespace": self.settings.namespace}},
                     )
                 except Exception as error:  # a failed read says nothing new; the next pass asks
                     logger.warning(f"{namespace}/{name}: reading build pods: {error!r}")
                     continue
+                if problem is None and not started and build.waiting is not None:
+                    continue  # between the kubelet's retries: the problem stands
                 said = (problem.reason, problem.message) if problem else None
                 if (changed := build_waiting(record.status, said)) is not None:
                     outcomes.append(ImageChanged(namespace, name, changed))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from lamina.domain.pod_problems import PodProblem
+from lamina.domain.pod_problems import PodProblem, job_pod_started
 from lamina.domain.pod_problems import job_pod_problem as newest_pod_problem
 from lamina.kube import Kube
 
@@ -23,3 +23,10 @@ async def job_pod_problem(kube: Kube, job: Mapping[str, Any]) -> PodProblem | No
 async def build_pod_problem(kube: Kube, job: Mapping[str, Any]) -> PodProblem | None:
     """The same for a build Job: the build loop calls this while the Job is unfinished."""
     return await job_pod_problem(kube, job)
+
+
+async def build_pod_state(kube: Kube, job: Mapping[str, Any]) -> tuple[PodProblem | None, bool]:
+    """The build Job's pod problem, and whether its pod got past starting (one LIST)."""
+    meta = job["metadata"]
+    pods = await kube.list_pods(meta["namespace"], f"job-name={meta['name']}")
+    return newest_pod_problem(pods), job_pod_started(pods)
