@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -161,20 +162,23 @@ def test_a_build_job_that_cannot_pull_its_builder_shows_it_within_seconds(
             timeout=120,
             what="the build started",
         )
-        wait_for(
-            lambda: reason_of(kube, "image", "base", ns) in PULL_REASONS,
-            timeout=60,
-            interval=0.5,
-            what="the pull failure on the Image",
-        )
-        build = kube.get("image", "base", ns)["status"]["build"]  # type: ignore[index]
+
+        def pulling_fails() -> dict[str, Any] | None:
+            found = kube.get("image", "base", ns)
+            ready = condition(found, "Ready")
+            return found if ready and ready["reason"] in PULL_REASONS else None
+
+        # One read: the reason and its message as the operator wrote them together.
+        shown = wait_for(pulling_fails, timeout=60, interval=0.5, what="the pull failure")
+        build = shown["status"]["build"]
         began = datetime.fromisoformat(build["startedAt"].replace("Z", "+00:00"))
         print(
             f"\npull failure shown {(datetime.now(UTC) - began).total_seconds():.1f}s "
             "after the build started"
         )
-        reconciling = condition(kube.get("image", "base", ns), "Reconciling")
+        reconciling = condition(shown, "Reconciling")
         assert reconciling is not None and missing in reconciling["message"]
+        assert reconciling["reason"] in PULL_REASONS
         described = kube.ok("describe", "image", "base", "-n", ns)
         assert any(r in described for r in PULL_REASONS), described
 
