@@ -10,6 +10,7 @@ would) and the Image must show it within seconds, keep its digest, and go back t
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -128,7 +129,35 @@ def test_a_refused_build_job_then_a_stuck_build_pod_are_on_the_image(
         == "Warning"
     )
 
-    set_pod_waiting(kube, operator.home, pod, "ContainerCreating", "")
+    # The pod starts (the kubelet's neutral "ContainerCreating" between pull retries is not a
+    # start: the problem would stand).
+    started = {
+        "status": {
+            "phase": "Running",
+            "containerStatuses": [
+                {
+                    "name": "buildkit",
+                    "ready": True,
+                    "restartCount": 0,
+                    "image": "builder:test",
+                    "imageID": "",
+                    "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}},
+                }
+            ],
+        }
+    }
+    kube.kubectl(
+        "patch",
+        "pod",
+        pod,
+        "-n",
+        operator.home,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps(started),
+        check=True,
+    )
     wait_for(
         lambda: reason(kube, "base", namespace) == "Building", timeout=10, what="Building again"
     )
