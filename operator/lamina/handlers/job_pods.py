@@ -20,11 +20,6 @@ async def job_pod_problem(kube: Kube, job: Mapping[str, Any]) -> PodProblem | No
     return newest_pod_problem(pods)
 
 
-async def build_pod_problem(kube: Kube, job: Mapping[str, Any]) -> PodProblem | None:
-    """The same for a build Job: the build loop calls this while the Job is unfinished."""
-    return await job_pod_problem(kube, job)
-
-
 async def build_pod_state(kube: Kube, job: Mapping[str, Any]) -> tuple[PodProblem | None, bool]:
     """The build Job's pod problem, and whether its pod got past starting (one LIST)."""
     meta = job["metadata"]
