@@ -117,6 +117,7 @@ def test_external_parent_resolves_and_a_moved_tag_is_noticed(
     # The Job is created first, then status says so: wait for both.
     wait_for(
         lambda: status_of(kube, "base", namespace).get("build", {}).get("phase") == "Running",
+        timeout=60,
         what="build recorded as running",
     )
     (job,) = wait_for(lambda: build_jobs(kube, operator_ns, namespace), what="build Job")

@@ -16,7 +16,7 @@ from lamina.domain.manifest_facts import LayerFact
 from lamina.handlers.indexes import layer_record
 from lamina.handlers.recording import ensure_layers
 from lamina.kube import Kube
-from tests.conftest import KubeCluster
+from tests.conftest import KubeCluster, wait_for
 
 pytestmark = pytest.mark.api
 
@@ -69,6 +69,16 @@ def test_fifty_layers_are_recorded_once_and_seen_again_for_free(
         finally:
             await client.close()
 
+    # The API server counts Layer requests cluster-wide: let the namespace controller finish
+    # deleting earlier tests' namespaces (and their Layers) before counting ours.
+    wait_for(
+        lambda: (
+            "Terminating"
+            not in kube.kubectl("get", "namespaces", "--no-headers", check=True).stdout
+        ),
+        timeout=180,
+        what="earlier tests' namespaces deleted",
+    )
     before = layer_requests(kube)
     asyncio.run(record(known_from_list=False))
     first = layer_requests(kube) - before
