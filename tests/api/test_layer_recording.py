@@ -1,14 +1,17 @@
 """Recording an image's Layers on a real API server: batched once, free when seen again.
 
-The API server counts the requests (``apiserver_request_total`` for Layers), so what is
-measured is what reached it.
+The requests are counted on the wire of the recording client (every HTTP request its REST
+client sends for Layers), not from the API server's cluster-wide ``apiserver_request_total``:
+that counter has no namespace label, so the namespace controller still deleting an earlier
+test's Layers, or another test's operator, would be counted as ours.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import re
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -16,22 +19,27 @@ from lamina.domain.manifest_facts import LayerFact
 from lamina.handlers.indexes import layer_record
 from lamina.handlers.recording import ensure_layers
 from lamina.kube import Kube
-from tests.conftest import KubeCluster, wait_for
+from tests.conftest import KubeCluster
 
 pytestmark = pytest.mark.api
 
 
-def layer_requests(kube: KubeCluster) -> int:
-    metrics = kube.kubectl("get", "--raw", "/metrics", check=True).stdout
-    total = 0
-    for line in metrics.splitlines():
-        if (
-            line.startswith("apiserver_request_total{")
-            and 'resource="layers"' in line
-            and re.search(r'verb="(POST|PATCH|PUT|GET|DELETE)"', line)
-        ):
-            total += int(float(line.rsplit(" ", 1)[1]))
-    return total
+class LayerRequestCounter:
+    """Counts the requests one client sends for Layers, by wrapping its REST client."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def attach(self, client: Kube) -> None:
+        rest = client._api.rest_client
+        send: Callable[..., Awaitable[Any]] = rest.request
+
+        async def counted(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+            if "/layers" in url:
+                self.sent.append(f"{method} {url}")
+            return await send(method, url, *args, **kwargs)
+
+        rest.request = counted
 
 
 def facts(count: int) -> list[LayerFact]:
@@ -54,9 +62,10 @@ def test_fifty_layers_are_recorded_once_and_seen_again_for_free(
     kube = crds_installed
     layers = facts(50)
 
-    async def record(known_from_list: bool) -> None:
+    async def record(known_from_list: bool) -> list[str]:
         os.environ["KUBECONFIG"] = kube.kubeconfig
         client = await Kube.connect()
+        counter = LayerRequestCounter()
         try:
             known = {}
             if known_from_list:
@@ -65,25 +74,17 @@ def test_fifty_layers_are_recorded_once_and_seen_again_for_free(
                     known[meta["name"]] = layer_record(
                         namespace, meta["name"], spec or {}, status or {}, meta
                     )
+            # Counted from here: the LIST above stands in for the operator's index.
+            counter.attach(client)
             await ensure_layers(client, namespace, None, layers, known)
         finally:
             await client.close()
+        return counter.sent
 
-    # The API server counts Layer requests cluster-wide: let the namespace controller finish
-    # deleting earlier tests' namespaces (and their Layers) before counting ours.
-    wait_for(
-        lambda: (
-            "Terminating"
-            not in kube.kubectl("get", "namespaces", "--no-headers", check=True).stdout
-        ),
-        timeout=180,
-        what="earlier tests' namespaces deleted",
-    )
-    before = layer_requests(kube)
-    asyncio.run(record(known_from_list=False))
-    first = layer_requests(kube) - before
+    first = asyncio.run(record(known_from_list=False))
     # One create and one status write per new Layer, no reads, no owner references.
-    assert first == 2 * len(layers)
+    assert len(first) == 2 * len(layers), first
+    assert sorted(r.split(" ", 1)[0] for r in first) == ["PATCH"] * 50 + ["POST"] * 50
     listed = kube.kubectl("get", "layers", "-n", namespace, "-o", "json", check=True).stdout
     assert listed.count('"kind": "Layer"') == 50
     assert '"ownerReferences"' not in listed
@@ -94,8 +95,5 @@ def test_fifty_layers_are_recorded_once_and_seen_again_for_free(
     assert one["status"]["diffID"] == layers[7].diff_id
 
     # Seen again (a second build of the same bytes, a restarted operator): nothing to write.
-    # The LIST that stands in for the operator's index is excluded from the count.
-    before = layer_requests(kube)
-    asyncio.run(record(known_from_list=True))
-    again = layer_requests(kube) - before
-    assert again == 0, f"{again} requests for Layers that were already recorded"
+    again = asyncio.run(record(known_from_list=True))
+    assert again == [], f"{len(again)} requests for Layers that were already recorded: {again}"
