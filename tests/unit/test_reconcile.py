@@ -388,3 +388,23 @@ def test_a_due_resolution_comes_before_any_build() -> None:
     """Never a build on a digest about to be replaced: resolve first, decide next pass."""
     due = img("base", resolved=resolved(at=NOW - timedelta(days=1)))
     assert kinds(decide(state(due))) == [("ResolveParent", "base")]
+
+
+def test_a_just_resolved_parent_builds_though_a_short_poll_is_due_again() -> None:
+    """A 1 s poll interval is due on every pass: the build must still start, not starve."""
+    fresh = img(
+        "base",
+        spec_extra={"parent": {"ref": REF, "pollInterval": "1s"}},
+        resolved=resolved(at=NOW - timedelta(seconds=2)),
+    )
+    assert kinds(decide(state(fresh))) == [("StartBuild", "base")]
+
+
+def test_a_build_queued_behind_the_limit_still_re_polls_its_parent() -> None:
+    """No slot free: the due re-poll goes on, so a moved tag is seen while the build waits."""
+    fresh = img(
+        "base",
+        spec_extra={"parent": {"ref": REF, "pollInterval": "1s"}},
+        resolved=resolved(at=NOW - timedelta(seconds=2)),
+    )
+    assert kinds(decide(state(fresh, limit=0))) == [("ResolveParent", "base")]

@@ -153,6 +153,8 @@ class Candidate:
     created: str
     # Why a Rebase was not possible, when this build replaces one.
     note: str | None = None
+    # The parent ref whose periodic re-poll is due: resolved instead when no slot is free.
+    resolve: str | None = None
 
 
 def choose_builds(candidates: Sequence[Candidate], running: int, limit: int) -> list[Candidate]:

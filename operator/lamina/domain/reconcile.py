@@ -220,6 +220,12 @@ Outcome = (
 # -- the decision ------------------------------------------------------------------------------
 
 
+# A resolution this recent is good enough to start a build on; a re-poll due then waits for
+# the build (the next pass or the build's own end re-resolves, and a moved tag folds into the
+# next build).
+FRESH_ENOUGH_TO_BUILD_ON = timedelta(seconds=60)
+
+
 def _resolve_due(record: ImageRecord, now: datetime, polled: Mapping[str, datetime]) -> str | None:
     """The parent ref to resolve now, if it is due."""
     spec = record.spec
@@ -232,6 +238,18 @@ def _resolve_due(record: ImageRecord, now: datetime, polled: Mapping[str, dateti
     wait = every if resolved.digest else RETRY_UNRESOLVED
     last = max(resolved.resolved_at, polled.get(spec.parent.ref, resolved.resolved_at))
     return spec.parent.ref if now - last >= wait else None
+
+
+def _too_old_to_build_on(record: ImageRecord, state: ClusterState) -> bool:
+    """The parent's digest was resolved too long ago (or never) to start a build on it."""
+    resolved = record.status.resolved
+    spec = record.spec
+    if spec is None or resolved is None or resolved.ref != spec.parent.ref:
+        return True
+    if resolved.resolved_at is None or resolved.digest is None or spec.parent.ref is None:
+        return True
+    last = max(resolved.resolved_at, state.polled.get(spec.parent.ref, resolved.resolved_at))
+    return state.now - last > FRESH_ENOUGH_TO_BUILD_ON
 
 
 def _rebase_wanted(record: ImageRecord, plan: BuildPlan) -> bool:
@@ -305,11 +323,15 @@ def _image_action(
         if job is not None and job.finished:
             return CollectBuild(record.namespace, record.name, job.name)
     # Re-resolving is only an observation: it goes on while a build runs (a moved tag folds
-    # into the next build), but comes before any new build is decided.
+    # into the next build).  A due resolution comes before a new build when the digest to
+    # build on is old (never a build on a digest about to be replaced), but not when it was
+    # just resolved: with a poll interval shorter than a pass, a re-poll is due on every
+    # pass, and putting it first would starve the build for good.
     ref = _resolve_due(record, state.now, state.polled)
-    if ref is not None:
+    wanted = not running and plan is not None and plan.action == "queued"
+    if ref is not None and (not wanted or _too_old_to_build_on(record, state)):
         return ResolveParent(record.namespace, record.name, ref)
-    if running or plan is None or plan.action != "queued":
+    if not wanted or plan is None:
         return None
     refused = state.rebase_refused.get((record.namespace, record.name))
     note = refused[1] if refused is not None and refused[0] == plan.inputs else None
@@ -321,7 +343,7 @@ def _image_action(
             _parent_repository(record, images),
             record.spec.parent.image is not None,
         )
-    return Candidate(record.namespace, plan, -1, record.created, note)
+    return Candidate(record.namespace, plan, -1, record.created, note, resolve=ref)
 
 
 def _failure_of(state: ClusterState, key: ObjectKey) -> Failure | None:
@@ -417,10 +439,15 @@ def decide(state: ClusterState, dirty: Iterable[str] | None = None) -> Decision:
         if job.image_uid and job.image_uid not in alive and not job.finished:
             actions.append(DeleteJob(name, "its Image is gone"))
     running = sum(1 for job in state.jobs.values() if not job.finished)
-    for chosen in choose_builds(candidates, running, state.limit):
+    chosen_builds = choose_builds(candidates, running, state.limit)
+    for chosen in chosen_builds:
         start = _start(chosen, state, failed)
         if start is not None:
             actions.append(start)
+    for waiting in candidates:
+        # Queued behind the limit: the due re-poll goes on, so a moved tag is seen while queued.
+        if waiting.resolve is not None and waiting not in chosen_builds:
+            actions.append(ResolveParent(waiting.namespace, waiting.plan.name, waiting.resolve))
     return Decision(tuple(actions), tuple(writes), failed)
 
 
