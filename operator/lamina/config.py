@@ -56,6 +56,14 @@ class OperatorConfig(BaseModel):
     max_concurrent_builds: int = Field(
         default=2, ge=1, description="Global limit on build Jobs running at once."
     )
+    max_builds_per_namespace: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "At most this many build Jobs of one namespace at once (unset: only the global "
+            "limit); slots always go first to the namespace with the fewest builds running."
+        ),
+    )
     build_poll_seconds: float = Field(
         default=30.0, gt=0, description="How often the build loop looks for due parent refs."
     )
@@ -89,6 +97,7 @@ class OperatorConfig(BaseModel):
             ("LAMINA_BUILDER_IMAGE", "builder_image"),
             ("LAMINA_BUILD_DEADLINE_SECONDS", "build_deadline_seconds"),
             ("LAMINA_MAX_CONCURRENT_BUILDS", "max_concurrent_builds"),
+            ("LAMINA_MAX_BUILDS_PER_NAMESPACE", "max_builds_per_namespace"),
             ("LAMINA_BUILD_POLL_SECONDS", "build_poll_seconds"),
             ("LAMINA_CONTAINERD_ROOT", "containerd_root"),
             ("LAMINA_CONTAINERD_STATE", "containerd_state"),

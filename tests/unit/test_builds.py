@@ -10,6 +10,7 @@ from lamina.api.durations import duration_seconds
 from lamina.api.image import ImageStatus
 from lamina.domain.build_outcome import judge_build
 from lamina.domain.builds import (
+    BuildPlan,
     BuildState,
     Candidate,
     choose_builds,
@@ -127,9 +128,42 @@ def test_choose_builds_respects_the_limit_and_puts_people_first() -> None:
         Candidate("ns", queued["deep"], 2, "2026-01-01"),
         Candidate("ns", queued["edited"], 0, "2026-01-02"),
     ]
-    chosen = choose_builds(candidates, running=1, limit=3)
+    chosen = choose_builds(candidates, running={"ns": 1}, limit=3)
     assert [c.plan.name for c in chosen] == ["edited", "deep"]
-    assert choose_builds(candidates, running=3, limit=3) == []
+    assert choose_builds(candidates, running={"ns": 3}, limit=3) == []
+
+
+def tenant(namespace: str, count: int) -> list[Candidate]:
+    """``count`` queued automatic builds of one namespace (a cascade)."""
+    return [
+        Candidate(namespace, BuildPlan(f"{namespace}-{n}", "queued"), 1, f"2026-01-01T00:{n:02}")
+        for n in range(count)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("running", "per_namespace", "wanted"),
+    [
+        # A hundred-Image cascade in "big" does not take every slot from "small"'s one build.
+        ({}, None, {"big": 2, "small": 1}),
+        # "big" already runs two: the free slots go to the others first.
+        ({"big": 2}, None, {"small": 1}),
+        # A per-namespace cap holds even with slots to spare.
+        ({}, 1, {"big": 1, "small": 1}),
+        ({"other": 3}, None, {}),
+    ],
+)
+def test_slots_are_shared_between_namespaces(
+    running: dict[str, int], per_namespace: int | None, wanted: dict[str, int]
+) -> None:
+    chosen = choose_builds(tenant("big", 100) + tenant("small", 1), running, 3, per_namespace)
+    counts: dict[str, int] = {}
+    for candidate in chosen:
+        counts[candidate.namespace] = counts.get(candidate.namespace, 0) + 1
+    assert counts == wanted
+    # Within a namespace, its own order holds (the oldest first here).
+    big = [c.plan.name for c in chosen if c.namespace == "big"]
+    assert big == [f"big-{n}" for n in range(len(big))]
 
 
 def test_depth_survives_cycles() -> None:

@@ -157,18 +157,51 @@ class Candidate:
     resolve: str | None = None
 
 
-def choose_builds(candidates: Sequence[Candidate], running: int, limit: int) -> list[Candidate]:
-    """Which queued builds start now under the global limit.
+def choose_builds(
+    candidates: Sequence[Candidate],
+    running: Mapping[str, int],
+    limit: int,
+    per_namespace: int | None = None,
+) -> list[Candidate]:
+    """Which queued builds start now under the global limit, shared fairly between tenants.
 
-    Person-initiated builds first (a spec edit should not wait behind a cascade), then
+    ``running``: the builds running now, by the namespace of their Image.  Each free slot
+    goes to the namespace with the fewest builds running or just chosen (a tenant with a
+    hundred-Image cascade cannot hold every slot while another tenant's one build waits),
+    never beyond ``per_namespace`` builds of one namespace.  Within a namespace:
+    person-initiated builds first (a spec edit should not wait behind a cascade), then
     shallower Images, then the oldest; the order is total, so the choice is stable.
     """
-    free = max(0, limit - running)
-    ordered = sorted(
-        candidates,
-        key=lambda c: (not c.plan.user_initiated, c.depth, c.created, c.namespace, c.plan.name),
+    free = max(0, limit - sum(running.values()))
+    queues: dict[str, list[Candidate]] = {}
+    for candidate in sorted(candidates, key=_priority):
+        queues.setdefault(candidate.namespace, []).append(candidate)
+    counts = dict(running)
+    chosen: list[Candidate] = []
+    while free > 0:
+        open_namespaces = [
+            namespace
+            for namespace, queue in queues.items()
+            if queue and (per_namespace is None or counts.get(namespace, 0) < per_namespace)
+        ]
+        if not open_namespaces:
+            break
+        namespace = min(open_namespaces, key=lambda n: (counts.get(n, 0), _priority(queues[n][0])))
+        chosen.append(queues[namespace].pop(0))
+        counts[namespace] = counts.get(namespace, 0) + 1
+        free -= 1
+    return chosen
+
+
+def _priority(candidate: Candidate) -> tuple[bool, int, str, str, str]:
+    plan = candidate.plan
+    return (
+        not plan.user_initiated,
+        candidate.depth,
+        candidate.created,
+        candidate.namespace,
+        plan.name,
     )
-    return list(ordered[:free])
 
 
 def depth_of(name: str, parents: Mapping[str, str | None]) -> int:

@@ -64,6 +64,8 @@ class ClusterState:
     layers: Mapping[str, Mapping[str, LayerRecord]] = field(default_factory=dict)
     jobs: Mapping[str, BuildJobRecord] = field(default_factory=dict)
     limit: int = 2
+    # At most this many builds of one namespace at once (None: only the global limit).
+    namespace_limit: int | None = None
     rebase_refused: Mapping[ImageKey, tuple[str, str]] = field(default_factory=dict)
     failures: Mapping[ObjectKey, Failure] = field(default_factory=dict)
     # When each parent ref was last asked of its registry.  ``status.resolved`` is written
@@ -438,8 +440,13 @@ def decide(state: ClusterState, dirty: Iterable[str] | None = None) -> Decision:
     for name, job in sorted(state.jobs.items()):
         if job.image_uid and job.image_uid not in alive and not job.finished:
             actions.append(DeleteJob(name, "its Image is gone"))
-    running = sum(1 for job in state.jobs.values() if not job.finished)
-    chosen_builds = choose_builds(candidates, running, state.limit)
+    running: dict[str, int] = {}
+    for job in state.jobs.values():
+        if not job.finished:
+            # A Job without an Image namespace label still takes a global slot.
+            owner = job.image_namespace or ""
+            running[owner] = running.get(owner, 0) + 1
+    chosen_builds = choose_builds(candidates, running, state.limit, state.namespace_limit)
     for chosen in chosen_builds:
         start = _start(chosen, state, failed)
         if start is not None:

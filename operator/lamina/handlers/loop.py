@@ -58,6 +58,7 @@ class Reconciler:
     executor: BuildExecutor | None
     limit: int
     poll_seconds: float
+    namespace_limit: int | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     dirty: set[str] = field(default_factory=set)
     everything: bool = True  # the first pass renders every namespace
@@ -124,7 +125,14 @@ class Reconciler:
             if failure.retry_at is not None and failure.retry_at > at
         }
         polled = self.executor.resolver.checked if self.executor is not None else {}
-        state = given or self.view.state(at, self.limit, self.rebase_refused, self.failures, polled)
+        state = given or self.view.state(
+            at,
+            self.limit,
+            self.rebase_refused,
+            self.failures,
+            polled=polled,
+            namespace_limit=self.namespace_limit,
+        )
         first = decide(state, dirty)
         work = [a for a in first.actions if not isinstance(a, DeleteLayer)]
         final: Decision = first

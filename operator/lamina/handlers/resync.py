@@ -49,6 +49,7 @@ async def listed_state(kube: Kube, namespaces: list[str], base: ClusterState) ->
         layers=dict(layers),
         jobs=base.jobs,
         limit=base.limit,
+        namespace_limit=base.namespace_limit,
         rebase_refused=base.rebase_refused,
         failures=base.failures,
         polled=base.polled,
@@ -64,7 +65,11 @@ async def resync_once(
         reconciler = Reconciler(ClusterView(), StatusWriter(kube), None, limit=0, poll_seconds=0)
     now = datetime.now(UTC).replace(microsecond=0)
     base = reconciler.view.state(
-        now, reconciler.limit, reconciler.rebase_refused, reconciler.failures
+        now,
+        reconciler.limit,
+        reconciler.rebase_refused,
+        reconciler.failures,
+        namespace_limit=reconciler.namespace_limit,
     )
     await reconciler.run_pass(None, logger, await listed_state(kube, namespaces, base))
 

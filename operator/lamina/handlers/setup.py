@@ -55,6 +55,7 @@ def reconciler_for(memo: Any) -> Reconciler:
             hosts=hosts,
         ),
         limit=config.max_concurrent_builds,
+        namespace_limit=config.max_builds_per_namespace,
         poll_seconds=config.build_poll_seconds,
     )
 

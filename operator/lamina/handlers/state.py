@@ -127,7 +127,9 @@ class ClusterView:
         limit: int,
         rebase_refused: Mapping[tuple[str, str], tuple[str, str]],
         failures: Mapping[tuple[str, str, str], Failure],
+        *,
         polled: Mapping[str, datetime] | None = None,
+        namespace_limit: int | None = None,
     ) -> ClusterState:
         images: dict[str, dict[str, ImageRecord]] = {}
         layers: dict[str, dict[str, LayerRecord]] = {}
@@ -142,6 +144,7 @@ class ClusterView:
             layers=layers,
             jobs=self.jobs(),
             limit=limit,
+            namespace_limit=namespace_limit,
             rebase_refused=dict(rebase_refused),
             failures=dict(failures),
             polled=dict(polled or {}),
