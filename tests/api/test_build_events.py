@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.api.build_loop import build_loop_operator
 from tests.api.test_build_planning import build_jobs, image, push, status_of
-from tests.api.test_failures_visible import Operator, _up, event_with, events_of, free_port
+from tests.api.test_failures_visible import Operator, event_with, events_of
 from tests.api.test_tree_reconcile import image as plain_image
-from tests.conftest import KubeCluster, start_operator, stop_operator, wait_for
+from tests.conftest import KubeCluster, wait_for
 from tests.integration.conftest import Registry
 
 pytestmark = pytest.mark.api
@@ -31,25 +32,10 @@ def building_operator(
     home = f"lamina-{uuid.uuid4().hex[:6]}"
     crds_installed.kubectl("create", "namespace", home, check=True)
     work = tmp_path_factory.mktemp("build-events")
-    settings = work / "registries.yaml"
-    settings.write_text(f'registries:\n  "{registry.address}":\n    insecure: true\n')
-    env = {
-        "LAMINA_NAMESPACE": home,
-        "LAMINA_REGISTRY_CONFIG": str(settings),
-        "LAMINA_BUILD_POLL_SECONDS": "1",
-        "LAMINA_BUILDER_IMAGE": "builder:test",
-    }
-    port = free_port()
-    log = work / "operator.log"
-    process = start_operator(
-        crds_installed.kubeconfig, log, f"--metrics-port={port}", "--health-port=0", env=env
-    )
-    operator = Operator(crds_installed, log, port, home)
     try:
-        wait_for(lambda: _up(operator), timeout=30, what="operator /metrics")
-        yield operator, registry
+        with build_loop_operator(crds_installed, registry, work, home) as operator:
+            yield operator, registry
     finally:
-        stop_operator(process, log)
         crds_installed.kubectl("delete", "namespace", home, "--wait=false")
 
 

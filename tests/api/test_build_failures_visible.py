@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.api.build_loop import build_loop_operator
 from tests.api.test_build_planning import image, push, status_of
-from tests.api.test_failures_visible import Operator, _up, event_with, free_port, set_pod_waiting
+from tests.api.test_failures_visible import Operator, event_with, set_pod_waiting
 from tests.api.test_tree_reconcile import condition
-from tests.conftest import KubeCluster, start_operator, stop_operator, wait_for
+from tests.conftest import KubeCluster, wait_for
 from tests.integration.conftest import Registry
 
 pytestmark = pytest.mark.api
@@ -35,31 +36,16 @@ def homeless_builder(
     # The operator checks its namespace at start; it disappears afterwards.
     crds_installed.kubectl("create", "namespace", home, check=True)
     work = tmp_path_factory.mktemp("build-failures")
-    settings = work / "registries.yaml"
-    settings.write_text(f'registries:\n  "{registry.address}":\n    insecure: true\n')
-    env = {
-        "LAMINA_NAMESPACE": home,
-        "LAMINA_REGISTRY_CONFIG": str(settings),
-        "LAMINA_BUILD_POLL_SECONDS": "1",
-        "LAMINA_BUILDER_IMAGE": "builder:test",
-    }
-    port = free_port()
-    log = work / "operator.log"
-    process = start_operator(
-        crds_installed.kubeconfig, log, f"--metrics-port={port}", "--health-port=0", env=env
-    )
-    operator = Operator(crds_installed, log, port, home)
     try:
-        wait_for(lambda: _up(operator), timeout=30, what="operator /metrics")
-        crds_installed.kubectl("delete", "namespace", home, "--wait=true", check=True)
-        wait_for(
-            lambda: crds_installed.get("namespace", home, "") is None,
-            timeout=60,
-            what=f"namespace {home} gone",
-        )
-        yield operator, registry
+        with build_loop_operator(crds_installed, registry, work, home) as operator:
+            crds_installed.kubectl("delete", "namespace", home, "--wait=true", check=True)
+            wait_for(
+                lambda: crds_installed.get("namespace", home, "") is None,
+                timeout=60,
+                what=f"namespace {home} gone",
+            )
+            yield operator, registry
     finally:
-        stop_operator(process, log)
         crds_installed.kubectl("delete", "namespace", home, "--wait=false")
 
 

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.api.build_loop import build_loop_operator
 from tests.api.test_build_planning import image, push
 from tests.api.test_tree_reconcile import condition
-from tests.conftest import KubeCluster, start_operator, stop_operator, wait_for
+from tests.conftest import KubeCluster, wait_for
 from tests.integration.conftest import Registry
 
 pytestmark = pytest.mark.api
@@ -53,53 +54,39 @@ def test_a_cascade_in_one_namespace_leaves_a_slot_for_another(
         kube.apply(image(name, {"ref": ref}, registry), busy)
     kube.apply(image("solo", {"ref": ref}, registry), quiet)
 
-    settings = tmp_path / "registries.yaml"
-    settings.write_text(f'registries:\n  "{registry.address}":\n    insecure: true\n')
-    log = tmp_path / "operator.log"
-    process = start_operator(
-        kube.kubeconfig,
-        log,
-        "--metrics-port=0",
-        "--health-port=0",
-        env={
-            "LAMINA_NAMESPACE": operator_ns,
-            "LAMINA_REGISTRY_CONFIG": str(settings),
-            "LAMINA_MAX_CONCURRENT_BUILDS": limit,
-            "LAMINA_BUILD_POLL_SECONDS": "1",
-            "LAMINA_BUILDER_IMAGE": "builder:test",
-        }
-        | ({"LAMINA_MAX_BUILDS_PER_NAMESPACE": per_namespace} if per_namespace else {}),
-    )
+    extra = {"LAMINA_MAX_CONCURRENT_BUILDS": limit}
+    if per_namespace:
+        extra["LAMINA_MAX_BUILDS_PER_NAMESPACE"] = per_namespace
+
+    def jobs_by_namespace() -> dict[str, int] | None:
+        listed = kube.kubectl("get", "jobs", "-n", operator_ns, "-o", "json", check=True)
+        counts: dict[str, int] = {}
+        for job in json.loads(listed.stdout)["items"]:
+            owner = job["metadata"]["labels"]["lamina.dev/image-namespace"]
+            counts[owner] = counts.get(owner, 0) + 1
+        return counts if sum(counts.values()) >= 3 else None
+
     try:
-
-        def jobs_by_namespace() -> dict[str, int] | None:
-            listed = kube.kubectl("get", "jobs", "-n", operator_ns, "-o", "json", check=True)
-            counts: dict[str, int] = {}
-            for job in json.loads(listed.stdout)["items"]:
-                owner = job["metadata"]["labels"]["lamina.dev/image-namespace"]
-                counts[owner] = counts.get(owner, 0) + 1
-            return counts if sum(counts.values()) >= 3 else None
-
-        counts = wait_for(jobs_by_namespace, timeout=90, what="three build Jobs")
-        assert counts == {busy: busy_slots, quiet: 1}
-        wait_for(
-            lambda: (
-                (condition(kube.get("image", "solo", quiet), "Reconciling") or {}).get("reason")
-                == "Building"
-            ),
-            what="the quiet tenant's Image building",
-        )
-        queued = [
-            name
-            for name in ("a", "b", "c", "d")
-            if (condition(kube.get("image", name, busy), "Reconciling") or {}).get("reason")
-            == "BuildQueued"
-        ]
-        assert len(queued) == 4 - busy_slots
-        # Later passes (one a second) do not hand the spare slot to the capped tenant.
-        time.sleep(3)
-        assert jobs_by_namespace() == {busy: busy_slots, quiet: 1}
+        with build_loop_operator(kube, registry, tmp_path, operator_ns, **extra):
+            counts = wait_for(jobs_by_namespace, timeout=90, what="three build Jobs")
+            assert counts == {busy: busy_slots, quiet: 1}
+            wait_for(
+                lambda: (
+                    (condition(kube.get("image", "solo", quiet), "Reconciling") or {}).get("reason")
+                    == "Building"
+                ),
+                what="the quiet tenant's Image building",
+            )
+            queued = [
+                name
+                for name in ("a", "b", "c", "d")
+                if (condition(kube.get("image", name, busy), "Reconciling") or {}).get("reason")
+                == "BuildQueued"
+            ]
+            assert len(queued) == 4 - busy_slots
+            # Later passes (one a second) do not hand the spare slot to the capped tenant.
+            time.sleep(3)
+            assert jobs_by_namespace() == {busy: busy_slots, quiet: 1}
     finally:
-        stop_operator(process, log)
         for namespace in (operator_ns, busy, quiet):
             kube.kubectl("delete", "namespace", namespace, "--wait=false")
