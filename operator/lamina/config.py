@@ -38,6 +38,14 @@ class OperatorConfig(BaseModel):
         default="lamina:latest", description="Image of commit Jobs (Lamina's own image)."
     )
     commit_deadline_seconds: int = Field(default=1800, ge=30)
+    max_concurrent_commits: int = Field(
+        default=4, ge=1, description="Global limit on commit Jobs running at once."
+    )
+    max_commits_per_namespace: int | None = Field(
+        default=None,
+        ge=1,
+        description="At most this many commit Jobs of one namespace at once (unset: none).",
+    )
     containerd_root: str = Field(
         default="/var/lib/containerd",
         pattern=r"^/",
@@ -98,6 +106,8 @@ class OperatorConfig(BaseModel):
             ("LAMINA_BUILD_DEADLINE_SECONDS", "build_deadline_seconds"),
             ("LAMINA_MAX_CONCURRENT_BUILDS", "max_concurrent_builds"),
             ("LAMINA_MAX_BUILDS_PER_NAMESPACE", "max_builds_per_namespace"),
+            ("LAMINA_MAX_CONCURRENT_COMMITS", "max_concurrent_commits"),
+            ("LAMINA_MAX_COMMITS_PER_NAMESPACE", "max_commits_per_namespace"),
             ("LAMINA_BUILD_POLL_SECONDS", "build_poll_seconds"),
             ("LAMINA_CONTAINERD_ROOT", "containerd_root"),
             ("LAMINA_CONTAINERD_STATE", "containerd_state"),

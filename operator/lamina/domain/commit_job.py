@@ -24,10 +24,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lamina.api.commit import ContainerCommitSpec
+from lamina.domain.commit_slots import CommitSlots
 from lamina.domain.labels import label_value
 
 MANAGED_BY = "lamina"
@@ -72,6 +73,7 @@ class CommitSettings:
     registry_config: str | None = None
     containerd_root: str = CONTAINERD_ROOT
     containerd_state: str = CONTAINERD_STATE
+    slots: CommitSlots = field(default_factory=CommitSlots)
 
     @property
     def tasks_path(self) -> str:

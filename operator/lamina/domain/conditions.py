@@ -52,6 +52,7 @@ REASONS: dict[str, str] = {
     "ParentChanged": PARENT_CURRENT,
     "Committed": READY,
     "CommitPending": RECONCILING,
+    "CommitQueued": RECONCILING,
     "ParentNotFound": STALLED,
     "ParentCycle": STALLED,
     "AncestorStalled": STALLED,

@@ -44,11 +44,12 @@ from lamina.domain.commit_outcome import (
     verification_failed,
 )
 from lamina.domain.commit_preflight import preflight
+from lamina.domain.commit_slots import COMMIT_QUEUED, CommitSlots, commit_slot_refusal
 from lamina.domain.conditions import Verdict, kstatus, merge_conditions, same_conditions
 from lamina.handlers.commit_record import record_committed_image
 from lamina.handlers.failures import report_failure
 from lamina.handlers.job_pods import job_pod_problem
-from lamina.handlers.jobs import job_outcome
+from lamina.handlers.jobs import finished, job_outcome
 from lamina.handlers.metrics import EVENTS, STATUS_PATCHES
 from lamina.handlers.registry_access import PushSecretError, docker_config_of, read_pushed_image
 from lamina.kube import Kube
@@ -56,6 +57,10 @@ from lamina.kube.client import api_failure
 from lamina.oci.errors import RegistryError
 
 TERMINAL_PHASES = {"Succeeded", "Failed"}
+OWN_COMMIT_JOBS = f"app.kubernetes.io/managed-by={MANAGED_BY},{LABEL_PURPOSE}=commit"
+# A commit waiting for a slot looks again this often (a finished commit Job frees one).
+QUEUED_RECHECK_SECONDS = 5.0
+_SLOTS = asyncio.Lock()
 HANDLER = "commits"
 # Back-off of a retried reconcile after an API failure: 5 s, doubling, at most 5 minutes.
 RETRY_FIRST_SECONDS = 5.0
@@ -66,9 +71,10 @@ _log = logging.getLogger("lamina.commits")
 
 
 class Retry(Protocol):
-    """Schedules another reconcile of a commit after a failure (``succeeded``: reset)."""
+    """Schedules another reconcile of a commit after a failure (``succeeded``: reset), or
+    ``after`` seconds from now (a commit waiting for a slot)."""
 
-    def __call__(self, uid: str, succeeded: bool = False) -> None: ...
+    def __call__(self, uid: str, succeeded: bool = False, after: float | None = None) -> None: ...
 
 
 def _waiting(status: Mapping[str, Any]) -> bool:
@@ -88,6 +94,7 @@ def _settings(memo: Any) -> CommitSettings:
         registry_config=config.registry_config,
         containerd_root=config.containerd_root,
         containerd_state=config.containerd_state,
+        slots=CommitSlots(config.max_concurrent_commits, config.max_commits_per_namespace),
     )
 
 
@@ -102,6 +109,8 @@ class _Commit:
     body: Mapping[str, Any]
     # What the reconcile is doing now, for the condition when the API refuses it.
     step: str = field(default="read the commit's Job")
+    # Set when the commit waits for a slot: look again this many seconds from now.
+    again_after: float | None = None
 
     @property
     def meta(self) -> Mapping[str, Any]:
@@ -195,7 +204,7 @@ async def reconcile_commit(
             retry(commit.uid)
         return
     if retry is not None:
-        retry(commit.uid, succeeded=True)
+        retry(commit.uid, succeeded=True, after=commit.again_after)
 
 
 async def _reconcile(commit: _Commit) -> None:
@@ -245,6 +254,19 @@ async def _reconcile(commit: _Commit) -> None:
     )
 
 
+async def _running_commits(kube: Kube, namespace: str) -> dict[str, int]:
+    """The unfinished commit Jobs in the operator's namespace, by their commit's namespace."""
+    running: dict[str, int] = {}
+    for job in await kube.list_jobs(namespace, OWN_COMMIT_JOBS):
+        if finished(job):
+            continue
+        metadata = job["metadata"]
+        target = commit_of(metadata.get("labels") or {}, metadata.get("annotations") or {})
+        owner = target[0] if target else ""
+        running[owner] = running.get(owner, 0) + 1
+    return running
+
+
 def _target_of(status: Mapping[str, Any]) -> CommitTarget | None:
     node, container = status.get("node"), status.get("containerID")
     parent = status.get("parent") or {}
@@ -270,20 +292,30 @@ async def _start(commit: _Commit) -> None:
     target = _target_of(check.fields)
     assert target is not None  # a ready target has a node and a container
     settings = commit.settings
-    commit.step = (
-        f"create the commit Job {settings.namespace}/{commit_job_name(commit.uid)} "
-        f"(LAMINA_NAMESPACE={settings.namespace})"
-    )
-    job = await commit.kube.create_job(
-        commit_job(
-            namespace=commit.namespace,
-            name=commit.name,
-            uid=commit.uid,
-            spec=spec,
-            target=target,
-            settings=settings,
+    # One decision at a time: two commits must not both take the last slot.
+    async with _SLOTS:
+        commit.step = f"list the commit Jobs in {settings.namespace}"
+        running = await _running_commits(commit.kube, settings.namespace)
+        refusal = commit_slot_refusal(running, commit.namespace, settings.slots)
+        if refusal is not None:
+            commit.again_after = QUEUED_RECHECK_SECONDS
+            queued = kstatus(ready=False, progressing=True, reason=COMMIT_QUEUED, message=refusal)
+            await commit.write("Pending", queued, check.fields)
+            return
+        commit.step = (
+            f"create the commit Job {settings.namespace}/{commit_job_name(commit.uid)} "
+            f"(LAMINA_NAMESPACE={settings.namespace})"
         )
-    )
+        job = await commit.kube.create_job(
+            commit_job(
+                namespace=commit.namespace,
+                name=commit.name,
+                uid=commit.uid,
+                spec=spec,
+                target=target,
+                settings=settings,
+            )
+        )
     if docker_config is not None:
         commit.step = f"copy the push Secret next to the commit Job in {settings.namespace}"
         owner = {
@@ -381,14 +413,16 @@ def _retrier(memo: Any, namespace: str, name: str) -> Retry:
     attempts: dict[str, int] = memo.setdefault("commit_attempts", {})
     tasks: dict[str, asyncio.Task[None]] = memo.setdefault("commit_retries", {})
 
-    def schedule(uid: str, succeeded: bool = False) -> None:
+    def schedule(uid: str, succeeded: bool = False, after: float | None = None) -> None:
         if succeeded:
             attempts.pop(uid, None)
-            return
+            if after is None:
+                return
         if uid in tasks and not tasks[uid].done():
             return
-        attempts[uid] = attempts.get(uid, 0) + 1
-        delay = retry_delay(attempts[uid])
+        if after is None:
+            attempts[uid] = attempts.get(uid, 0) + 1
+        delay = retry_delay(attempts[uid]) if after is None else after
 
         async def again() -> None:
             await asyncio.sleep(delay)
