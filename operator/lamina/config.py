@@ -1,7 +1,8 @@
 """Operator configuration: one place, read from the environment (the Helm chart sets it).
 
-Every setting has a ``LAMINA_`` environment variable and a command-line flag of
-``lamina operator``; the flag wins.  The chart's ``values.yaml`` documents the same names.
+Every setting has a ``LAMINA_`` environment variable (docs/configuration.md lists them); the
+namespaces and ports also have a flag of ``lamina operator``, which wins.  The Helm chart
+sets the variables from its values.
 """
 
 from __future__ import annotations
@@ -10,11 +11,15 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from lamina.domain.job_resources import JobResources, check_size_limit, parse_job_resources
 
 
 class OperatorConfig(BaseModel):
     """Settings of one operator process."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
 
     namespaces: list[str] = Field(
         default_factory=list, description="Namespaces to watch; empty means all."
@@ -72,6 +77,18 @@ class OperatorConfig(BaseModel):
             "limit); slots always go first to the namespace with the fewest builds running."
         ),
     )
+    build_resources: JobResources = Field(
+        default_factory=JobResources,
+        description="Requests and limits of the build container ($LAMINA_BUILD_RESOURCES, JSON).",
+    )
+    build_state_size_limit: str | None = Field(
+        default=None,
+        description="Size limit of BuildKit's state volume ($LAMINA_BUILD_STATE_SIZE_LIMIT).",
+    )
+    commit_resources: JobResources = Field(
+        default_factory=JobResources,
+        description="Requests and limits of the committer ($LAMINA_COMMIT_RESOURCES, JSON).",
+    )
     build_poll_seconds: float = Field(
         default=30.0, gt=0, description="How often the build loop looks for due parent refs."
     )
@@ -114,6 +131,16 @@ class OperatorConfig(BaseModel):
         ):
             if value := source.get(variable):
                 values[key] = value
+        for variable, key in (
+            ("LAMINA_BUILD_RESOURCES", "build_resources"),
+            ("LAMINA_COMMIT_RESOURCES", "commit_resources"),
+        ):
+            if value := source.get(variable):
+                values[key] = parse_job_resources(value, variable)
+        if limit := source.get("LAMINA_BUILD_STATE_SIZE_LIMIT"):
+            values["build_state_size_limit"] = check_size_limit(
+                limit, "LAMINA_BUILD_STATE_SIZE_LIMIT"
+            )
         if path := source.get("LAMINA_REGISTRY_CONFIG"):
             values["registry_config"] = Path(path).read_text()
         return cls.model_validate(values)

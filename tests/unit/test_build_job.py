@@ -67,7 +67,12 @@ def unchecked(base: ImageSpec, *, output: dict[str, Any] | None = None, **build:
     return updated
 
 
-def job_for(image: ImageSpec, name: str = "app", namespace: str = "team") -> dict[str, Any]:
+def job_for(
+    image: ImageSpec,
+    name: str = "app",
+    namespace: str = "team",
+    settings: BuildSettings = SETTINGS,
+) -> dict[str, Any]:
     return build_job(
         namespace=namespace,
         name=name,
@@ -75,7 +80,7 @@ def job_for(image: ImageSpec, name: str = "app", namespace: str = "team") -> dic
         inputs="abc123def456",
         spec=image,
         parent=PARENT,
-        settings=SETTINGS,
+        settings=settings,
         context_config_map="lamina-build-abc123def456",
         push_secret_copy="lamina-build-abc123def456-push",
     )

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lamina.api.durations import InvalidDuration, duration_seconds
@@ -48,6 +48,7 @@ from lamina.domain.image_annotations import (
     build_annotations,
     source_date_epoch,
 )
+from lamina.domain.job_resources import JobResources
 from lamina.domain.labels import label_value
 
 MANAGED_BY = "lamina"
@@ -131,6 +132,9 @@ class BuildSettings:
     builder_image: str
     deadline_seconds: int
     buildkitd_toml: str = ""
+    resources: JobResources = field(default_factory=JobResources)
+    # BuildKit's state volume (layers, cache): without a limit a build can fill the node's disk.
+    state_size_limit: str | None = None
 
 
 def job_name(inputs: str) -> str:
@@ -338,7 +342,12 @@ def build_job(
                 "items": [{"key": "buildkitd.toml", "path": "buildkitd.toml"}],
             },
         },
-        {"name": "state", "emptyDir": {}},
+        {
+            "name": "state",
+            "emptyDir": {"sizeLimit": settings.state_size_limit}
+            if settings.state_size_limit
+            else {},
+        },
     ]
     if push_secret_copy is not None:
         env.append({"name": "DOCKER_CONFIG", "value": DOCKER_CONFIG_DIR})
@@ -399,6 +408,7 @@ def build_job(
                             "terminationMessagePolicy": "FallbackToLogsOnError",
                             "securityContext": {"privileged": True},
                             "volumeMounts": mounts,
+                            **_resources(settings.resources),
                         }
                     ],
                     "volumes": volumes,
@@ -428,3 +438,8 @@ def context_config_map(
         },
         "data": {**files, "Dockerfile": dockerfile, "buildkitd.toml": settings.buildkitd_toml},
     }
+
+
+def _resources(resources: JobResources) -> dict[str, Any]:
+    wire = resources.wire()
+    return {"resources": wire} if wire else {}

@@ -29,6 +29,7 @@ from typing import Any
 
 from lamina.api.commit import ContainerCommitSpec
 from lamina.domain.commit_slots import CommitSlots
+from lamina.domain.job_resources import JobResources
 from lamina.domain.labels import label_value
 
 MANAGED_BY = "lamina"
@@ -74,6 +75,7 @@ class CommitSettings:
     containerd_root: str = CONTAINERD_ROOT
     containerd_state: str = CONTAINERD_STATE
     slots: CommitSlots = field(default_factory=CommitSlots)
+    resources: JobResources = field(default_factory=JobResources)
 
     @property
     def tasks_path(self) -> str:
@@ -258,6 +260,11 @@ def _privileged_node_job(
                             # (the operator's "restricted" user); the committer reads the host.
                             "securityContext": {"privileged": True, "runAsUser": 0},
                             "volumeMounts": mounts,
+                            **(
+                                {"resources": settings.resources.wire()}
+                                if settings.resources.wire()
+                                else {}
+                            ),
                         }
                     ],
                     "volumes": volumes,

@@ -95,6 +95,7 @@ def _settings(memo: Any) -> CommitSettings:
         containerd_root=config.containerd_root,
         containerd_state=config.containerd_state,
         slots=CommitSlots(config.max_concurrent_commits, config.max_commits_per_namespace),
+        resources=config.commit_resources,
     )
 
 

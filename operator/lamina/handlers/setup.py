@@ -51,6 +51,8 @@ def reconciler_for(memo: Any) -> Reconciler:
                 builder_image=config.builder_image,
                 deadline_seconds=config.build_deadline_seconds,
                 buildkitd_toml=buildkitd_settings(hosts),
+                resources=config.build_resources,
+                state_size_limit=config.build_state_size_limit,
             ),
             hosts=hosts,
         ),
