@@ -7,6 +7,7 @@ node, so the Jobs never run: building for real is the node tier's e2e test.
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import time
@@ -209,3 +210,35 @@ def test_global_build_limit_and_children_wait(
     queued = [name for name in ("r1", "r2", "r3") if reasons()[name] == "BuildQueued"]
     message = condition(kube.get("image", queued[0], namespace), "Reconciling")["message"]  # type: ignore[index]
     assert message.startswith("FirstBuild")
+
+
+def test_the_build_context_copy_keeps_the_tenants_binary_files(
+    setup: tuple[KubeCluster, str, Registry], namespace: str, tmp_path: Path
+) -> None:
+    kube, operator_ns, registry = setup
+    repository = f"parents/{uuid.uuid4().hex[:8]}"
+    push(registry, repository, "1", "one", tmp_path)
+    logo = base64.b64encode(bytes(range(256))).decode()
+    kube.apply(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "files"},
+                "data": {"app.py": "print('hi')\n"},
+                "binaryData": {"logo.bin": logo},
+            }
+        ),
+        namespace,
+    )
+    body = json.loads(image("ctx", {"ref": registry.ref(repository, "1")}, registry))
+    body["spec"]["build"]["context"] = {"configMap": {"name": "files"}}
+    kube.apply(json.dumps(body), namespace)
+
+    (job,) = wait_for(lambda: build_jobs(kube, operator_ns, namespace), timeout=60, what="Job")
+    copy = wait_for(
+        lambda: kube.get("configmap", job["metadata"]["name"], operator_ns),
+        what="the context copy next to the Job",
+    )
+    assert copy["data"]["app.py"] == "print('hi')\n"
+    assert copy["binaryData"] == {"logo.bin": logo}

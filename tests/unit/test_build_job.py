@@ -35,6 +35,7 @@ from lamina.domain.build_job import (
     build_job,
     buildctl_args,
     buildkitd_toml,
+    context_config_map,
     dockerfile_for,
     job_name,
 )
@@ -524,3 +525,17 @@ def test_the_context_is_copied_by_an_unprivileged_init_container() -> None:
     mounts = {m["name"]: m for m in init["volumeMounts"]}
     assert mounts["context-source"]["readOnly"] is True
     assert mounts["workspace"]["mountPath"] == "/workspace/context"
+
+
+def test_the_context_copy_keeps_binary_files_and_the_operators_own_files_win() -> None:
+    copy = context_config_map(
+        name="lamina-build-abc",
+        settings=SETTINGS,
+        dockerfile="FROM x\n",
+        files={"app.py": "print(1)\n", "Dockerfile": "FROM evil\n"},
+        binary_files={"logo.png": "iVBORw0KGgo=", "buildkitd.toml": "ZXZpbA=="},
+        owner={"apiVersion": "batch/v1", "kind": "Job", "name": "j", "uid": "u"},
+    )
+    assert copy["data"]["Dockerfile"] == "FROM x\n"
+    assert copy["data"]["app.py"] == "print(1)\n"
+    assert copy["binaryData"] == {"logo.png": "iVBORw0KGgo="}

@@ -425,8 +425,17 @@ def context_config_map(
     dockerfile: str,
     files: dict[str, str],
     owner: dict[str, str],
+    binary_files: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Dockerfile, buildkitd settings and context files, owned by the Job that uses them."""
+    """Dockerfile, buildkitd settings and context files, owned by the Job that uses them.
+
+    ``binary_files``: the context's binary files, base64 as a ConfigMap's ``binaryData``
+    holds them (a key the generated files also use is theirs: the operator's win)."""
+    binary = {
+        key: value
+        for key, value in (binary_files or {}).items()
+        if key not in ("Dockerfile", "buildkitd.toml")
+    }
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -437,6 +446,7 @@ def context_config_map(
             "ownerReferences": [{**owner, "blockOwnerDeletion": False}],
         },
         "data": {**files, "Dockerfile": dockerfile, "buildkitd.toml": settings.buildkitd_toml},
+        **({"binaryData": binary} if binary else {}),
     }
 
 

@@ -281,18 +281,20 @@ class BuildExecutor:
             await self.kube.get_secret(record.namespace, secret), record.namespace, secret
         )
 
-    async def _context_files(self, record: ImageRecord) -> dict[str, str]:
+    async def _context_files(self, record: ImageRecord) -> tuple[dict[str, str], dict[str, str]]:
+        """The context ConfigMap's text files and binary files (base64, as the API has them):
+        both are the tenant's context, and a ConfigMap volume shows both as files."""
         assert record.spec is not None
         context = record.spec.build.context if record.spec.build else None
         if context is None or context.config_map is None:
-            return {}
+            return {}, {}
         found = await self.kube.get_config_map(record.namespace, context.config_map.name)
         if found is None:
             raise LookupError(
                 f'context ConfigMap "{context.config_map.name}" not found '
                 f'in namespace "{record.namespace}"'
             )
-        return dict(found.get("data") or {})
+        return dict(found.get("data") or {}), dict(found.get("binaryData") or {})
 
     async def _start(
         self, record: ImageRecord, action: StartBuild, now: datetime, logger: Any
@@ -317,7 +319,7 @@ class BuildExecutor:
         try:
             dockerfile = dockerfile_for(spec, action.parent)
             docker_config = await self._docker_config(record)
-            files = await self._context_files(record)
+            files, binary_files = await self._context_files(record)
         except DockerfileError as error:
             return refuse(error.reason, str(error))
         except PushSecretError as error:
@@ -353,7 +355,12 @@ class BuildExecutor:
         }
         await self.kube.create_config_map(
             context_config_map(
-                name=name, settings=self.settings, dockerfile=dockerfile, files=files, owner=owner
+                name=name,
+                settings=self.settings,
+                dockerfile=dockerfile,
+                files=files,
+                binary_files=binary_files,
+                owner=owner,
             )
         )
         if docker_config is not None:
