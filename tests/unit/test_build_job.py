@@ -35,6 +35,7 @@ from lamina.domain.build_job import (
     build_job,
     buildctl_args,
     buildkitd_toml,
+    context_digest,
     dockerfile_for,
     job_name,
 )
@@ -123,7 +124,9 @@ def test_buildctl_args_hold_each_value_in_one_element() -> None:
         "--local=dockerfile=/workspace/dockerfile",
         f"--opt=build-arg:A={HOSTILE}",
         "--opt=build-arg:B=two words",
+        f"--opt=build-arg:LAMINA_CONTEXT_DIGEST={context_digest({})}",
         "--opt=build-arg:SOURCE_DATE_EPOCH=0",
+        "--opt=attest:provenance=mode=max,version=v1",
         '--output=type=image,"name=registry.local/demo/app:1,registry.local/demo/app:latest",'
         "push=true,registry.insecure=true,oci-mediatypes=true,rewrite-timestamp=true,"
         f'"annotation-manifest.org.opencontainers.image.base.digest={P1}",'

@@ -83,6 +83,8 @@ async def record_committed_image(
             "imageRef": result.image,
             "parent": {**parent, "digest": result.parent_digest},
             "layers": [fact.image_layer() for fact in facts],
+            "indexDigest": result.index_digest,
+            "attestations": [fact.status() for fact in pushed.attestations] or None,
             "history": [
                 {
                     "digest": result.digest,
