@@ -341,7 +341,11 @@ def test_own_layers_are_those_after_the_parents() -> None:
 
 def test_every_build_asks_for_provenance_and_an_sbom_when_a_generator_is_set() -> None:
     bare = BuildSettings(namespace="lamina-system", builder_image="bk", deadline_seconds=60)
-    assert attestation_options(bare) == ["--opt=attest:provenance=mode=max,version=v1"]
+    provenance = (
+        "--opt=attest:provenance=mode=max,version=v1,"
+        "builder-id=https://lamina.dev/builders/buildkit"
+    )
+    assert attestation_options(bare) == [provenance]
     scanner = BuildSettings(
         namespace="lamina-system",
         builder_image="bk",
@@ -349,7 +353,7 @@ def test_every_build_asks_for_provenance_and_an_sbom_when_a_generator_is_set() -
         sbom_generator_image="docker.io/docker/buildkit-syft-scanner:stable-1",
     )
     assert attestation_options(scanner) == [
-        "--opt=attest:provenance=mode=max,version=v1",
+        provenance,
         "--opt=attest:sbom=generator=docker.io/docker/buildkit-syft-scanner:stable-1",
     ]
     for hostile in ("x,mode=min", 'x"', "a b", "x=y"):

@@ -126,7 +126,8 @@ def test_buildctl_args_hold_each_value_in_one_element() -> None:
         "--opt=build-arg:B=two words",
         f"--opt=build-arg:LAMINA_CONTEXT_DIGEST={context_digest({})}",
         "--opt=build-arg:SOURCE_DATE_EPOCH=0",
-        "--opt=attest:provenance=mode=max,version=v1",
+        "--opt=attest:provenance=mode=max,version=v1,"
+        "builder-id=https://lamina.dev/builders/buildkit",
         '--output=type=image,"name=registry.local/demo/app:1,registry.local/demo/app:latest",'
         "push=true,registry.insecure=true,oci-mediatypes=true,rewrite-timestamp=true,"
         f'"annotation-manifest.org.opencontainers.image.base.digest={P1}",'

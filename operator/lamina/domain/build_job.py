@@ -73,8 +73,11 @@ ANNOTATION_IMAGE_NAME = "lamina.dev/image-name"
 DOCKER_CONFIG_DIR = "/var/run/lamina/docker"
 METADATA_FILE = "/tmp/lamina-build-metadata.json"
 CONTEXT_DIGEST_ARG = "LAMINA_CONTEXT_DIGEST"
-# SLSA v1 provenance with the frontend's full inputs (BuildKit v0.34 defaults to v1; say so).
-PROVENANCE_OPTION = "attest:provenance=mode=max,version=v1"
+# SLSA v1 provenance with the frontend's full inputs (BuildKit v0.34 defaults to v1; say so),
+# naming the builder: BuildKit run by Lamina's build Job (BuildKit leaves the id empty).
+PROVENANCE_OPTION = (
+    "attest:provenance=mode=max,version=v1,builder-id=https://lamina.dev/builders/buildkit"
+)
 _INPUTS = re.compile(r"^[a-f0-9]{1,40}$")
 
 # The builder's only shell code: the same for every Image; spec values arrive as "$@".
