@@ -40,6 +40,7 @@ BUSYBOX = "docker.io/library/busybox:latest"
 SLSA = "https://slsa.dev/provenance/v1"
 SPDX = "https://spdx.dev/Document"
 ATTESTATION = "attestation-manifest"
+BUILDKIT_BUILDER = "https://lamina.dev/builders/buildkit"
 REBASE_BUILDER = "https://lamina.dev/builders/rebase"
 COMMIT_BUILDER = "https://lamina.dev/builders/container-commit"
 
@@ -174,6 +175,7 @@ def check_build(kube: NodeCluster, ns: str, base: dict[str, Any], app: dict[str,
     assert sbom["spdxVersion"].startswith("SPDX-2."), sbom.get("spdxVersion")
     assert sbom["packages"], "the SBOM lists no package"
     provenance = statements[SLSA]
+    assert provenance["predicate"]["runDetails"]["builder"]["id"] == BUILDKIT_BUILDER
     assert app["parent"]["digest"] == base["digest"]
     assert base["digest"] in dependency_digests(provenance), provenance["predicate"][
         "buildDefinition"
