@@ -175,7 +175,9 @@ build_syft() {  # prints the directory of the syft binary, built once per versio
 }
 
 build_syft_scanner() {
-  local key="syft$SYFT_VERSION-v1"
+  # Keyed by the scanner script too: an edit of it makes a new image.
+  local key
+  key="syft$SYFT_VERSION-$(sha256sum "$here/syft-scanner.sh" | cut -c1-12)"
   if [ -f "$images/syft-scanner-$key/.done" ]; then echo "$images/syft-scanner-$key"; return; fi
   local syft d
   syft="$(build_syft)"
