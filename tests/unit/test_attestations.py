@@ -51,6 +51,7 @@ from lamina.domain.build_job import (
     buildctl_args,
     context_digest,
 )
+from lamina.domain.commit_outcome import parse_result
 from lamina.domain.rebase import own_layers
 from lamina.oci.attach import push_attested
 from lamina.oci.client import Manifest, RegistryClient
@@ -450,3 +451,18 @@ async def test_attach_then_read_back_through_the_registry(
     assert stored == statement
     # No index, nothing attached.
     assert await client.attestations(ref, None, image.digest) == []
+
+
+def test_the_committers_index_digest_is_read_only_when_it_is_a_digest() -> None:
+    result = {
+        "image": "registry.local/team/snap@" + COMMITTED,
+        "digest": COMMITTED,
+        "layer": {"digest": RAN},
+    }
+    assert parse_result(json.dumps(result)) is not None
+    assert parse_result(json.dumps(result)).index_digest is None  # type: ignore[union-attr]
+    parsed = parse_result(json.dumps({**result, "indexDigest": PREVIOUS}))
+    assert parsed is not None and parsed.index_digest == PREVIOUS
+    # A committer that says anything else there left no readable result.
+    for hostile in ("sha256:../../v2/x", "latest", 7):
+        assert parse_result(json.dumps({**result, "indexDigest": hostile})) is None
