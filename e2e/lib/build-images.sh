@@ -14,6 +14,12 @@
 #                                          buildkitd + buildctl (built from Go modules), runc
 #                                          (Debian's, with its shared libraries),
 #                                          /usr/bin/buildctl-daemonless.sh, busybox
+#   docker/buildkit-syft-scanner:{stable-1,lamina-syft-$SYFT_VERSION}
+#                                          BuildKit's SBOM generator: syft (built from Go
+#                                          modules, github.com/anchore/syft/cmd/syft) and
+#                                          syft-scanner.sh, which speaks BuildKit's scanner
+#                                          protocol (docker/buildkit-syft-scanner itself is not
+#                                          served by the Go module proxy), busybox
 #   library/python:{3.11-slim,3.11-slim-bookworm,3.11}
 #                                          a minimal Debian (debootstrap --variant=minbase)
 #                                          + python3 + pip; the rootfs tarball is cached in
@@ -152,6 +158,45 @@ build_buildkit_image() {
     -- "$d/base.tar" "$d/bk.tar"
 }
 
+# --- SBOM generator (syft) -------------------------------------------------------------------
+build_syft() {  # prints the directory of the syft binary, built once per version
+  local out="$LAMINA_CACHE/bin/syft-$SYFT_VERSION"
+  if [ -x "$out/syft" ]; then echo "$out"; return; fi
+  local t0=$SECONDS
+  log "syft $SYFT_VERSION from Go modules: several minutes on 2 cores, once"
+  rm -rf "$out.tmp" && mkdir -p "$out.tmp"
+  CGO_ENABLED=0 GOBIN="$out.tmp" GOFLAGS=-mod=mod go install -trimpath \
+    -ldflags "-s -w -X main.version=${SYFT_VERSION#v}" \
+    "github.com/anchore/syft/cmd/syft@$SYFT_VERSION" >"$work/syft-build.log" 2>&1 \
+    || { tail -20 "$work/syft-build.log" >&2; exit 1; }
+  rm -rf "$out" && mv "$out.tmp" "$out"
+  log "syft built in $((SECONDS - t0))s"
+  echo "$out"
+}
+
+build_syft_scanner() {
+  # Keyed by the scanner script too: an edit of it makes a new image.
+  local key
+  key="syft$SYFT_VERSION-$(sha256sum "$here/syft-scanner.sh" | cut -c1-12)"
+  if [ -f "$images/syft-scanner-$key/.done" ]; then echo "$images/syft-scanner-$key"; return; fi
+  local syft d
+  syft="$(build_syft)"
+  d="$work/syft-scanner"
+  rm -rf "$d" && mkdir -p "$d/base" "$d/scanner/usr/bin"
+  busybox_tree "$d/base"
+  tar_dir "$d/base" "$d/base.tar"
+  cp "$syft/syft" "$d/scanner/usr/bin/syft"
+  cp "$here/syft-scanner.sh" "$d/scanner/usr/bin/syft-scanner.sh"
+  chmod 0755 "$d/scanner/usr/bin/syft-scanner.sh"
+  tar_dir "$d/scanner" "$d/scanner.tar"
+  # No update checks (pods reach no network), no config files of the scanned tree.
+  oci_image syft-scanner "$key" --config.entrypoint /usr/bin/syft-scanner.sh \
+    --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    --config.env SYFT_CHECK_FOR_APP_UPDATE=false \
+    --config.env TMPDIR=/tmp \
+    -- "$d/base.tar" "$d/scanner.tar"
+}
+
 # --- python (debootstrap) --------------------------------------------------------------------
 python_rootfs() {  # prints the cached rootfs tarball, making it once per suite
   local suite="$DEBIAN_SUITE" tarball="$rootfs_cache/debian-$DEBIAN_SUITE-python3.tar"
@@ -206,9 +251,11 @@ pause="$(build_pause)"
 busybox="$(build_busybox)"
 buildkit="$(build_buildkit_image)"
 python="$(build_python)"
+syft_scanner="$(build_syft_scanner)"
 [ "$build_only" = 1 ] && { log "images ready in $images ($((SECONDS - t0))s)"; exit 0; }
 push "$pause" pause "$PAUSE_VERSION"
 push "$busybox" library/busybox latest 1.35 1.35.0
 push "$buildkit" moby/buildkit "$BUILDKIT_VERSION" latest
 push "$python" library/python 3.11-slim 3.11-slim-bookworm 3.11
+push "$syft_scanner" docker/buildkit-syft-scanner stable-1 "lamina-syft-$SYFT_VERSION"
 log "images in $registry ($((SECONDS - t0))s)"

@@ -10,6 +10,7 @@ BUILDKIT_VERSION="${BUILDKIT_VERSION:-v0.34.2}"
 HELM_VERSION="${HELM_VERSION:-v3.22.0}"
 # Images made offline for the node tier (e2e/lib/build-images.sh).
 PAUSE_VERSION="${PAUSE_VERSION:-3.10.1}"          # the sandbox image Kubernetes 1.34 expects
+SYFT_VERSION="${SYFT_VERSION:-v1.57.1}"           # the SBOM generator image's scanner
 DEBIAN_SUITE="${DEBIAN_SUITE:-bookworm}"          # the Python base image's Debian
 DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 KIND_VERSION="${KIND_VERSION:-v0.33.0}"           # only on hosts with Docker (e2e/kind.yaml)

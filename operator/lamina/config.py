@@ -65,6 +65,15 @@ class OperatorConfig(BaseModel):
         default="docker.io/moby/buildkit:latest",
         description="Image of build Jobs: buildkitd, buildctl and buildctl-daemonless.sh.",
     )
+    sbom_generator_image: str = Field(
+        default="docker.io/docker/buildkit-syft-scanner:stable-1",
+        pattern=r"^$|^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$",
+        description=(
+            "BuildKit's SBOM generator image (its scanner protocol, e.g. "
+            "docker/buildkit-syft-scanner): every build carries an SPDX SBOM made by it; "
+            "empty: provenance only."
+        ),
+    )
     build_deadline_seconds: int = Field(default=1800, ge=60)
     max_concurrent_builds: int = Field(
         default=2, ge=1, description="Global limit on build Jobs running at once."
@@ -141,6 +150,8 @@ class OperatorConfig(BaseModel):
             values["build_state_size_limit"] = check_size_limit(
                 limit, "LAMINA_BUILD_STATE_SIZE_LIMIT"
             )
+        if "LAMINA_SBOM_GENERATOR_IMAGE" in source:  # set but empty: no SBOM
+            values["sbom_generator_image"] = source["LAMINA_SBOM_GENERATOR_IMAGE"].strip()
         if path := source.get("LAMINA_REGISTRY_CONFIG"):
             values["registry_config"] = Path(path).read_text()
         return cls.model_validate(values)

@@ -8,10 +8,13 @@ new parent's layers under the child's own, pushed without any Job.  skopeo check
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
+import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -145,3 +148,54 @@ def test_a_moved_parent_is_rebased_without_a_build(
     assert [entry["own"] for entry in status["layers"]] == [False] * len(new_parent["Layers"]) + [
         True
     ]
+    check_rebase_provenance(registry, child_repo, status, moved, child_digest)
+
+
+def check_rebase_provenance(
+    registry: Registry, child_repo: str, status: dict[str, Any], moved: str, previous: str
+) -> None:
+    """The tag names an index of the rebased image and the rebase's own provenance (read
+    with skopeo and plain HTTP, not Lamina's client): no Job ran, so no build's statement."""
+    index: dict[str, Any] = inspect(f"{child_repo}:latest", "--raw")
+    assert status["indexDigest"] == registry_digest(f"{child_repo}:latest")
+    entries = index["manifests"]
+    assert [e["digest"] for e in entries if "annotations" not in e] == [status["digest"]]
+    (attestation,) = [e for e in entries if "annotations" in e]
+    assert attestation["annotations"] == {
+        "vnd.docker.reference.digest": status["digest"],
+        "vnd.docker.reference.type": "attestation-manifest",
+    }
+    manifest: dict[str, Any] = inspect(f"{child_repo}@{attestation['digest']}", "--raw")
+    (layer,) = manifest["layers"]
+    assert layer["annotations"] == {"in-toto.io/predicate-type": "https://slsa.dev/provenance/v1"}
+    repository = child_repo.removeprefix(registry.address + "/")
+    with urllib.request.urlopen(
+        f"http://{registry.address}/v2/{repository}/blobs/{layer['digest']}", timeout=30
+    ) as reply:
+        data = reply.read()
+    assert "sha256:" + hashlib.sha256(data).hexdigest() == layer["digest"]
+    statement = json.loads(data)
+    assert statement["subject"][0]["digest"] == {"sha256": status["digest"][7:]}
+    predicate = statement["predicate"]
+    assert predicate["runDetails"]["builder"]["id"] == "https://lamina.dev/builders/rebase"
+    assert {
+        d["name"]: "sha256:" + d["digest"]["sha256"]
+        for d in predicate["buildDefinition"]["resolvedDependencies"]
+    } == {"parent": moved, "previous": previous}
+    assert status["attestations"] == [
+        {
+            "predicateType": "https://slsa.dev/provenance/v1",
+            "digest": layer["digest"],
+            "manifestDigest": attestation["digest"],
+            "subject": status["digest"],
+        }
+    ]
+
+
+def registry_digest(ref: str) -> str:
+    data = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{ref}"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    return "sha256:" + hashlib.sha256(data).hexdigest()

@@ -36,6 +36,7 @@ from lamina.domain.build_job import (
     buildctl_args,
     buildkitd_toml,
     context_config_map,
+    context_digest,
     dockerfile_for,
     job_name,
 )
@@ -129,7 +130,10 @@ def test_buildctl_args_hold_each_value_in_one_element() -> None:
         "--local=dockerfile=/workspace/dockerfile",
         f"--opt=build-arg:A={HOSTILE}",
         "--opt=build-arg:B=two words",
+        f"--opt=build-arg:LAMINA_CONTEXT_DIGEST={context_digest({})}",
         "--opt=build-arg:SOURCE_DATE_EPOCH=0",
+        "--opt=attest:provenance=mode=max,version=v1,"
+        "builder-id=https://lamina.dev/builders/buildkit",
         '--output=type=image,"name=registry.local/demo/app:1,registry.local/demo/app:latest",'
         "push=true,registry.insecure=true,oci-mediatypes=true,rewrite-timestamp=true,"
         f'"annotation-manifest.org.opencontainers.image.base.digest={P1}",'
@@ -539,3 +543,13 @@ def test_the_context_copy_keeps_binary_files_and_the_operators_own_files_win() -
     assert copy["data"]["Dockerfile"] == "FROM x\n"
     assert copy["data"]["app.py"] == "print(1)\n"
     assert copy["binaryData"] == {"logo.png": "iVBORw0KGgo="}
+
+
+def test_the_context_digest_counts_binary_files_by_their_bytes() -> None:
+    text = {"app.py": "print(1)\n"}
+    plain = context_digest(text)
+    with_logo = context_digest(text, {"logo.png": "iVBORw0KGgo="})
+    assert with_logo != plain
+    assert context_digest(text, {"logo.png": "iVBORw0KGgp="}) != with_logo
+    # A text file cannot stand for a binary file of the same name and bytes.
+    assert context_digest({**text, "logo.png": "\x89PNG\r\n\x1a\n"}) != with_logo

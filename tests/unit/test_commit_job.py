@@ -10,6 +10,7 @@ import pytest
 
 from lamina.api.commit import ContainerCommitSpec
 from lamina.cli.snapshot import commit_values, register
+from lamina.domain.attestations import CommitSource
 from lamina.domain.commit_job import (
     CommitSettings,
     CommitTarget,
@@ -195,6 +196,7 @@ def test_spec_values_never_become_committer_options(value: str) -> None:
         spec=commit_spec,
         target=TARGET,
         settings=SETTINGS,
+        container="app",
     )["spec"]["template"]["spec"]["containers"][0]["args"]
     # The committer's own parser reads back exactly what the spec said, and nothing else.
     parsed = _committer_parser().parse_args(args)
@@ -220,7 +222,19 @@ def test_spec_values_never_become_committer_options(value: str) -> None:
         "--to",
         "--created-by",
         "--commit-json",
+        "--source-json",
     ]
+    # Who asked and which container: one JSON object the committer reads back exactly.
+    source = CommitSource.from_json(json.loads(parsed.source_json))
+    assert source == CommitSource(
+        namespace="team",
+        name="snap",
+        uid="u-1",
+        pod=commit_spec.pod,
+        container="app",
+        container_id="containerd://abc",
+        node=TARGET.node,
+    )
 
 
 def test_commit_json_is_checked() -> None:

@@ -11,6 +11,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field, JsonValue
 
+from lamina.api.attestation import AttestationStatus, attestations_field
 from lamina.api.meta import (
     DIGEST_PATTERN,
     LABEL_NAME_PATTERN,
@@ -193,6 +194,12 @@ class ContainerCommitStatus(Model):
     parent: ImageDigestRef | None = None
     image: ImageDigestRef | None = None
     layer: CommittedLayer | None = None
+    index_digest: str | None = Field(
+        default=None,
+        pattern=DIGEST_PATTERN,
+        description="The image index the tag points at: the image and its provenance.",
+    )
+    attestations: list[AttestationStatus] | None = attestations_field()
     frozen_seconds: float | None = None
     diff_seconds: float | None = None
     push_seconds: float | None = None

@@ -11,6 +11,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field, JsonValue
 
+from lamina.api.attestation import AttestationStatus, attestations_field
 from lamina.api.durations import duration_check, duration_range
 from lamina.api.meta import (
     DIGEST_PATTERN,
@@ -369,6 +370,14 @@ class ImageStatus(Model):
     built_from: BuiltFromStatus | None = None
     resolved: ResolvedParent | None = None
     history: list[HistoryEntry] | None = None
+    index_digest: str | None = Field(
+        default=None,
+        pattern=DIGEST_PATTERN,
+        description=(
+            "The image index the tags point at: the image (digest) and its attestation manifests."
+        ),
+    )
+    attestations: list[AttestationStatus] | None = attestations_field()
 
 
 class Image(Model):

@@ -9,6 +9,12 @@ over bytes, then a result object), so neither imports the other.
 The layer upload starts at once; the parent's manifest and config are fetched meanwhile, and
 its layers are HEAD-checked (and mounted or copied when the target repository lacks them)
 after the layer is pushed, so the work is proportional to the change, not to the image.
+
+With a ``source`` (the operator always passes one), the image gets a provenance of its own
+(:func:`lamina.domain.attestations.commit_provenance`: which pod, container and
+ContainerCommit, not reproducible), attached the way BuildKit attaches a build's: the
+manifest is pushed by digest, the tag names an index of it and its attestation manifest.  The
+result's ``digest`` is still the image manifest's; ``indexDigest`` is what the tag names.
 """
 
 from __future__ import annotations
@@ -23,6 +29,10 @@ from typing import Any
 
 import aiohttp
 
+from lamina import __version__
+from lamina.domain.attestation_index import platform_of
+from lamina.domain.attestations import CommitSource, commit_provenance
+from lamina.oci.attach import push_attested
 from lamina.oci.client import Manifest, RegistryClient
 from lamina.oci.image import (
     CommitInfo,
@@ -57,11 +67,14 @@ class CommitRequest:
     retries: int = 4
     # Entered around the layer read (the container is frozen inside it); returns seconds frozen.
     freeze: Callable[[], contextlib.AbstractContextManager[Callable[[], float]]] | None = None
+    # Who asked for the commit, of which container: the provenance's subject matter.
+    source: CommitSource | None = None
 
 
 async def commit(request: CommitRequest) -> dict[str, Any]:
     """Push the committed image; returns the JSON-able result ``lamina snapshot`` prints."""
     started = time.monotonic()
+    started_at = datetime.now(UTC).replace(microsecond=0)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=300)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         client = RegistryClient(
@@ -105,13 +118,34 @@ async def commit(request: CommitRequest) -> dict[str, Any]:
             base_digest=parent_digest,
         )
         manifest = Manifest(manifest_blob.data, manifest_blob.media_type, manifest_blob.digest)
-        digest = await client.put_manifest(request.target, manifest, request.target.tag or "latest")
+        tag = request.target.tag or "latest"
+        index_digest: str | None = None
+        if request.source is None:
+            digest = await client.put_manifest(request.target, manifest, tag)
+        else:
+            digest = await client.put_manifest(request.target, manifest, manifest.digest)
+            container_image = str(request.parent_name or request.parent)
+            statement = commit_provenance(
+                request.source,
+                container_image=container_image,
+                container_image_digest=parent_digest,
+                repository=request.target.name,
+                subject_digest=digest,
+                started=started_at,
+                finished=datetime.now(UTC).replace(microsecond=0),
+                operator_version=__version__,
+            )
+            index = await push_attested(
+                client, request.target, manifest, platform_of(parent_config), statement
+            )
+            index_digest = await client.put_manifest(request.target, index, tag)
     finished = time.monotonic()
     return {
         "image": f"{request.target.name}@{digest}",
         "tag": str(request.target),
         "digest": digest,
         "mediaType": manifest.media_type,
+        "indexDigest": index_digest,
         "config": {"digest": config.digest, "size": config.size},
         "parent": {
             "ref": str(request.parent_name or request.parent),

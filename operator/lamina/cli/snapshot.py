@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from lamina.cli.committer import CommitRequest, commit
+from lamina.domain.attestations import CommitSource
 from lamina.oci.auth import InvalidCredentials
 from lamina.oci.errors import RegistryError
 from lamina.oci.hosts import InvalidRegistryConfig, RegistryHosts
@@ -140,6 +141,13 @@ def register(commands: Any) -> None:
         default=None,
         help="message, author, exclude and changes as one JSON object, instead of their options "
         "(what the operator passes: free text then never meets the option parser)",
+    )
+    parser.add_argument(
+        "--source-json",
+        default=None,
+        help="who asked for the commit and of which container, as one JSON object "
+        "(namespace, name, uid, pod, container, containerID, node): the committed image's "
+        "provenance names them",
     )
     parser.add_argument(
         "--docker-config",
@@ -293,6 +301,9 @@ def build_request(args: argparse.Namespace) -> CommitRequest:
         changes=changes,
         retries=args.retries,
         freeze=freeze,
+        source=None
+        if args.source_json is None
+        else CommitSource.from_json(json.loads(args.source_json)),
     )
 
 

@@ -23,12 +23,25 @@ arg (0 unless the spec sets it), the image exporter rewrites layer timestamps to
 (``rewrite-timestamp=true``), and the manifest carries the base name, the pinned base digest
 and the created time derived from the epoch (:mod:`lamina.domain.image_annotations`), so
 the same inputs push the same digest.
+
+Every build carries its attestations, made by BuildKit and pushed with the image as an
+attestation manifest in its index (:mod:`lamina.domain.attestation_index`): SLSA v1
+provenance in ``mode=max`` (the frontend's inputs: the Dockerfile, every build arg, the pinned
+parent as a resolved dependency) and, when the operator names an SBOM generator image
+(``LAMINA_SBOM_GENERATOR_IMAGE``; BuildKit's protocol, e.g. docker/buildkit-syft-scanner), an
+SPDX SBOM.  The context is a ConfigMap BuildKit sees only as a local directory, so its identity
+is one more build arg, :data:`CONTEXT_DIGEST_ARG`: the sha256 of its files
+(:func:`context_digest`), recorded in the provenance with the other inputs and consumed by no
+Dockerfile (unused build args change no layer).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +74,12 @@ LABEL_INPUTS = "lamina.dev/inputs"
 ANNOTATION_IMAGE_NAME = "lamina.dev/image-name"
 DOCKER_CONFIG_DIR = "/var/run/lamina/docker"
 METADATA_FILE = "/tmp/lamina-build-metadata.json"
+CONTEXT_DIGEST_ARG = "LAMINA_CONTEXT_DIGEST"
+# SLSA v1 provenance with the frontend's full inputs (BuildKit v0.34 defaults to v1; say so),
+# naming the builder: BuildKit run by Lamina's build Job (BuildKit leaves the id empty).
+PROVENANCE_OPTION = (
+    "attest:provenance=mode=max,version=v1,builder-id=https://lamina.dev/builders/buildkit"
+)
 _INPUTS = re.compile(r"^[a-f0-9]{1,40}$")
 
 # The builder's only shell code: the same for every Image; spec values arrive as "$@".
@@ -97,6 +116,7 @@ __all__ = [
     "ANNOTATION_IMAGE_NAME",
     "BUILDER_COMMAND",
     "CONTEXT_COMMAND",
+    "CONTEXT_DIGEST_ARG",
     "CONTEXT_SCRIPT",
     "LABEL_IMAGE_NAME",
     "LABEL_IMAGE_NAMESPACE",
@@ -112,6 +132,7 @@ __all__ = [
     "buildctl_args",
     "buildkitd_toml",
     "context_config_map",
+    "context_digest",
     "deadline_seconds",
     "dockerfile_for",
     "job_name",
@@ -135,6 +156,30 @@ class BuildSettings:
     resources: JobResources = field(default_factory=JobResources)
     # BuildKit's state volume (layers, cache): without a limit a build can fill the node's disk.
     state_size_limit: str | None = None
+    # BuildKit's SBOM generator image; empty: builds carry provenance only.
+    sbom_generator_image: str = ""
+
+
+def context_digest(files: Mapping[str, str], binary_files: Mapping[str, str] | None = None) -> str:
+    """The identity of a build context: sha256 over its files, sorted by name.
+
+    Each file is its name and its content, both length-prefixed, so no two contexts share a
+    digest by moving bytes between names and contents.  Binary files (``binaryData``, base64)
+    count by their bytes under ``binary:<name>``: a ConfigMap key has no colon, so a text file
+    can never stand for a binary one.
+    """
+    entries = {name: content.encode() for name, content in files.items()}
+    for name, encoded in (binary_files or {}).items():
+        try:
+            entries[f"binary:{name}"] = base64.b64decode(encoded, validate=True)
+        except ValueError:
+            entries[f"binary:{name}"] = encoded.encode()
+    sha256 = hashlib.sha256()
+    for name in sorted(entries):
+        for part in (name.encode(), entries[name]):
+            sha256.update(len(part).to_bytes(8, "big"))
+            sha256.update(part)
+    return "sha256:" + sha256.hexdigest()
 
 
 def job_name(inputs: str) -> str:
@@ -236,7 +281,25 @@ def _csv_field(text: str) -> str:
     return f'"{text}"'
 
 
-def buildctl_args(spec: ImageSpec, parent: str) -> list[str]:
+def attestation_options(settings: BuildSettings | None) -> list[str]:
+    """The frontend options that make BuildKit attach provenance (always) and an SBOM."""
+    options = [f"--opt={PROVENANCE_OPTION}"]
+    generator = settings.sbom_generator_image if settings is not None else ""
+    if generator:
+        # A reference from the operator's own settings, never from a spec; it is one CSV
+        # field of BuildKit's attest syntax, so it must not be able to add another.
+        if any(c in generator for c in ',"=') or any(ord(c) <= 0x20 for c in generator):
+            raise ValueError(f"SBOM generator image {generator[:200]!r} is not a reference")
+        options.append(f"--opt=attest:sbom=generator={generator}")
+    return options
+
+
+def buildctl_args(
+    spec: ImageSpec,
+    parent: str,
+    settings: BuildSettings | None = None,
+    context: str | None = None,
+) -> list[str]:
     """``buildctl`` arguments: one ``--flag=value`` element each, values never split or parsed.
 
     ``parent`` is the pinned parent (``repository@digest``) the Dockerfile starts from.
@@ -247,6 +310,9 @@ def buildctl_args(spec: ImageSpec, parent: str) -> list[str]:
     (v0.34 sets urfave/cli's ``DisableSliceFlagSeparator``) takes each ``--opt=`` whole, so a
     value cannot add a frontend option such as ``cmdline=``; the node tier's
     ``test_build_argv`` checks it against the builder image the cluster runs.
+
+    ``context`` is :func:`context_digest` of the context files (the provenance's record of
+    them).  ``settings`` names the SBOM generator (see :func:`attestation_options`).
 
     ``SOURCE_DATE_EPOCH`` is always a build arg (BuildKit clamps history and config times to
     it and, with ``rewrite-timestamp=true``, the file times in the layers it writes); the
@@ -266,6 +332,7 @@ def buildctl_args(spec: ImageSpec, parent: str) -> list[str]:
     build_args = {
         **(spec.build.args or {}),
         SOURCE_DATE_EPOCH: str(source_date_epoch(spec)),
+        CONTEXT_DIGEST_ARG: context or context_digest({}),
     }
     return [
         "build",
@@ -274,6 +341,7 @@ def buildctl_args(spec: ImageSpec, parent: str) -> list[str]:
         f"--local=context={CONTEXT_DIR}",
         "--local=dockerfile=/workspace/dockerfile",
         *(f"--opt=build-arg:{key}={value}" for key, value in sorted(build_args.items())),
+        *attestation_options(settings),
         f"--output={image_output}",
         f"--metadata-file={METADATA_FILE}",
     ]
@@ -298,6 +366,7 @@ def build_job(
     settings: BuildSettings,
     context_config_map: str,
     push_secret_copy: str | None,
+    context: str | None = None,
 ) -> dict[str, Any]:
     """The build Job.  ``context_config_map`` holds the Dockerfile and context files.
 
@@ -403,7 +472,7 @@ def build_job(
                             "name": "build",
                             "image": settings.builder_image,
                             "command": list(BUILDER_COMMAND),
-                            "args": buildctl_args(spec, parent),
+                            "args": buildctl_args(spec, parent, settings, context),
                             "env": env,
                             "terminationMessagePolicy": "FallbackToLogsOnError",
                             "securityContext": {"privileged": True},

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from lamina.api.attestation import AttestationStatus
 from lamina.api.image import (
     BuildStatus,
     BuildWaiting,
@@ -21,6 +22,7 @@ from lamina.api.image import (
     ImageStatus,
     ResolvedParent,
 )
+from lamina.domain.attestation_index import AttestationFact
 from lamina.domain.builds import BuildPlan
 from lamina.domain.manifest_facts import LayerFact
 
@@ -125,8 +127,14 @@ def new_digest(
     facts: Sequence[LayerFact],
     message: str,
     now: datetime,
+    attestations: Sequence[AttestationFact] = (),
+    index_digest: str | None = None,
 ) -> ImageStatus:
-    """A verified new digest (from a build Job or a rebase), its layers and history."""
+    """A verified new digest (from a build Job or a rebase), its layers and history.
+
+    ``digest`` is the image manifest's; ``index_digest`` the index the tags point at, which
+    holds it and the attestation manifests ``attestations`` were read from.
+    """
     assert build.wanted is not None
     parent_digest = build.wanted.parent_digest
     entry = HistoryEntry(
@@ -161,6 +169,11 @@ def new_digest(
             ],
             "history": history,
             "build": done,
+            "index_digest": index_digest,
+            "attestations": [
+                AttestationStatus.model_validate(fact.status()) for fact in attestations
+            ]
+            or None,
         }
     )
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lamina.api.commit import ContainerCommitSpec
+from lamina.domain.attestations import CommitSource
 from lamina.domain.commit_slots import CommitSlots
 from lamina.domain.job_resources import JobResources
 from lamina.domain.labels import label_value
@@ -126,8 +127,14 @@ def snapshot_arguments(
     spec: ContainerCommitSpec,
     target: CommitTarget,
     settings: CommitSettings,
+    *,
+    source: CommitSource | None = None,
 ) -> list[str]:
-    """The ``lamina snapshot`` command line for this commit."""
+    """The ``lamina snapshot`` command line for this commit.
+
+    ``source`` (who asked, which pod and container) goes into the committed image's
+    provenance, as one JSON argument like the free text.
+    """
     output = spec.output
     args = [
         "snapshot",
@@ -156,6 +163,8 @@ def snapshot_arguments(
         values["changes"] = spec.changes.model_dump(by_alias=True, exclude_none=True, mode="json")
     if values:
         args.append(_option("commit-json", json.dumps(values, sort_keys=True)))
+    if source is not None:
+        args.append(_option("source-json", json.dumps(source.json(), sort_keys=True)))
     if output.push_secret:
         args.append(_option("docker-config", f"{DOCKER_CONFIG_DIR}/config.json"))
     return args
@@ -282,8 +291,12 @@ def commit_job(
     spec: ContainerCommitSpec,
     target: CommitTarget,
     settings: CommitSettings,
+    container: str | None = None,
 ) -> dict[str, Any]:
-    """The Job that snapshots the target container and pushes the new image."""
+    """The Job that snapshots the target container and pushes the new image.
+
+    ``container`` is the target container's name (``spec.container``, or the pod's first).
+    """
     directories = [
         _host_directory("containerd-tasks", settings.tasks_path),
         _host_directory("containerd-snapshots", settings.snapshots_path),
@@ -309,7 +322,22 @@ def commit_job(
         annotations=_annotations(namespace, name),
         node=target.node,
         settings=settings,
-        args=snapshot_arguments(namespace, name, spec, target, settings),
+        args=snapshot_arguments(
+            namespace,
+            name,
+            spec,
+            target,
+            settings,
+            source=CommitSource(
+                namespace=namespace,
+                name=name,
+                uid=uid,
+                pod=spec.pod,
+                container=container or spec.container or "",
+                container_id=target.container_id,
+                node=target.node,
+            ),
+        ),
         volumes=volumes,
         mounts=mounts,
     )

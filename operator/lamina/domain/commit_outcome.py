@@ -8,6 +8,7 @@ users alert on; messages carry the committer's own words, e.g. the registry's re
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -47,6 +48,8 @@ class CommitResult:
     parent_digest: str | None
     layer: dict[str, Any]
     timings: dict[str, Any]
+    # The index the tag names (the image and its provenance); None from an older committer.
+    index_digest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -72,9 +75,19 @@ def parse_result(message: str | None) -> CommitResult | None:
             parent_digest=(data.get("parent") or {}).get("digest"),
             layer=dict(data["layer"]),
             timings=dict(data.get("timings") or {}),
+            index_digest=_digest(data.get("indexDigest")),
         )
     except (ValueError, KeyError, TypeError):
         return None
+
+
+def _digest(value: Any) -> str | None:
+    """A sha256 digest from the committer's words, or None (a digest goes into a URL)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not re.match(r"^sha256:[a-f0-9]{64}$", value):
+        raise ValueError("indexDigest is not a sha256 digest")
+    return value
 
 
 def _tail(text: str | None) -> str:

@@ -25,6 +25,8 @@ class Preflight:
     conditions: tuple[Verdict, ...]
     ready_to_commit: bool
     fields: dict[str, Any] = field(default_factory=dict)
+    # The target container's name, once found (the provenance names it).
+    container: str | None = None
 
 
 def _stalled(reason: str, message: str) -> Preflight:
@@ -102,4 +104,5 @@ def preflight(
         ),
         True,
         fields,
+        str(target),
     )

@@ -93,3 +93,9 @@ def rebase(
 
 def with_config(manifest: Mapping[str, Any], descriptor: Mapping[str, Any]) -> dict[str, Any]:
     return {**manifest, "config": dict(descriptor)}
+
+
+def own_layers(manifest: Mapping[str, Any], parent_manifest: Mapping[str, Any]) -> list[str]:
+    """The digests of the image's own layers: those after its parent's."""
+    parent = len(parent_manifest.get("layers") or [])
+    return [str(layer.get("digest")) for layer in (manifest.get("layers") or [])[parent:]]

@@ -13,16 +13,19 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
 import kopf
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from lamina import __version__
 from lamina.api.durations import duration_seconds
 from lamina.api.image import BuildStatus, ImageStatus
 from lamina.domain.api_failures import failure_verdicts
+from lamina.domain.attestation_index import platform_of
+from lamina.domain.attestations import RebaseOrigin, rebase_provenance
 from lamina.domain.build_job import (
     LABEL_IMAGE_NAMESPACE,
     LABEL_PURPOSE,
@@ -32,6 +35,7 @@ from lamina.domain.build_job import (
     build_job,
     buildkitd_toml,
     context_config_map,
+    context_digest,
     dockerfile_for,
     job_name,
 )
@@ -50,7 +54,7 @@ from lamina.domain.conditions import BUILD_JOB_REFUSED, RECONCILE_FAILED
 from lamina.domain.image_annotations import base_name
 from lamina.domain.manifest_facts import layer_facts
 from lamina.domain.rebase import RebaseRefused as RebaseNotSafe
-from lamina.domain.rebase import canonical, rebase
+from lamina.domain.rebase import canonical, own_layers, rebase
 from lamina.domain.reconcile import (
     Action,
     ActionFailed,
@@ -79,6 +83,7 @@ from lamina.handlers.recording import ensure_layers
 from lamina.handlers.registry_access import PushSecretError, docker_config_of
 from lamina.kube import Kube
 from lamina.kube.client import describe_error
+from lamina.oci.attach import push_attested
 from lamina.oci.client import Manifest, RegistryClient, sha256_digest
 from lamina.oci.errors import RegistryError
 from lamina.oci.hosts import RegistryHosts
@@ -339,6 +344,7 @@ class BuildExecutor:
                     settings=self.settings,
                     context_config_map=name,
                     push_secret_copy=secret_name,
+                    context=context_digest(files, binary_files),
                 )
             )
         except ApiException as error:
@@ -425,7 +431,8 @@ class BuildExecutor:
         parent_repo = self._parent_repository(action)
         try:
             client = self._registry_for(record, await self._docker_config(record), session)
-            image_manifest = await client.get_manifest(target)
+            # An index when the build attached attestations: its image is what is rebased.
+            image_manifest, _ = await client.resolve_image(target)
             image_config = json.loads(
                 await client.get_blob(target, image_manifest.json()["config"]["digest"])
             )
@@ -457,9 +464,33 @@ class BuildExecutor:
                 await client.ensure_blob(target, layer["digest"], parent_repo)
             data = canonical(manifest)
             pushed = Manifest(data, image_manifest.media_type, sha256_digest(data))
-            digest = pushed.digest
+            await client.put_manifest(target, pushed, pushed.digest)
+            origin = RebaseOrigin(
+                namespace=record.namespace,
+                image=record.name,
+                repository=target.name,
+                previous_digest=image_manifest.digest,
+                previous_parent_digest=old,
+                parent_name=base_name(spec, f"{action.parent_repository}@{new}"),
+                parent_repository=action.parent_repository,
+                parent_digest=new,
+                kept_layers=own_layers(manifest, new_parent.json()),
+                invocation=f"{record.uid}/{plan.inputs}",
+                started=state.now,
+                finished=datetime.now(UTC).replace(microsecond=0),
+            )
+            # The build's attestations described the old image: the tags move to an index of
+            # the rebased image and the rebase's own provenance, nothing else.
+            index = await push_attested(
+                client,
+                target,
+                pushed,
+                platform_of(config),
+                rebase_provenance(origin, pushed.digest, __version__),
+            )
+            digest = index.digest
             for tag in spec.output.tags:
-                digest = await client.put_manifest(target, pushed, tag)
+                digest = await client.put_manifest(target, index, tag)
             build = rebase_build(plan, state.now)
             recorded, layers = await self._record(
                 session,
@@ -527,12 +558,20 @@ class BuildExecutor:
         build: BuildStatus,
         message: str,
     ) -> tuple[ImageStatus, list[Outcome]]:
-        """The status for a verified new digest, after recording its Layer objects."""
+        """The status for a verified new digest, after recording its Layer objects.
+
+        ``digest`` is what was pushed: with attestations, an index holding the image
+        manifest and its attestation manifests.  The status's digest is the image
+        manifest's (the image itself: what children pin and pods run); the attestation
+        manifests are recorded as attestations, never as an image or its layers.
+        """
         spec = record.spec
         assert spec is not None and build.wanted is not None
         target = parse_reference(f"{spec.output.repository}@{digest}")
         reader = self._registry_for(record, await self._docker_config(record), session)
-        manifest = (await reader.get_manifest(target)).json()
+        image, index = await reader.resolve_image(target)
+        attestations = await reader.attestations(target, index, image.digest)
+        manifest = image.json()
         config = json.loads(await reader.get_blob(target, manifest["config"]["digest"]))
         parent_digest = build.wanted.parent_digest
         images: Mapping[str, ImageRecord] = state.images[record.namespace]
@@ -558,10 +597,12 @@ class BuildExecutor:
             record.status,
             spec,
             build,
-            digest=digest,
+            digest=image.digest,
             facts=facts,
             message=message,
             now=state.now,
+            attestations=attestations,
+            index_digest=index.digest if index is not None else None,
         )
         return status, [LayerChanged(layer) for layer in layers]
 

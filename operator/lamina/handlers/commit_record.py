@@ -21,16 +21,24 @@ from lamina.handlers.registry_access import PushedImage
 from lamina.kube import Kube
 
 
-async def _parent_spec(kube: Kube, namespace: str, result: CommitResult) -> dict[str, str]:
+async def _parent_spec(
+    kube: Kube, namespace: str, result: CommitResult
+) -> tuple[dict[str, str], str | None]:
+    """The parent (an Image of the namespace when one has the digest the container ran) and
+    its digest.  A pod that names an Image by tag runs the index its tag names
+    (``status.indexDigest``: the image and its attestations); the lineage is the image's own
+    digest, the one children pin."""
     for image in await kube.list_objects("images", namespace):
-        if (
-            result.parent_digest
-            and (image.get("status") or {}).get("digest") == result.parent_digest
+        status = image.get("status") or {}
+        if result.parent_digest and result.parent_digest in (
+            status.get("digest"),
+            status.get("indexDigest"),
         ):
-            return {"image": image["metadata"]["name"]}
+            return {"image": image["metadata"]["name"]}, status.get("digest")
     ref = result.parent_ref or ""
     repository = ref.split("@", 1)[0]
-    return {"ref": f"{repository}@{result.parent_digest}" if result.parent_digest else ref}
+    pinned = f"{repository}@{result.parent_digest}" if result.parent_digest else ref
+    return {"ref": pinned}, result.parent_digest
 
 
 async def record_committed_image(
@@ -42,7 +50,7 @@ async def record_committed_image(
     result: CommitResult,
     pushed: PushedImage,
 ) -> None:
-    parent = await _parent_spec(kube, namespace, result)
+    parent, parent_digest = await _parent_spec(kube, namespace, result)
     body = {
         "apiVersion": API_VERSION,
         "kind": "Image",
@@ -81,12 +89,14 @@ async def record_committed_image(
         {
             "digest": result.digest,
             "imageRef": result.image,
-            "parent": {**parent, "digest": result.parent_digest},
+            "parent": {**parent, "digest": parent_digest},
             "layers": [fact.image_layer() for fact in facts],
+            "indexDigest": result.index_digest,
+            "attestations": [fact.status() for fact in pushed.attestations] or None,
             "history": [
                 {
                     "digest": result.digest,
-                    "parentDigest": result.parent_digest,
+                    "parentDigest": parent_digest,
                     "reason": f"Committed by ContainerCommit {commit}",
                     "builtAt": now,
                 }

@@ -15,6 +15,7 @@ create error) shows its reason in the commit's status until it starts.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -315,6 +316,7 @@ async def _start(commit: _Commit) -> None:
                 spec=spec,
                 target=target,
                 settings=settings,
+                container=check.container,
             )
         )
     if docker_config is not None:
@@ -349,7 +351,10 @@ async def _verify_and_record(commit: _Commit, verdict: CommitVerdict) -> CommitV
     try:
         docker_config = await commit.docker_config()
         pushed = await read_pushed_image(
-            result.image, insecure=commit.spec.output.insecure, docker_config=docker_config
+            result.image,
+            insecure=commit.spec.output.insecure,
+            docker_config=docker_config,
+            index=result.index_digest,
         )
     except PushSecretError as error:
         return verification_failed(str(error))
@@ -363,7 +368,12 @@ async def _verify_and_record(commit: _Commit, verdict: CommitVerdict) -> CommitV
         result=result,
         pushed=pushed,
     )
-    return verdict
+    # What the registry holds, not what the committer said: the index and its statements.
+    attested = {
+        "indexDigest": result.index_digest,
+        "attestations": [fact.status() for fact in pushed.attestations] or None,
+    }
+    return dataclasses.replace(verdict, fields={**verdict.fields, **attested})
 
 
 @kopf.index(GROUP, VERSION, "containercommits")

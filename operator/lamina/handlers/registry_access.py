@@ -8,12 +8,14 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
-from lamina.oci.client import RegistryClient
+from lamina.domain.attestation_index import AttestationFact
+from lamina.oci.client import RegistryClient, platform_descriptor
+from lamina.oci.errors import RegistryResponseInvalid
 from lamina.oci.reference import parse_reference
 
 
@@ -57,12 +59,17 @@ class PushedImage:
     manifest: dict[str, Any]
     config: dict[str, Any]
     media_type: str
+    attestations: list[AttestationFact] = field(default_factory=list)
 
 
 async def read_pushed_image(
-    image: str, *, insecure: bool, docker_config: str | None
+    image: str, *, insecure: bool, docker_config: str | None, index: str | None = None
 ) -> PushedImage:
-    """Fetch ``repository@digest``; the client checks the bytes hash to that digest."""
+    """Fetch ``repository@digest``; the client checks the bytes hash to that digest.
+
+    With ``index`` (the digest of the index said to hold it), the index must list the image
+    as a platform image, and the attestations it holds about the image are read.
+    """
     ref = parse_reference(image)
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(timeout=timeout) as session:
@@ -75,4 +82,14 @@ async def read_pushed_image(
         manifest = await client.get_manifest(ref)
         body = manifest.json()
         config = json.loads(await client.get_blob(ref, body["config"]["digest"]))
-        return PushedImage(body, config, manifest.media_type)
+        attestations: list[AttestationFact] = []
+        if index is not None:
+            listed = await client.get_manifest(ref, index)
+            if manifest.digest != platform_descriptor(ref, listed):
+                raise RegistryResponseInvalid(
+                    f"{ref.registry}: the index {index} of {ref.repository} does not hold "
+                    f"{manifest.digest} as its image",
+                    registry=ref.registry,
+                )
+            attestations = await client.attestations(ref, listed, manifest.digest)
+        return PushedImage(body, config, manifest.media_type, attestations)

@@ -49,6 +49,7 @@ def reconciler_for(memo: Any) -> Reconciler:
             settings=BuildSettings(
                 namespace=config.namespace,
                 builder_image=config.builder_image,
+                sbom_generator_image=config.sbom_generator_image,
                 deadline_seconds=config.build_deadline_seconds,
                 buildkitd_toml=buildkitd_settings(hosts),
                 resources=config.build_resources,

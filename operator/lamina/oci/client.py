@@ -29,6 +29,11 @@ from typing import Any
 
 from yarl import URL
 
+from lamina.domain.attestation_index import (
+    AttestationFact,
+    attestation_descriptors,
+    attestation_facts,
+)
 from lamina.oci.errors import (
     DigestMismatch,
     ManifestTooLarge,
@@ -403,6 +408,29 @@ class RegistryClient(RegistryTransport):
                 registry=ref.registry,
             )
         return manifest, top
+
+    async def attestations(
+        self, ref: Reference, index: Manifest | None, image_digest: str
+    ) -> list[AttestationFact]:
+        """The statements the index's attestation manifests hold about ``image_digest``.
+
+        Only the manifests are read (each by digest, so its bytes are checked), never the
+        statements: status records what is attached, a verifier reads it.  No index, no
+        attestations (a plain manifest has nowhere to keep them in this layout).
+        """
+        if index is None:
+            return []
+        facts: list[AttestationFact] = []
+        for digest in attestation_descriptors(index.json(), image_digest):
+            manifest = await self.get_manifest(ref, digest)
+            if manifest.media_type not in MANIFESTS:
+                raise RegistryResponseInvalid(
+                    f"{ref.registry}: the attestation entry {digest} of the index of "
+                    f"{ref.repository} is not a manifest",
+                    registry=ref.registry,
+                )
+            facts += attestation_facts(digest, manifest.json(), image_digest)
+        return facts
 
     async def put_manifest(self, ref: Reference, manifest: Manifest, tag: str) -> str:
         """PUT exact bytes under ``tag``; the registry must agree on the digest."""

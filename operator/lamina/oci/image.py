@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from lamina.domain.attestation_index import is_attestation
 from lamina.oci.mediatypes import OCI_CONFIG, OCI_MANIFEST, as_oci, layer_media_type
 
 BASE_DIGEST = "org.opencontainers.image.base.digest"
@@ -215,12 +216,17 @@ def select_platform(
 ) -> dict[str, Any]:
     """The manifest descriptor of an index for one platform (amd64's variant is ignored).
 
+    Attestation manifests (BuildKit's SBOM and provenance, Lamina's own) are never a
+    platform's image, whatever platform they claim.
+
     The index is registry input: the error names at most a few of its platforms, and only
     names that look like platform names.
     """
     manifests = index.get("manifests")
     entries = (
-        [d for d in manifests if isinstance(d, Mapping)] if isinstance(manifests, list) else []
+        [d for d in manifests if isinstance(d, Mapping) and not is_attestation(d)]
+        if isinstance(manifests, list)
+        else []
     )
 
     def platform(descriptor: Mapping[str, Any]) -> Mapping[str, Any]:
