@@ -550,6 +550,6 @@ def test_the_context_digest_counts_binary_files_by_their_bytes() -> None:
     plain = context_digest(text)
     with_logo = context_digest(text, {"logo.png": "iVBORw0KGgo="})
     assert with_logo != plain
-    assert context_digest(text, {"logo.png": "iVBORw0KGgp="}) != with_logo
+    assert context_digest(text, {"logo.png": "iVBORw0KGgA="}) != with_logo
     # A text file cannot stand for a binary file of the same name and bytes.
     assert context_digest({**text, "logo.png": "\x89PNG\r\n\x1a\n"}) != with_logo
