@@ -26,6 +26,7 @@ from lamina.api.meta import (
     distinct,
     name_length_rule,
 )
+from lamina.api.signing import SignatureStatus, SignSpec
 from lamina.api.text import (
     BUILD_ARGS_MAX_PROPERTIES,
     BUILD_ARGS_RULE,
@@ -211,6 +212,14 @@ class OutputSpec(Model):
         description="A kubernetes.io/dockerconfigjson Secret in the same namespace.",
     )
     insecure: bool = Field(default=False, description="The registry speaks plain HTTP.")
+    sign: SignSpec | None = Field(
+        default=None,
+        description=(
+            "Sign every pushed digest (built, rebased) with this key; without it, the "
+            "operator's default key, if one is configured. A digest that cannot be signed "
+            "is never recorded as Ready."
+        ),
+    )
 
 
 class RebuildSpec(Model):
@@ -369,6 +378,7 @@ class ImageStatus(Model):
     built_from: BuiltFromStatus | None = None
     resolved: ResolvedParent | None = None
     history: list[HistoryEntry] | None = None
+    signature: SignatureStatus | None = None
 
 
 class Image(Model):

@@ -53,6 +53,7 @@ def reconciler_for(memo: Any) -> Reconciler:
                 buildkitd_toml=buildkitd_settings(hosts),
             ),
             hosts=hosts,
+            signing_secret=config.signing_secret,
         ),
         limit=config.max_concurrent_builds,
         poll_seconds=config.build_poll_seconds,
