@@ -75,9 +75,7 @@ def test_the_signature_image_is_consistent_and_oci() -> None:
             "mediaType": SIMPLE_SIGNING_MEDIA_TYPE,
             "size": len(payload),
             "digest": "sha256:" + hashlib.sha256(payload).hexdigest(),
-            "annotations": {
-                SIGNATURE_ANNOTATION: base64.b64encode(b"\x30\x06signature").decode()
-            },
+            "annotations": {SIGNATURE_ANNOTATION: base64.b64encode(b"\x30\x06signature").decode()},
         }
     ]
     assert config["rootfs"] == {"type": "layers", "diff_ids": [layer.digest]}

@@ -146,7 +146,8 @@ def test_a_missing_field_is_named() -> None:
     document = json.loads(base64.b64decode(body.group(1)))
     del document["cipher"]
     encoded = base64.b64encode(json.dumps(document).encode()).decode()
-    key = f"-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\n{encoded}\n-----END ENCRYPTED SIGSTORE PRIVATE KEY-----\n"
+    kind = "ENCRYPTED SIGSTORE PRIVATE KEY"
+    key = f"-----BEGIN {kind}-----\n{encoded}\n-----END {kind}-----\n"
     assert "has no cipher.name" in str(refused(key.encode()))
 
 
@@ -182,7 +183,9 @@ def test_two_keys_in_one_secret_are_refused() -> None:
 
 
 def test_an_oversized_password_is_refused() -> None:
-    assert "cosign.password is larger" in str(refused(cosign_key(), b"p" * (PASSWORD_MAX_BYTES + 1)))
+    assert "cosign.password is larger" in str(
+        refused(cosign_key(), b"p" * (PASSWORD_MAX_BYTES + 1))
+    )
 
 
 def test_unencrypted_p256_keys_in_pkcs8_and_sec1_sign() -> None:

@@ -1,0 +1,168 @@
+"""Lamina's signatures in a real registry, checked by cosign itself (and cosign's by Lamina).
+
+The registry is Debian's docker-registry (e2e/registry); cosign is the binary e2e/setup
+builds from its Go module.  No transparency log exists here (no network), so cosign verifies
+offline: ``--insecure-ignore-tlog=true``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from lamina.domain.signatures import signature_tag, simple_signing_payload
+from lamina.oci.client import RegistryClient
+from lamina.oci.cosign_keys import public_key, signing_key
+from lamina.oci.reference import parse_reference
+from lamina.oci.signatures import PushedSignature, find_signature, sign_image
+from tests.cosign_tool import cosign, generate_key_pair, verify
+from tests.integration.conftest import Registry, push_parent
+
+pytestmark = pytest.mark.integration
+PASSWORD = "integration-pw"
+
+
+def pushed_image(registry: Registry, tmp_path: Path) -> tuple[str, str]:
+    """A one-layer image pushed by umoci + skopeo: (repository, digest)."""
+    rootfs = tmp_path / f"rootfs-{uuid.uuid4().hex[:6]}"
+    rootfs.mkdir()
+    (rootfs / "marker").write_text(uuid.uuid4().hex)
+    repository = f"{registry.address}/signed/{uuid.uuid4().hex[:8]}"
+    push_parent(rootfs, f"{repository}:latest", tmp_path / uuid.uuid4().hex[:6])
+    inspected = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", f"docker://{repository}:latest"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return repository, json.loads(inspected.stdout)["Digest"]
+
+
+def sign(repository: str, digest: str, key_file: Path, password: str) -> PushedSignature:
+    key = signing_key(key_file.read_bytes(), password.encode())
+
+    async def go() -> PushedSignature:
+        async with aiohttp.ClientSession() as session:
+            ref = parse_reference(repository)
+            client = RegistryClient(session, insecure=[ref.registry])
+            return await sign_image(client, ref, digest, key)
+
+    return asyncio.run(go())
+
+
+def lamina_verify(image: str, key: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lamina.cli.main", "verify", image, "--key", str(key), "--insecure"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_cosign_verifies_what_lamina_signed_and_refuses_another_key(
+    registry: Registry, tmp_path: Path
+) -> None:
+    key, pub = generate_key_pair(tmp_path / "ours", PASSWORD)
+    _, other_pub = generate_key_pair(tmp_path / "other", "x")
+    repository, digest = pushed_image(registry, tmp_path)
+
+    signed = sign(repository, digest, key, PASSWORD)
+    assert signed.tag == signature_tag(digest) and not signed.reused
+
+    ok = verify(f"{repository}@{digest}", pub)
+    assert ok.returncode == 0, ok.stderr
+    claims = json.loads(ok.stdout)
+    assert claims[0]["critical"]["image"]["docker-manifest-digest"] == digest
+    assert claims[0]["critical"]["identity"]["docker-reference"] == repository
+    assert "The signatures were verified against the specified public key" in ok.stderr
+
+    refused = verify(f"{repository}@{digest}", other_pub)
+    assert refused.returncode != 0
+    assert "no matching signatures" in refused.stderr
+
+    # A tag resolves to the same digest: cosign verifies the tag too.
+    assert verify(f"{repository}:latest", pub).returncode == 0
+
+
+def test_signing_again_pushes_nothing_and_cosigns_own_signatures_are_kept(
+    registry: Registry, tmp_path: Path
+) -> None:
+    key, pub = generate_key_pair(tmp_path / "ours", PASSWORD)
+    their_key, their_pub = generate_key_pair(tmp_path / "theirs", "theirs")
+    repository, digest = pushed_image(registry, tmp_path)
+
+    # cosign signs first (the old tag layout, offline), then Lamina adds its own signature.
+    theirs = cosign(
+        "sign",
+        "--key",
+        str(their_key),
+        "--tlog-upload=false",
+        "--new-bundle-format=false",
+        "--use-signing-config=false",
+        "--allow-http-registry=true",
+        "--allow-insecure-registry=true",
+        f"{repository}@{digest}",
+        password="theirs",
+        cwd=tmp_path,
+    )
+    assert theirs.returncode == 0, theirs.stderr
+    first = sign(repository, digest, key, PASSWORD)
+    again = sign(repository, digest, key, PASSWORD)
+    assert again.reused and again.manifest_digest == first.manifest_digest
+
+    assert verify(f"{repository}@{digest}", pub).returncode == 0
+    assert verify(f"{repository}@{digest}", their_pub).returncode == 0  # theirs is kept
+
+    # Lamina's verifier reads cosign's signature as cosign does.
+    found = lamina_verify(f"{repository}@{digest}", their_pub)
+    assert found.returncode == 0, found.stdout
+    assert "Verified OK" in found.stdout
+
+
+def test_our_payload_is_cosigns_payload(registry: Registry, tmp_path: Path) -> None:
+    repository, digest = pushed_image(registry, tmp_path)
+    generated = cosign(
+        "generate",
+        "--allow-http-registry=true",
+        "--allow-insecure-registry=true",
+        f"{repository}@{digest}",
+        cwd=tmp_path,
+    )
+    assert generated.returncode == 0, generated.stderr
+    assert generated.stdout.strip().encode() == simple_signing_payload(repository, digest)
+
+
+def test_lamina_verify_says_what_it_found_both_ways(registry: Registry, tmp_path: Path) -> None:
+    key, pub = generate_key_pair(tmp_path / "ours", PASSWORD)
+    _, other_pub = generate_key_pair(tmp_path / "other", "x")
+    repository, digest = pushed_image(registry, tmp_path)
+
+    unsigned = lamina_verify(f"{repository}@{digest}", pub)
+    assert unsigned.returncode == 1
+    assert f"NOT VERIFIED: {repository}@{digest} has no signature" in unsigned.stdout
+
+    sign(repository, digest, key, PASSWORD)
+    ok = lamina_verify(f"{repository}:latest", pub)
+    assert ok.returncode == 0, ok.stdout
+    assert f"Verified OK: {repository}@{digest}" in ok.stdout
+    assert signing_key(key.read_bytes(), PASSWORD.encode()).fingerprint in ok.stdout
+
+    wrong = lamina_verify(f"{repository}@{digest}", other_pub)
+    assert wrong.returncode == 1
+    assert "none of the 1 signature(s)" in wrong.stdout
+
+    async def found_with(pem: bytes) -> int:
+        async with aiohttp.ClientSession() as session:
+            ref = parse_reference(repository)
+            client = RegistryClient(session, insecure=[ref.registry])
+            return (await find_signature(client, ref, digest, public_key(pem))).verified
+
+    assert asyncio.run(found_with(pub.read_bytes())) == 1
+    assert asyncio.run(found_with(other_pub.read_bytes())) == 0
