@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 import uuid
@@ -166,3 +167,39 @@ def test_lamina_verify_says_what_it_found_both_ways(registry: Registry, tmp_path
 
     assert asyncio.run(found_with(pub.read_bytes())) == 1
     assert asyncio.run(found_with(other_pub.read_bytes())) == 0
+
+
+def raw(ref: str, *extra: str) -> dict[str, object]:
+    out = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", "--raw", *extra, f"docker://{ref}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return json.loads(out)  # type: ignore[no-any-return]
+
+
+def test_our_signature_image_is_laid_out_as_cosigns(registry: Registry, tmp_path: Path) -> None:
+    key, _ = generate_key_pair(tmp_path / "k", PASSWORD)
+    theirs_repo, theirs_digest = pushed_image(registry, tmp_path)
+    ours_repo, ours_digest = pushed_image(registry, tmp_path)
+    signed = cosign(
+        "sign", "--key", str(key), "--tlog-upload=false", "--new-bundle-format=false",
+        "--use-signing-config=false", "--allow-http-registry=true",
+        "--allow-insecure-registry=true", f"{theirs_repo}@{theirs_digest}",
+        password=PASSWORD, cwd=tmp_path,
+    )  # fmt: skip
+    assert signed.returncode == 0, signed.stderr
+    sign(ours_repo, ours_digest, key, PASSWORD)
+
+    def shape(repository: str, digest: str) -> tuple[object, object]:
+        tag = f"{repository}:{signature_tag(digest)}"
+        text = json.dumps([raw(tag), raw(tag, "--config")])
+        # Digests and signatures differ by nature (another payload, a random ECDSA nonce).
+        text = re.sub(r"sha256:[0-9a-f]{64}", "sha256:D", text)
+        text = re.sub(r'("dev.cosignproject.cosign/signature": )"[^"]+"', r'\1"SIG"', text)
+        manifest, config = json.loads(text)
+        return manifest, config
+
+    theirs, ours = shape(theirs_repo, theirs_digest), shape(ours_repo, ours_digest)
+    assert ours == theirs
