@@ -109,7 +109,9 @@ def test_rebased_images_are_signed_and_unusable_keys_are_conditions(  # noqa: PL
         "tenant-key",
         **{"cosign.key": key, "cosign.password": PASSWORD, "cosign.pub": pub},
     )
-    secret(kube, namespace, "locked-key", **{"cosign.key": key, "cosign.password": "wrong"})
+    secret(
+        kube, namespace, "locked-key", **{"cosign.key": key, "cosign.password": "not-the-pw-7731"}
+    )
     garbage = tmp_path / "garbage.key"
     garbage.write_text("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
     secret(kube, namespace, "garbage-key", **{"cosign.key": garbage})
@@ -216,7 +218,7 @@ def test_rebased_images_are_signed_and_unusable_keys_are_conditions(  # noqa: PL
         stalled = condition(kube, name, namespace, "Stalled")
         assert (stalled["status"], stalled["reason"]) == ("True", reason), (name, stalled)
         assert said in stalled["message"], (name, stalled["message"])
-        assert PASSWORD not in stalled["message"] and "wrong" not in stalled["message"]
+        assert PASSWORD not in stalled["message"] and "not-the-pw-7731" not in stalled["message"]
 
     # `lamina verify IMAGE` with the key from the Secret spec.output.sign names.
     env = {**os.environ, "KUBECONFIG": kube.kubeconfig}

@@ -61,6 +61,8 @@ async def _from_object(args: argparse.Namespace) -> tuple[str, bool, bytes | Non
         spec, status = found.get("spec") or {}, found.get("status") or {}
         output = spec.get("output") or {}
         ref = status.get("imageRef") or (status.get("image") or {}).get("ref")
+        if not ref and status.get("digest") and output.get("repository"):
+            ref = f"{output['repository']}@{status['digest']}"
         if not ref:
             raise LookupError(f"{plural[:-1]} {args.image} has no pushed image yet")
         pem = None
