@@ -8,6 +8,7 @@ offline: ``--insecure-ignore-tlog=true``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import subprocess
@@ -19,10 +20,17 @@ import aiohttp
 import pytest
 
 from lamina.domain.signatures import signature_tag, simple_signing_payload
-from lamina.oci.client import RegistryClient
+from lamina.oci.client import Manifest, RegistryClient, sha256_digest
 from lamina.oci.cosign_keys import public_key, signing_key
+from lamina.oci.mediatypes import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST
 from lamina.oci.reference import parse_reference
-from lamina.oci.signatures import PushedSignature, find_signature, sign_image
+from lamina.oci.signatures import (
+    PushedSignature,
+    SignedAttestations,
+    find_signature,
+    sign_attestations,
+    sign_image,
+)
 from tests.cosign_tool import cosign, generate_key_pair, verify
 from tests.integration.conftest import Registry, push_parent
 
@@ -203,3 +211,119 @@ def test_our_signature_image_is_laid_out_as_cosigns(registry: Registry, tmp_path
 
     theirs, ours = shape(theirs_repo, theirs_digest), shape(ours_repo, ours_digest)
     assert ours == theirs
+
+
+PROVENANCE = "https://slsa.dev/provenance/v1"
+
+
+async def push_attested_index(repository: str, digest: str) -> str:
+    """An index in BuildKit's layout: the image and an attestation manifest whose in-toto
+    statement (SLSA v1 provenance) is about it; returns the index digest."""
+    ref = parse_reference(repository)
+    statement = json.dumps(
+        {
+            "_type": "https://in-toto.io/Statement/v1",
+            "subject": [{"name": repository, "digest": {"sha256": digest.split(":")[1]}}],
+            "predicateType": PROVENANCE,
+            "predicate": {
+                "buildDefinition": {
+                    "buildType": "https://lamina.dev/test",
+                    "externalParameters": {},
+                },
+                "runDetails": {"builder": {"id": "https://lamina.dev/test"}},
+            },
+        }
+    ).encode()
+    async with aiohttp.ClientSession() as session:
+        client = RegistryClient(session, insecure=[ref.registry])
+        image = await client.get_manifest(ref, digest)
+        statement_digest = await client.push_blob(ref, statement)
+        config = json.dumps(
+            {"architecture": "unknown", "os": "unknown", "config": {}, "rootfs": {"type": "layers"}}
+        ).encode()
+        config_digest = await client.push_blob(ref, config)
+        attestation = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": len(config)},
+                "layers": [
+                    {
+                        "mediaType": "application/vnd.in-toto+json",
+                        "digest": statement_digest,
+                        "size": len(statement),
+                        "annotations": {"in-toto.io/predicate-type": PROVENANCE},
+                    }
+                ],
+            }
+        ).encode()
+        attestation_digest = sha256_digest(attestation)
+        await client.put_manifest(
+            ref, Manifest(attestation, OCI_MANIFEST, attestation_digest), attestation_digest
+        )
+        index = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_INDEX,
+                "manifests": [
+                    {
+                        "mediaType": image.media_type,
+                        "digest": digest,
+                        "size": len(image.data),
+                        "platform": {"os": "linux", "architecture": "amd64"},
+                    },
+                    {
+                        "mediaType": OCI_MANIFEST,
+                        "digest": attestation_digest,
+                        "size": len(attestation),
+                        "annotations": {
+                            "vnd.docker.reference.type": "attestation-manifest",
+                            "vnd.docker.reference.digest": digest,
+                        },
+                        "platform": {"os": "unknown", "architecture": "unknown"},
+                    },
+                ],
+            }
+        ).encode()
+        return await client.put_manifest(
+            ref, Manifest(index, OCI_INDEX, sha256_digest(index)), "attested"
+        )
+
+
+def test_attestations_in_buildkits_layout_are_signed_for_cosign_verify_attestation(
+    registry: Registry, tmp_path: Path
+) -> None:
+    key_file, pub = generate_key_pair(tmp_path / "ours", PASSWORD)
+    _, other_pub = generate_key_pair(tmp_path / "other", "x")
+    repository, digest = pushed_image(registry, tmp_path)
+    index = asyncio.run(push_attested_index(repository, digest))
+    key = signing_key(key_file.read_bytes(), PASSWORD.encode())
+
+    async def sign_all() -> list[SignedAttestations]:
+        async with aiohttp.ClientSession() as session:
+            ref = parse_reference(repository)
+            client = RegistryClient(session, insecure=[ref.registry])
+            await sign_image(client, ref, index, key)
+            return await sign_attestations(client, ref, index, key)
+
+    first = asyncio.run(sign_all())
+    assert [(a.subject_digest, a.tag, a.predicate_types) for a in first] == [
+        (digest, digest.replace(":", "-") + ".att", (PROVENANCE,))
+    ]
+    assert asyncio.run(sign_all()) == first  # signing again pushes nothing new
+
+    def verify_attestation(public: Path) -> subprocess.CompletedProcess[str]:
+        return cosign(
+            "verify-attestation", "--key", str(public), "--type", "slsaprovenance1",
+            "--insecure-ignore-tlog=true", "--allow-http-registry=true",
+            "--allow-insecure-registry=true", f"{repository}@{digest}", cwd=tmp_path,
+        )  # fmt: skip
+
+    ok = verify_attestation(pub)
+    assert ok.returncode == 0, ok.stderr
+    envelope = json.loads(ok.stdout.splitlines()[0])
+    statement = json.loads(base64.b64decode(envelope["payload"]))
+    assert statement["predicateType"] == PROVENANCE
+    assert statement["subject"][0]["digest"]["sha256"] == digest.split(":")[1]
+    assert verify_attestation(other_pub).returncode != 0
+    assert verify(f"{repository}@{index}", pub).returncode == 0  # the index itself is signed

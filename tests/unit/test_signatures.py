@@ -13,14 +13,23 @@ from lamina.domain.signatures import (
     OPERATOR_DEFAULT,
     SIGNATURE_ANNOTATION,
     SIMPLE_SIGNING_MEDIA_TYPE,
+    AttestationRef,
     KeySource,
+    attestation_layer,
+    attestation_layers,
+    attestation_refs,
+    attestation_tag,
+    dsse_envelope,
+    envelope_parts,
     key_source,
     new_layer,
+    pae,
     signature_image,
     signature_layers,
     signature_tag,
     signed_digest,
     simple_signing_payload,
+    statement_about,
     with_signature,
 )
 
@@ -144,3 +153,86 @@ def test_the_key_comes_from_the_objects_namespace_or_the_operators_default() -> 
     assert key_source("team", None, operator_namespace="ops", default_secret=None) is None
     assert "team" in KeySource("team", "k", "k").describe()
     assert "default" in KeySource("ops", "d", OPERATOR_DEFAULT).describe()
+
+
+def test_pae_is_dsses_encoding() -> None:
+    # The DSSE specification's own example.
+    assert pae("http://example.com/HelloWorld", b"hello world") == (
+        b"DSSEv1 29 http://example.com/HelloWorld 11 hello world"
+    )
+
+
+def test_an_envelope_round_trips_and_hostile_ones_are_refused() -> None:
+    envelope = dsse_envelope(b'{"subject":[]}', b"sig")
+    assert envelope_parts(envelope) == (b'{"subject":[]}', [b"sig"])
+    assert attestation_tag(DIGEST) == "sha256-" + "ab" * 32 + ".att"
+    for hostile in (
+        b"",
+        b"[]",
+        b'{"payloadType":"text/plain","payload":"","signatures":[]}',
+        b'{"payloadType":"application/vnd.in-toto+json","payload":"%%","signatures":[]}',
+        b'{"payloadType":"application/vnd.in-toto+json","payload":"","signatures":[{}]}',
+        b'{"payloadType":"application/vnd.in-toto+json","payload":"","signatures":7}',
+    ):
+        assert envelope_parts(hostile) is None, hostile
+
+
+def test_statements_are_about_a_digest_only_when_a_subject_names_it() -> None:
+    hex_digest = DIGEST.split(":")[1]
+    about = json.dumps({"subject": [{"digest": {"sha256": hex_digest}}]}).encode()
+    assert statement_about(about, DIGEST)
+    for other in (
+        json.dumps({"subject": [{"digest": {"sha256": "00" * 32}}]}).encode(),
+        json.dumps({"subject": [{"digest": {"sha512": hex_digest}}]}).encode(),
+        json.dumps({"subject": "x"}).encode(),
+        b"not json",
+        b"[]",
+    ):
+        assert not statement_about(other, DIGEST), other
+
+
+IMAGE = "sha256:" + "11" * 32
+ATTESTATION = "sha256:" + "22" * 32
+
+
+def _index(*entries: object) -> dict[str, object]:
+    return {"manifests": [{"digest": IMAGE}, *entries]}
+
+
+def _attestation(**annotations: object) -> dict[str, object]:
+    return {
+        "digest": ATTESTATION,
+        "annotations": {
+            "vnd.docker.reference.type": "attestation-manifest",
+            "vnd.docker.reference.digest": IMAGE,
+            **annotations,
+        },
+    }
+
+
+def test_attestation_manifests_are_found_in_buildkits_layout_and_nothing_else() -> None:
+    assert attestation_refs(_index(_attestation())) == [AttestationRef(ATTESTATION, IMAGE)]
+    for hostile in (
+        _attestation(**{"vnd.docker.reference.type": "something"}),
+        _attestation(**{"vnd.docker.reference.digest": "sha256:" + "33" * 32}),  # not in index
+        _attestation(**{"vnd.docker.reference.digest": "../../x"}),
+        {"digest": "sha256:../x", "annotations": _attestation()["annotations"]},
+        {"digest": ATTESTATION, "annotations": "x"},
+        "not an entry",
+    ):
+        assert attestation_refs(_index(hostile)) == [], hostile
+    assert attestation_refs({"manifests": "x"}) == []
+    many = _index(*[_attestation() for _ in range(MAX_SIGNATURES + 5)])
+    assert len(attestation_refs(many)) == MAX_SIGNATURES
+
+
+def test_attestation_layers_are_dsse_and_bounded() -> None:
+    layer = attestation_layer(b"envelope", "https://slsa.dev/provenance/v1")
+    descriptor = layer.descriptor()
+    assert descriptor["mediaType"] == "application/vnd.dsse.envelope.v1+json"
+    assert descriptor["annotations"] == {
+        SIGNATURE_ANNOTATION: "",
+        "predicateType": "https://slsa.dev/provenance/v1",
+    }
+    assert attestation_layers({"layers": [descriptor, _layer()]}) == [layer]
+    assert attestation_layers({"layers": [{**descriptor, "size": 10**12}]}) == []

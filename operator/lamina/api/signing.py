@@ -8,6 +8,7 @@ see :mod:`lamina.oci.cosign` for the Secret's keys and what a signature looks li
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import Field
 
@@ -34,6 +35,17 @@ class SignSpec(Model):
     )
 
 
+class AttestationSignature(Model):
+    """The signed attestations of one image manifest (cosign's ``sha256-<hex>.att`` tag)."""
+
+    subject_digest: str = Field(pattern=DIGEST_PATTERN, description="The image manifest.")
+    digest: str = Field(pattern=DIGEST_PATTERN, description="The .att manifest's digest.")
+    tag: str = Field(max_length=128)
+    predicate_types: list[Annotated[str, Field(max_length=256)]] = Field(
+        default_factory=list, max_length=32
+    )
+
+
 class SignatureStatus(Model):
     """The signature of the current digest, as pushed next to it (cosign's tag scheme)."""
 
@@ -53,3 +65,9 @@ class SignatureStatus(Model):
         "operator-default.",
     )
     signed_at: datetime | None = None
+    attestations: list[AttestationSignature] | None = Field(
+        default=None,
+        max_length=32,
+        description="The in-toto attestations of the image (its index's attestation "
+        "manifests), each signed as cosign attest would: cosign verify-attestation checks them.",
+    )

@@ -84,10 +84,11 @@ class SignatureLayer:
     size: int
     signature_b64: str
     annotations: Mapping[str, str]
+    media_type: str = SIMPLE_SIGNING_MEDIA_TYPE
 
     def descriptor(self) -> dict[str, Any]:
         return {
-            "mediaType": SIMPLE_SIGNING_MEDIA_TYPE,
+            "mediaType": self.media_type,
             "size": self.size,
             "digest": self.digest,
             "annotations": dict(self.annotations),
@@ -201,3 +202,136 @@ def key_source(
     if default_secret:
         return KeySource(operator_namespace, default_secret, OPERATOR_DEFAULT)
     return None
+
+
+# -- attestations: cosign's ``.att`` tag (what ``cosign attest`` writes and
+# ``cosign verify-attestation`` reads) --------------------------------------------------------
+#
+# Each in-toto statement of an image (BuildKit's attestation manifests, beside the image in its
+# index, hold them unsigned) is wrapped in a DSSE envelope signed over DSSE's PAE encoding, and
+# pushed as one layer of the image tagged ``sha256-<subject hex>.att``, where the subject is the
+# platform image manifest the statement is about.  The layer's annotations say the predicate
+# type; its signature annotation is empty (the signature is inside the envelope).
+
+DSSE_MEDIA_TYPE = "application/vnd.dsse.envelope.v1+json"
+IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
+PREDICATE_TYPE_ANNOTATION = "predicateType"
+# Statements are bounded: an SBOM of a large image is a few MiB.
+STATEMENT_MAX_BYTES = 16 * 1024 * 1024
+
+
+def attestation_tag(digest: str) -> str:
+    """``sha256:<hex>`` -> ``sha256-<hex>.att``."""
+    return signature_tag(digest).removesuffix(".sig") + ".att"
+
+
+def pae(payload_type: str, payload: bytes) -> bytes:
+    """DSSE's pre-authentication encoding: what the envelope's signature is over."""
+    kind = payload_type.encode()
+    return b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload)
+
+
+def dsse_envelope(statement: bytes, signature: bytes) -> bytes:
+    return _go_json(
+        {
+            "payloadType": IN_TOTO_PAYLOAD_TYPE,
+            "payload": base64.b64encode(statement).decode(),
+            "signatures": [{"keyid": "", "sig": base64.b64encode(signature).decode()}],
+        }
+    )
+
+
+def envelope_parts(envelope: bytes) -> tuple[bytes, list[bytes]] | None:
+    """(statement, signatures) of a (hostile) DSSE envelope of an in-toto statement."""
+    try:
+        document = json.loads(envelope)
+        if document.get("payloadType") != IN_TOTO_PAYLOAD_TYPE:
+            return None
+        statement = base64.b64decode(document["payload"], validate=True)
+        signatures = [
+            base64.b64decode(entry["sig"], validate=True)
+            for entry in document.get("signatures") or []
+        ][:MAX_SIGNATURES]
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+        return None
+    return statement, signatures
+
+
+def attestation_layer(envelope: bytes, predicate_type: str) -> SignatureLayer:
+    return SignatureLayer(
+        sha256_digest(envelope),
+        len(envelope),
+        "",
+        {SIGNATURE_ANNOTATION: "", PREDICATE_TYPE_ANNOTATION: predicate_type},
+        media_type=DSSE_MEDIA_TYPE,
+    )
+
+
+def attestation_layers(manifest: Mapping[str, Any]) -> list[SignatureLayer]:
+    """The well-formed DSSE layers of a (hostile) ``.att`` manifest; others dropped."""
+    found: list[SignatureLayer] = []
+    layers = manifest.get("layers")
+    for layer in layers if isinstance(layers, list) else []:
+        if not isinstance(layer, dict) or layer.get("mediaType") != DSSE_MEDIA_TYPE:
+            continue
+        digest, size, annotations = layer.get("digest"), layer.get("size"), layer.get("annotations")
+        if not (isinstance(digest, str) and _is_sha256(digest)):
+            continue
+        if type(size) is not int or not 0 < size <= STATEMENT_MAX_BYTES * 2:
+            continue
+        if not isinstance(annotations, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()
+        ):
+            continue
+        found.append(SignatureLayer(digest, size, "", annotations, media_type=DSSE_MEDIA_TYPE))
+    return found[-MAX_SIGNATURES:]
+
+
+def _is_sha256(digest: str) -> bool:
+    return (
+        len(digest) == 71
+        and digest.startswith("sha256:")
+        and all(c in "0123456789abcdef" for c in digest[7:])
+    )
+
+
+@dataclass(frozen=True)
+class AttestationRef:
+    """An attestation manifest of an index and the image manifest it is about."""
+
+    manifest_digest: str
+    subject_digest: str
+
+
+def attestation_refs(index: Mapping[str, Any]) -> list[AttestationRef]:
+    """BuildKit's attestation manifests in a (hostile) index: entries annotated
+    ``vnd.docker.reference.type: attestation-manifest`` naming an image of the same index."""
+    entries = index.get("manifests")
+    entries = entries if isinstance(entries, list) else []
+    digests = {entry.get("digest") for entry in entries if isinstance(entry, dict)}
+    found: list[AttestationRef] = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        annotations = entry.get("annotations")
+        if not isinstance(annotations, dict):
+            continue
+        if annotations.get("vnd.docker.reference.type") != "attestation-manifest":
+            continue
+        digest, subject = entry.get("digest"), annotations.get("vnd.docker.reference.digest")
+        if not (isinstance(digest, str) and _is_sha256(digest)):
+            continue
+        if not (isinstance(subject, str) and _is_sha256(subject)) or subject not in digests:
+            continue
+        found.append(AttestationRef(digest, subject))
+    return found[:MAX_SIGNATURES]
+
+
+def statement_about(statement: bytes, digest: str) -> bool:
+    """Whether an in-toto statement names ``digest`` among its subjects."""
+    try:
+        subjects = json.loads(statement).get("subject")
+        hexes = {subject["digest"]["sha256"] for subject in subjects if isinstance(subject, dict)}
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+        return False
+    return digest.removeprefix("sha256:") in hexes

@@ -20,7 +20,7 @@ from typing import Any
 
 import aiohttp
 
-from lamina.api.signing import SignatureStatus, SignSpec
+from lamina.api.signing import AttestationSignature, SignatureStatus, SignSpec
 from lamina.domain.conditions import SIGNING_FAILED, SIGNING_SECRET_NOT_FOUND
 from lamina.domain.signatures import KeySource, key_source
 from lamina.kube import Kube
@@ -37,7 +37,7 @@ from lamina.oci.cosign_keys import (
 )
 from lamina.oci.errors import RegistryError
 from lamina.oci.reference import InvalidReference, parse_reference
-from lamina.oci.signatures import sign_image
+from lamina.oci.signatures import sign_attestations, sign_image
 
 _CACHE_SIZE = 64
 
@@ -108,7 +108,9 @@ class SigningKeys:
         """Sign ``repository@digest`` (idempotent); raises SigningError."""
         key = await self.key(source)
         try:
-            pushed = await sign_image(client, parse_reference(repository), digest, key)
+            image = parse_reference(repository)
+            pushed = await sign_image(client, image, digest, key)
+            attested = await sign_attestations(client, image, digest, key)
         except (
             RegistryError,
             InvalidReference,
@@ -127,4 +129,14 @@ class SigningKeys:
             key_fingerprint=key.fingerprint,
             secret=source.label,
             signed_at=now,
+            attestations=[
+                AttestationSignature(
+                    subject_digest=found.subject_digest,
+                    digest=found.manifest_digest,
+                    tag=found.tag,
+                    predicate_types=list(found.predicate_types),
+                )
+                for found in attested
+            ]
+            or None,
         )
