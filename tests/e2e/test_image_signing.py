@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import wait_for
-from tests.cosign_tool import generate_key_pair, verify
+from tests.cosign_tool import cosign, generate_key_pair, verify
 from tests.e2e.conftest import NodeCluster, node_operator
 from tests.e2e.test_image_builds import image, ready, status
 
@@ -97,6 +97,16 @@ def test_signed_images_verify_with_cosign_and_other_keys_do_not(
     ok = verify(signed["imageRef"], tenant_pub)
     assert ok.returncode == 0, ok.stderr
     assert verify(signed["imageRef"], default_pub).returncode != 0
+    # Attestations the build pushed (BuildKit's attestation manifests) are signed too.
+    repository = signed["imageRef"].split("@")[0]
+    for attested in signed["signature"].get("attestations") or []:
+        checked = cosign(
+            "verify-attestation", "--key", str(tenant_pub), "--type", "slsaprovenance1",
+            "--insecure-ignore-tlog=true", "--allow-http-registry=true",
+            "--allow-insecure-registry=true", f"{repository}@{attested['subjectDigest']}",
+            cwd=tmp_path,
+        )  # fmt: skip
+        assert checked.returncode == 0, checked.stderr
 
     default = built["by-default"]
     assert default["signature"]["secret"] == "operator-default"
