@@ -21,11 +21,20 @@ import pytest
 
 from lamina.oci.cosign_keys import signing_key
 from tests.api.test_build_planning import push
+from tests.api.test_commit_flow import (
+    commit,
+    committing_operator,
+    jobs_in,
+    operator_namespace,
+    reason_of,
+    running_pod,
+)
 from tests.conftest import KubeCluster, start_operator, stop_operator, wait_for
 from tests.cosign_tool import generate_key_pair, verify
 from tests.integration.conftest import Registry, lamina_snapshot
 
 pytestmark = pytest.mark.api
+__all__ = ["committing_operator", "operator_namespace"]  # fixtures shared with test_commit_flow
 PASSWORD = "api-tier-pw"
 
 
@@ -250,3 +259,36 @@ def test_rebased_images_are_signed_and_unusable_keys_are_conditions(  # noqa: PL
     )
     assert unsigned.returncode == 1
     assert "has no signature" in unsigned.stdout
+
+
+@pytest.mark.parametrize(
+    ("secret_name", "reason", "fragment"),
+    [
+        ("absent", "SigningSecretNotFound", 'signing Secret "absent"'),
+        ("locked-key", "SigningPasswordIncorrect", "does not decrypt with the password"),
+    ],
+)
+def test_a_commit_whose_key_cannot_sign_fails_before_any_job(
+    committing_operator: tuple[KubeCluster, Path],
+    operator_namespace: str,
+    namespace: str,
+    tmp_path: Path,
+    secret_name: str,
+    reason: str,
+    fragment: str,
+) -> None:
+    kube, _ = committing_operator
+    key, _ = generate_key_pair(tmp_path / "k", PASSWORD)
+    secret(kube, namespace, "locked-key", **{"cosign.key": key, "cosign.password": "nope-1234"})
+    running_pod(kube, namespace)
+    kube.apply(
+        commit("signed-commit", f", sign: {{secretRef: {{name: {secret_name}}}}}"), namespace
+    )
+    wait_for(lambda: reason_of(kube, "signed-commit", namespace) == reason, what=reason)
+    found = kube.get("containercommit", "signed-commit", namespace) or {}
+    assert found["status"]["phase"] == "Failed"
+    stalled = next(c for c in found["status"]["conditions"] if c["type"] == "Stalled")
+    assert stalled["status"] == "True" and fragment in stalled["message"]
+    assert "nope-1234" not in stalled["message"]
+    labels = [j["metadata"]["labels"] for j in jobs_in(kube, operator_namespace)]
+    assert all(label["lamina.dev/commit-name"] != "signed-commit" for label in labels)
