@@ -362,7 +362,7 @@ async def _verify_and_record(commit: _Commit, verdict: CommitVerdict) -> CommitV
     if source is not None:
         commit.step = f"sign {result.image}"
         try:
-            signature = await _sign(commit, source, result.image, docker_config)
+            signature = await _sign(commit, source, result.image, result.digest, docker_config)
         except SigningError as error:
             return CommitVerdict(
                 "Failed",
@@ -384,7 +384,7 @@ async def _verify_and_record(commit: _Commit, verdict: CommitVerdict) -> CommitV
 
 
 async def _sign(
-    commit: _Commit, source: KeySource, image: str, docker_config: str | None
+    commit: _Commit, source: KeySource, image: str, digest: str, docker_config: str | None
 ) -> SignatureStatus:
     ref = parse_reference(image)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
@@ -395,7 +395,7 @@ async def _sign(
             retries=2,
         )
         return await commit.signing.sign(
-            client, source, commit.spec.output.repository, ref.digest or "", _now()
+            client, source, commit.spec.output.repository, digest, _now()
         )
 
 
