@@ -29,12 +29,14 @@ from tests.api.test_commit_flow import (
     reason_of,
     running_pod,
 )
+from tests.api.test_helm_chart import CHART, IMAGE, can, helm, restricted_namespace, run_helm
 from tests.conftest import KubeCluster, start_operator, stop_operator, wait_for
 from tests.cosign_tool import generate_key_pair, verify
 from tests.integration.conftest import Registry, lamina_snapshot
 
 pytestmark = pytest.mark.api
-__all__ = ["committing_operator", "operator_namespace"]  # fixtures shared with test_commit_flow
+# Fixtures shared with test_commit_flow and test_helm_chart.
+__all__ = ["committing_operator", "helm", "operator_namespace"]
 PASSWORD = "api-tier-pw"
 
 
@@ -292,3 +294,36 @@ def test_a_commit_whose_key_cannot_sign_fails_before_any_job(
     assert "nope-1234" not in stalled["message"]
     labels = [j["metadata"]["labels"] for j in jobs_in(kube, operator_namespace)]
     assert all(label["lamina.dev/commit-name"] != "signed-commit" for label in labels)
+
+
+def test_the_chart_lets_the_operator_read_its_default_signing_secret_only(
+    crds_installed: KubeCluster, helm: str
+) -> None:
+    """With watchNamespaces set (so no cluster-wide Secret read), signing.secret grants a get
+    of that one Secret in the operator's namespace, and nothing else there."""
+    kube = crds_installed
+    namespace = restricted_namespace(kube)
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    kube.kubectl("create", "namespace", tenant, check=True)
+    release = f"signing-{uuid.uuid4().hex[:4]}"
+    installed = run_helm(
+        helm, kube, "install", release, str(CHART), "-n", namespace, *IMAGE,
+        "--set", f"watchNamespaces={{{tenant}}}", "--set", "signing.secret=lamina-signing",
+    )  # fmt: skip
+    assert installed.returncode == 0, installed.stderr
+    try:
+        account = f"system:serviceaccount:{namespace}:{release}-lamina"
+        here = ("-n", namespace)
+        assert can(kube, account, "get", "secret/lamina-signing", *here)
+        assert not can(kube, account, "get", "secret/some-other-secret", *here)
+        assert not can(kube, account, "list", "secrets", *here)
+        assert not can(kube, account, "get", "secret/lamina-signing", "-n", "default")
+        assert can(kube, account, "get", "secret/team-key", "-n", tenant)  # output.sign's
+        deployment = kube.kubectl(
+            "get", "deployment", "-n", namespace, "-o", "json", check=True
+        ).stdout
+        env = json.loads(deployment)["items"][0]["spec"]["template"]["spec"]["containers"][0]["env"]
+        assert {"name": "LAMINA_SIGNING_SECRET", "value": "lamina-signing"} in env
+    finally:
+        run_helm(helm, kube, "uninstall", release, "-n", namespace)
+        kube.kubectl("delete", "namespace", namespace, tenant, "--wait=false")
