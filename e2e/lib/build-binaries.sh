@@ -45,7 +45,7 @@ k8s_components=()
 extra_components=()
 for arg in "$@"; do
   case "$arg" in
-    containerd|buildkit|helm|kind) extra_components+=("$arg") ;;
+    containerd|buildkit|helm|kind|cosign) extra_components+=("$arg") ;;
     *) k8s_components+=("$arg") ;;
   esac
 done
@@ -188,6 +188,24 @@ build_helm() {
 build_kind() {
   local m=sigs.k8s.io/kind v="$KIND_VERSION"
   build_wrapped kind "$v" "$m@$v" -- "kind=$m" -- -ldflags "-s -w"
+}
+
+build_cosign() {
+  # `go install pkg@version` builds with cosign's own go.mod as the main module (it has no
+  # replace or exclude lines), in a scratch GOPATH so nothing lands in ~/go; the module and
+  # build caches are Lamina's.  Cold: 16 min wall (4.4 min CPU, with the module downloads) on
+  # 2 busy cores; with warm Go caches 15 s.
+  local m=github.com/sigstore/cosign/v3 v="$COSIGN_VERSION" out="$LAMINA_CACHE/bin/cosign-$COSIGN_VERSION"
+  [ -x "$out/cosign" ] && return 0
+  log "building cosign $v"
+  local t0=$SECONDS tmp="$out/.tmp.$$"
+  mkdir -p "$out"
+  rm -rf "$tmp" && mkdir -p "$tmp"
+  GOPATH="$work/cosign-gopath" GOBIN="$tmp" GOFLAGS="-buildvcs=false" \
+    go install -trimpath -ldflags "-s -w -X sigs.k8s.io/release-utils/version.gitVersion=$v" \
+    "$m/cmd/cosign@$v"
+  install_bins "$tmp" "$out"
+  log "cosign $v built in $((SECONDS - t0))s"
 }
 
 build_etcd

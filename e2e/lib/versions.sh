@@ -8,6 +8,8 @@ LAMINA_CACHE="${LAMINA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lamina}"
 CONTAINERD_VERSION="${CONTAINERD_VERSION:-v2.2.9}"
 BUILDKIT_VERSION="${BUILDKIT_VERSION:-v0.34.2}"
 HELM_VERSION="${HELM_VERSION:-v3.22.0}"
+# cosign: the tests verify the operator's signatures with it (go install: no replace lines).
+COSIGN_VERSION="${COSIGN_VERSION:-v3.1.3}"
 # Images made offline for the node tier (e2e/lib/build-images.sh).
 PAUSE_VERSION="${PAUSE_VERSION:-3.10.1}"          # the sandbox image Kubernetes 1.34 expects
 SYFT_VERSION="${SYFT_VERSION:-v1.57.1}"           # the SBOM generator image's scanner

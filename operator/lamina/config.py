@@ -101,6 +101,16 @@ class OperatorConfig(BaseModel):
     build_poll_seconds: float = Field(
         default=30.0, gt=0, description="How often the build loop looks for due parent refs."
     )
+    signing_secret: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        max_length=253,
+        description=(
+            "A Secret in the operator's namespace with the default cosign key "
+            "(cosign.key, cosign.password): it signs every pushed image whose object names "
+            "no key of its own (spec.output.sign)."
+        ),
+    )
     registry_config: str | None = Field(
         default=None,
         description=(
@@ -137,6 +147,7 @@ class OperatorConfig(BaseModel):
             ("LAMINA_BUILD_POLL_SECONDS", "build_poll_seconds"),
             ("LAMINA_CONTAINERD_ROOT", "containerd_root"),
             ("LAMINA_CONTAINERD_STATE", "containerd_state"),
+            ("LAMINA_SIGNING_SECRET", "signing_secret"),
         ):
             if value := source.get(variable):
                 values[key] = value

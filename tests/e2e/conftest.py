@@ -225,6 +225,7 @@ CHART_VALUES = {
     "LAMINA_BUILDER_IMAGE": "builderImage",
     "LAMINA_CONTAINERD_ROOT": "containerd.root",
     "LAMINA_CONTAINERD_STATE": "containerd.state",
+    "LAMINA_SIGNING_SECRET": "signing.secret",
 }
 # The operators installed now, for the failure report: (namespace, deployment).
 RUNNING: list[tuple[NodeCluster, str, str]] = []

@@ -47,6 +47,7 @@ def test_built_binaries_satisfy_the_check(tmp_path: Path) -> None:
         f"containerd-{v['CONTAINERD_VERSION']}/containerd",
         f"buildkit-{v['BUILDKIT_VERSION']}/buildkitd",
         f"helm-{v['HELM_VERSION']}/helm",
+        f"cosign-{v['COSIGN_VERSION']}/cosign",
         *(
             f"kubernetes-{v['K8S_VERSION']}/{c}"
             for c in (

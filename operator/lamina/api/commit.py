@@ -25,6 +25,7 @@ from lamina.api.meta import (
     distinct,
     name_length_rule,
 )
+from lamina.api.signing import SignatureStatus, SignSpec
 from lamina.api.text import (
     MULTI_LINE_PATTERN,
     NO_NUL_PATTERN,
@@ -65,6 +66,13 @@ class CommitOutput(Model):
         description="A kubernetes.io/dockerconfigjson Secret in the same namespace.",
     )
     insecure: bool = Field(default=False, description="The registry speaks plain HTTP.")
+    sign: SignSpec | None = Field(
+        default=None,
+        description=(
+            "Sign the committed image with this key; without it, the operator's default key, "
+            "if one is configured. A commit whose image cannot be signed fails."
+        ),
+    )
 
 
 class EnvVar(Model):
@@ -205,6 +213,7 @@ class ContainerCommitStatus(Model):
     push_seconds: float | None = None
     started_at: datetime | None = None
     completed_at: datetime | None = None
+    signature: SignatureStatus | None = None
 
 
 class ContainerCommit(Model):

@@ -27,6 +27,7 @@ from lamina.api.meta import (
     distinct,
     name_length_rule,
 )
+from lamina.api.signing import SignatureStatus, SignSpec
 from lamina.api.text import (
     BUILD_ARGS_MAX_PROPERTIES,
     BUILD_ARGS_RULE,
@@ -212,6 +213,14 @@ class OutputSpec(Model):
         description="A kubernetes.io/dockerconfigjson Secret in the same namespace.",
     )
     insecure: bool = Field(default=False, description="The registry speaks plain HTTP.")
+    sign: SignSpec | None = Field(
+        default=None,
+        description=(
+            "Sign every pushed digest (built, rebased) with this key; without it, the "
+            "operator's default key, if one is configured. A digest that cannot be signed "
+            "is never recorded as Ready."
+        ),
+    )
 
 
 class RebuildSpec(Model):
@@ -378,6 +387,7 @@ class ImageStatus(Model):
         ),
     )
     attestations: list[AttestationStatus] | None = attestations_field()
+    signature: SignatureStatus | None = None
 
 
 class Image(Model):

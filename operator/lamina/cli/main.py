@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from lamina import __version__
-from lamina.cli import commit, crds, inspect, operator, snapshot, thaw
+from lamina.cli import commit, crds, inspect, operator, snapshot, thaw, verify
 from lamina.logging_setup import LOG_FORMATS
 
 
@@ -41,6 +41,7 @@ def build_parser(prog: str = "lamina") -> argparse.ArgumentParser:
     inspect.register(commands)
     commit.register(commands)
     thaw.register(commands)
+    verify.register(commands)
     return parser
 
 

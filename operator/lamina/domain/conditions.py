@@ -68,6 +68,11 @@ REASONS: dict[str, str] = {
     "CommitFailed": STALLED,
     "CommitterKilled": STALLED,
     "CommitJobLost": STALLED,
+    # Signing of pushed images (spec.output.sign or the operator's default key)
+    "SigningSecretNotFound": STALLED,
+    "SigningKeyInvalid": STALLED,
+    "SigningPasswordIncorrect": STALLED,
+    "SigningFailed": STALLED,
     # A Job's pod that cannot start (lamina.domain.pod_problems), on Images and commits
     "ImagePullBackOff": RECONCILING,
     "ErrImagePull": RECONCILING,
@@ -110,6 +115,12 @@ DIGEST_MISMATCH = "DigestMismatch"
 RECONCILE_FAILED = "ReconcileFailed"
 SPEC_INVALID = "SpecInvalid"
 BUILD_JOB_REFUSED = "BuildJobRefused"
+
+# Why an image that was to be signed was not (lamina.oci.cosign_keys, lamina.handlers.signing).
+SIGNING_SECRET_NOT_FOUND = "SigningSecretNotFound"
+SIGNING_KEY_INVALID = "SigningKeyInvalid"
+SIGNING_PASSWORD_INCORRECT = "SigningPasswordIncorrect"
+SIGNING_FAILED = "SigningFailed"
 
 
 @dataclass(frozen=True)

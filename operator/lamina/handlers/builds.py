@@ -81,6 +81,7 @@ from lamina.handlers.jobs import job_outcome
 from lamina.handlers.parent_resolver import ParentResolver
 from lamina.handlers.recording import ensure_layers
 from lamina.handlers.registry_access import PushSecretError, docker_config_of
+from lamina.handlers.signing import SigningError, SigningKeys
 from lamina.kube import Kube
 from lamina.kube.client import describe_error
 from lamina.oci.attach import push_attested
@@ -123,12 +124,16 @@ class BuildExecutor:
     kube: Kube
     settings: BuildSettings
     hosts: RegistryHosts
+    # The operator's default signing Secret (in its namespace), for Images without output.sign.
+    signing_secret: str | None = None
     # HEAD-first parent polling, one request per ref per pass, backoff per registry; it
     # remembers across passes what it verified and when it asked.
     resolver: ParentResolver = field(init=False)
+    signing: SigningKeys = field(init=False)
 
     def __post_init__(self) -> None:
         self.resolver = ParentResolver(self.hosts)
+        self.signing = SigningKeys(self.kube, self.settings.namespace, self.signing_secret)
 
     async def execute(
         self, actions: Sequence[Action], state: ClusterState, logger: Any
@@ -325,9 +330,12 @@ class BuildExecutor:
             dockerfile = dockerfile_for(spec, action.parent)
             docker_config = await self._docker_config(record)
             files, binary_files = await self._context_files(record)
+            # A key that cannot sign is found before the build, not after the push.
+            if (source := self.signing.source(record.namespace, spec.output.sign)) is not None:
+                await self.signing.key(source)
         except DockerfileError as error:
             return refuse(error.reason, str(error))
-        except PushSecretError as error:
+        except (PushSecretError, SigningError) as error:
             return refuse(error.reason, str(error))
         except LookupError as error:
             return refuse("ContextNotFound", str(error))
@@ -500,6 +508,16 @@ class BuildExecutor:
                 build=build,
                 message=f"rebased onto {new} without a build",
             )
+        except SigningError as error:
+            logger.warning(f"{record.namespace}/{record.name}: rebased, not signed: {error}")
+            failed = build_failed(
+                record.status,
+                error.reason,
+                str(error),
+                state.now,
+                build=rebase_build(plan, state.now),
+            )
+            return [ImageChanged(record.namespace, record.name, failed)]
         except _REGISTRY_ERRORS as error:
             return refused(f"the registry could not be read or written: {error}")
         logger.info(f"{record.namespace}/{record.name}: rebased onto {new}: {digest}")
@@ -537,6 +555,10 @@ class BuildExecutor:
                 build=build,
                 message=f"pushed {result.digest}",
             )
+        except SigningError as error:
+            logger.warning(f"{record.namespace}/{record.name}: built, not signed: {error}")
+            failed = build_failed(record.status, error.reason, str(error), state.now)
+            return [ImageChanged(record.namespace, record.name, failed)]
         except _REGISTRY_ERRORS as error:
             failed = build_failed(
                 record.status,
@@ -558,7 +580,8 @@ class BuildExecutor:
         build: BuildStatus,
         message: str,
     ) -> tuple[ImageStatus, list[Outcome]]:
-        """The status for a verified new digest, after recording its Layer objects.
+        """The status for a verified new digest, after signing it (when asked to: raises
+        SigningError when it cannot) and recording its Layer objects.
 
         ``digest`` is what was pushed: with attestations, an index holding the image
         manifest and its attestation manifests.  The status's digest is the image
@@ -590,6 +613,11 @@ class BuildExecutor:
             1 for layer in manifest.get("layers", []) if layer["digest"] in parent_layers
         )
         facts = layer_facts(manifest, config, inherited)
+        signature = None
+        if (source := self.signing.source(record.namespace, spec.output.sign)) is not None:
+            signature = await self.signing.sign(
+                reader, source, spec.output.repository, digest, state.now
+            )
         layers = await ensure_layers(
             self.kube, record.namespace, None, facts, state.layers.get(record.namespace, {})
         )
@@ -603,7 +631,7 @@ class BuildExecutor:
             now=state.now,
             attestations=attestations,
             index_digest=index.digest if index is not None else None,
-        )
+        ).model_copy(update={"signature": signature})
         return status, [LayerChanged(layer) for layer in layers]
 
 

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from lamina.api.commit import ContainerCommitSpec
 from lamina.api.meta import API_VERSION
+from lamina.api.signing import SignatureStatus
 from lamina.domain.commit_outcome import CommitResult
 from lamina.domain.labels import label_value
 from lamina.domain.manifest_facts import layer_facts
@@ -49,6 +50,7 @@ async def record_committed_image(
     spec: ContainerCommitSpec,
     result: CommitResult,
     pushed: PushedImage,
+    signature: SignatureStatus | None = None,
 ) -> None:
     parent, parent_digest = await _parent_spec(kube, namespace, result)
     body = {
@@ -101,6 +103,7 @@ async def record_committed_image(
                     "builtAt": now,
                 }
             ],
+            **({"signature": signature.wire()} if signature is not None else {}),
         },
     )
     await ensure_layers(kube, namespace, image["metadata"], facts)

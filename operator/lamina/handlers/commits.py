@@ -16,17 +16,20 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any, Protocol
 
+import aiohttp
 import kopf
 
 from lamina.api.commit import ContainerCommitSpec, ContainerCommitStatus
 from lamina.api.meta import GROUP, VERSION
+from lamina.api.signing import SignatureStatus
 from lamina.domain.api_failures import failure_verdicts
 from lamina.domain.commit_job import (
     LABEL_PURPOSE,
@@ -47,15 +50,19 @@ from lamina.domain.commit_outcome import (
 from lamina.domain.commit_preflight import preflight
 from lamina.domain.commit_slots import COMMIT_QUEUED, CommitSlots, commit_slot_refusal
 from lamina.domain.conditions import Verdict, kstatus, merge_conditions, same_conditions
+from lamina.domain.signatures import KeySource
 from lamina.handlers.commit_record import record_committed_image
 from lamina.handlers.failures import report_failure
 from lamina.handlers.job_pods import job_pod_problem
 from lamina.handlers.jobs import finished, job_outcome
 from lamina.handlers.metrics import EVENTS, STATUS_PATCHES
 from lamina.handlers.registry_access import PushSecretError, docker_config_of, read_pushed_image
+from lamina.handlers.signing import SigningError, SigningKeys
 from lamina.kube import Kube
 from lamina.kube.client import api_failure
+from lamina.oci.client import RegistryClient
 from lamina.oci.errors import RegistryError
+from lamina.oci.reference import parse_reference
 
 TERMINAL_PHASES = {"Succeeded", "Failed"}
 OWN_COMMIT_JOBS = f"app.kubernetes.io/managed-by={MANAGED_BY},{LABEL_PURPOSE}=commit"
@@ -86,6 +93,17 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
+def _signing(memo: Any) -> SigningKeys | None:
+    """The operator's signing keys (with its default Secret), made once per process."""
+    found = getattr(memo, "signing", None)
+    if found is None and getattr(memo, "kube", None) is not None:
+        config = memo.config
+        found = memo.signing = SigningKeys(
+            memo.kube, config.namespace, getattr(config, "signing_secret", None)
+        )
+    return found
+
+
 def _settings(memo: Any) -> CommitSettings:
     config = memo.config
     return CommitSettings(
@@ -113,6 +131,14 @@ class _Commit:
     step: str = field(default="read the commit's Job")
     # Set when the commit waits for a slot: look again this many seconds from now.
     again_after: float | None = None
+    # Keys for output.sign (and the operator's default); without, only output.sign signs.
+    signing_keys: SigningKeys | None = None
+
+    @property
+    def signing(self) -> SigningKeys:
+        if self.signing_keys is None:
+            self.signing_keys = SigningKeys(self.kube, self.settings.namespace, None)
+        return self.signing_keys
 
     @property
     def meta(self) -> Mapping[str, Any]:
@@ -185,9 +211,10 @@ async def reconcile_commit(
     body: Mapping[str, Any],
     logger: Any = None,
     retry: Retry | None = None,
+    signing: SigningKeys | None = None,
 ) -> None:
     """Take the next step of one commit; an API failure becomes its condition and a retry."""
-    commit = _Commit(kube, settings, namespace, name, body)
+    commit = _Commit(kube, settings, namespace, name, body, signing_keys=signing)
     if not _waiting(commit.status):
         return
     try:
@@ -291,6 +318,14 @@ async def _start(commit: _Commit) -> None:
     except PushSecretError as error:
         await commit.fail(error.reason, str(error), check.fields)
         return
+    source = commit.signing.source(commit.namespace, spec.output.sign)
+    if source is not None:  # a key that cannot sign fails the commit before it freezes anything
+        commit.step = f"read the {source.describe()}"
+        try:
+            await commit.signing.key(source)
+        except SigningError as error:
+            await commit.fail(error.reason, str(error), check.fields)
+            return
     target = _target_of(check.fields)
     assert target is not None  # a ready target has a node and a container
     settings = commit.settings
@@ -360,6 +395,20 @@ async def _verify_and_record(commit: _Commit, verdict: CommitVerdict) -> CommitV
         return verification_failed(str(error))
     except (RegistryError, OSError, ValueError) as error:
         return verification_failed(f"could not read {result.image} back: {error}")
+    signature = None
+    source = commit.signing.source(commit.namespace, commit.spec.output.sign)
+    if source is not None:
+        commit.step = f"sign {result.image}"
+        try:
+            signature = await _sign(commit, source, result.image, result.digest, docker_config)
+        except SigningError as error:
+            return CommitVerdict(
+                "Failed",
+                kstatus(ready=False, progressing=False, reason=error.reason, message=str(error)),
+                result,
+                verdict.fields,
+            )
+        verdict = replace(verdict, fields={**verdict.fields, "signature": signature.wire()})
     await record_committed_image(
         commit.kube,
         namespace=commit.namespace,
@@ -367,6 +416,7 @@ async def _verify_and_record(commit: _Commit, verdict: CommitVerdict) -> CommitV
         spec=commit.spec,
         result=result,
         pushed=pushed,
+        signature=signature,
     )
     # What the registry holds, not what the committer said: the index and its statements.
     attested = {
@@ -374,6 +424,22 @@ async def _verify_and_record(commit: _Commit, verdict: CommitVerdict) -> CommitV
         "attestations": [fact.status() for fact in pushed.attestations] or None,
     }
     return dataclasses.replace(verdict, fields={**verdict.fields, **attested})
+
+
+async def _sign(
+    commit: _Commit, source: KeySource, image: str, digest: str, docker_config: str | None
+) -> SignatureStatus:
+    ref = parse_reference(image)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        client = RegistryClient(
+            session,
+            insecure=[ref.registry] if commit.spec.output.insecure else [],
+            docker_config=json.loads(docker_config) if docker_config else None,
+            retries=2,
+        )
+        return await commit.signing.sign(
+            client, source, commit.spec.output.repository, digest, _now()
+        )
 
 
 @kopf.index(GROUP, VERSION, "containercommits")
@@ -410,6 +476,7 @@ async def commit_event(
         body=body,
         logger=logger,
         retry=_retrier(memo, namespace or "", name),
+        signing=_signing(memo),
     )
 
 
@@ -489,6 +556,7 @@ async def _reconcile_by_name(memo: Any, namespace: str, name: str) -> None:
             body=found,
             logger=_log,
             retry=_retrier(memo, namespace, name),
+            signing=_signing(memo),
         )
 
 

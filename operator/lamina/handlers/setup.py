@@ -56,6 +56,7 @@ def reconciler_for(memo: Any) -> Reconciler:
                 state_size_limit=config.build_state_size_limit,
             ),
             hosts=hosts,
+            signing_secret=config.signing_secret,
         ),
         limit=config.max_concurrent_builds,
         namespace_limit=config.max_builds_per_namespace,
