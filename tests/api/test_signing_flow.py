@@ -197,13 +197,15 @@ def test_rebased_images_are_signed_and_unusable_keys_are_conditions(  # noqa: PL
     assert condition(kube, "signed", namespace, "Ready")["status"] == "True"
     signature = status["signature"]
     tenant = signing_key(key.read_bytes(), PASSWORD.encode())
-    assert signature["signedDigest"] == status["digest"]
+    # The tags' target (the index holding the rebase's provenance) is signed; so is the image.
+    assert signature["signedDigest"] == status.get("indexDigest", status["digest"])
     assert signature["keyFingerprint"] == tenant.fingerprint
     assert signature["secret"] == "tenant-key"
-    assert signature["tag"] == status["digest"].replace(":", "-") + ".sig"
-    ok = verify(f"{repository}@{status['digest']}", pub)
-    assert ok.returncode == 0, ok.stderr
-    assert verify(f"{repository}@{status['digest']}", default_pub).returncode != 0
+    assert signature["tag"] == signature["signedDigest"].replace(":", "-") + ".sig"
+    for digest in {status["digest"], signature["signedDigest"]}:
+        ok = verify(f"{repository}@{digest}", pub)
+        assert ok.returncode == 0, ok.stderr
+        assert verify(f"{repository}@{digest}", default_pub).returncode != 0
 
     # With no spec.output.sign: the operator's default key.
     repository, _ = made["by-default"]

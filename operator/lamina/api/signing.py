@@ -49,7 +49,13 @@ class AttestationSignature(Model):
 class SignatureStatus(Model):
     """The signature of the current digest, as pushed next to it (cosign's tag scheme)."""
 
-    signed_digest: str = Field(pattern=DIGEST_PATTERN, description="The image digest signed.")
+    signed_digest: str = Field(
+        pattern=DIGEST_PATTERN,
+        description=(
+            "The digest signed: what the tags point at (the index, when the image carries "
+            "attestations; the image manifest inside it is signed too)."
+        ),
+    )
     digest: str = Field(
         pattern=DIGEST_PATTERN,
         description="Digest of the signature manifest (tag sha256-<hex>.sig of the repository).",

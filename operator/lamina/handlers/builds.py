@@ -616,7 +616,7 @@ class BuildExecutor:
         signature = None
         if (source := self.signing.source(record.namespace, spec.output.sign)) is not None:
             signature = await self.signing.sign(
-                reader, source, spec.output.repository, digest, state.now
+                reader, source, spec.output.repository, digest, state.now, image_digest=image.digest
             )
         layers = await ensure_layers(
             self.kube, record.namespace, None, facts, state.layers.get(record.namespace, {})

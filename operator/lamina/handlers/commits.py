@@ -43,6 +43,7 @@ from lamina.domain.commit_job import (
     thaw_job,
 )
 from lamina.domain.commit_outcome import (
+    CommitResult,
     CommitVerdict,
     judge_commit_job,
     verification_failed,
@@ -400,7 +401,7 @@ async def _verify_and_record(commit: _Commit, verdict: CommitVerdict) -> CommitV
     if source is not None:
         commit.step = f"sign {result.image}"
         try:
-            signature = await _sign(commit, source, result.image, result.digest, docker_config)
+            signature = await _sign(commit, source, result, docker_config)
         except SigningError as error:
             return CommitVerdict(
                 "Failed",
@@ -427,9 +428,11 @@ async def _verify_and_record(commit: _Commit, verdict: CommitVerdict) -> CommitV
 
 
 async def _sign(
-    commit: _Commit, source: KeySource, image: str, digest: str, docker_config: str | None
+    commit: _Commit, source: KeySource, result: CommitResult, docker_config: str | None
 ) -> SignatureStatus:
-    ref = parse_reference(image)
+    """Sign what the tag points at (the index, when the commit pushed its provenance) and the
+    image manifest itself."""
+    ref = parse_reference(result.image)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
         client = RegistryClient(
             session,
@@ -438,7 +441,12 @@ async def _sign(
             retries=2,
         )
         return await commit.signing.sign(
-            client, source, commit.spec.output.repository, digest, _now()
+            client,
+            source,
+            commit.spec.output.repository,
+            result.index_digest or result.digest,
+            _now(),
+            image_digest=result.digest,
         )
 
 

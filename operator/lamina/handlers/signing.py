@@ -104,12 +104,21 @@ class SigningKeys:
         repository: str,
         digest: str,
         now: datetime,
+        *,
+        image_digest: str | None = None,
     ) -> SignatureStatus:
-        """Sign ``repository@digest`` (idempotent); raises SigningError."""
+        """Sign ``repository@digest`` (idempotent); raises SigningError.
+
+        ``digest`` is what the tags point at; ``image_digest``, the image manifest inside it
+        when ``digest`` is an index (an image with attestations), is signed too: a pod or a
+        policy that names the image by its own digest finds a signature for it as well.
+        """
         key = await self.key(source)
         try:
             image = parse_reference(repository)
             pushed = await sign_image(client, image, digest, key)
+            if image_digest is not None and image_digest != digest:
+                await sign_image(client, image, image_digest, key)
             attested = await sign_attestations(client, image, digest, key)
         except (
             RegistryError,
