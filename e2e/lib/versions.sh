@@ -10,6 +10,9 @@ BUILDKIT_VERSION="${BUILDKIT_VERSION:-v0.34.2}"
 HELM_VERSION="${HELM_VERSION:-v3.22.0}"
 # Images made offline for the node tier (e2e/lib/build-images.sh).
 PAUSE_VERSION="${PAUSE_VERSION:-3.10.1}"          # the sandbox image Kubernetes 1.34 expects
+# Buildah, the second build engine: Debian's package (its upstream version is the image tag).
+BUILDAH_DEBIAN_VERSION="${BUILDAH_DEBIAN_VERSION:-1.28.2+ds1-3+deb12u1+b3}"
+BUILDAH_VERSION="${BUILDAH_VERSION:-v1.28.2}"
 DEBIAN_SUITE="${DEBIAN_SUITE:-bookworm}"          # the Python base image's Debian
 DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 KIND_VERSION="${KIND_VERSION:-v0.33.0}"           # only on hosts with Docker (e2e/kind.yaml)

@@ -9,8 +9,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
+
+from lamina.api.image import BuildEngine
 
 
 class OperatorConfig(BaseModel):
@@ -52,6 +55,22 @@ class OperatorConfig(BaseModel):
         default="docker.io/moby/buildkit:latest",
         description="Image of build Jobs: buildkitd, buildctl and buildctl-daemonless.sh.",
     )
+    default_build_engine: BuildEngine = Field(
+        default="buildkit",
+        description="The engine of an Image whose spec.build.engine is unset: buildkit or buildah.",
+    )
+    buildah_image: str = Field(
+        default="quay.io/buildah/stable:latest",
+        min_length=1,
+        description="Image of Buildah build Jobs: buildah and a POSIX sh.",
+    )
+    buildah_storage_driver: Literal["overlay", "vfs"] = Field(
+        default="overlay",
+        description=(
+            "Buildah's storage driver in build Jobs: overlay (kernel overlayfs over an emptyDir, "
+            "privileged) or vfs (slower, full copies; where overlay cannot mount)."
+        ),
+    )
     build_deadline_seconds: int = Field(default=1800, ge=60)
     max_concurrent_builds: int = Field(
         default=2, ge=1, description="Global limit on build Jobs running at once."
@@ -87,6 +106,9 @@ class OperatorConfig(BaseModel):
             values["commit_deadline_seconds"] = seconds
         for variable, key in (
             ("LAMINA_BUILDER_IMAGE", "builder_image"),
+            ("LAMINA_DEFAULT_BUILD_ENGINE", "default_build_engine"),
+            ("LAMINA_BUILDAH_IMAGE", "buildah_image"),
+            ("LAMINA_BUILDAH_STORAGE_DRIVER", "buildah_storage_driver"),
             ("LAMINA_BUILD_DEADLINE_SECONDS", "build_deadline_seconds"),
             ("LAMINA_MAX_CONCURRENT_BUILDS", "max_concurrent_builds"),
             ("LAMINA_BUILD_POLL_SECONDS", "build_poll_seconds"),

@@ -33,9 +33,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from lamina.api.durations import InvalidDuration, duration_seconds
-from lamina.api.image import ImageSpec
+from lamina.api.image import BuildEngine, ImageSpec
 from lamina.api.meta import REPOSITORY_PATTERN, TAG_PATTERN
 from lamina.api.text import build_arg_key_problem, pattern_matches
+from lamina.domain.buildah_job import BuildahSettings, buildah_pod
 from lamina.domain.dockerfile import (
     DockerfileError,
     check_dockerfile,
@@ -58,6 +59,8 @@ LABEL_IMAGE_UID = "lamina.dev/image-uid"
 LABEL_INPUTS = "lamina.dev/inputs"
 # The Image's full name (the label holds a hashed stand-in when the name is longer than 63).
 ANNOTATION_IMAGE_NAME = "lamina.dev/image-name"
+# The engine that ran the build: the spec's, or the operator's default when the spec has none.
+ANNOTATION_ENGINE = "lamina.dev/build-engine"
 DOCKER_CONFIG_DIR = "/var/run/lamina/docker"
 METADATA_FILE = "/tmp/lamina-build-metadata.json"
 _INPUTS = re.compile(r"^[a-f0-9]{1,40}$")
@@ -93,6 +96,7 @@ CONTEXT_SCRIPT = (
 CONTEXT_COMMAND = ["/bin/sh", "-c", CONTEXT_SCRIPT, "lamina-context"]
 
 __all__ = [
+    "ANNOTATION_ENGINE",
     "ANNOTATION_IMAGE_NAME",
     "BUILDER_COMMAND",
     "CONTEXT_COMMAND",
@@ -107,6 +111,7 @@ __all__ = [
     "BuildNotSupported",
     "BuildSettings",
     "DockerfileError",
+    "build_engine",
     "build_job",
     "buildctl_args",
     "buildkitd_toml",
@@ -131,6 +136,15 @@ class BuildSettings:
     builder_image: str
     deadline_seconds: int
     buildkitd_toml: str = ""
+    # spec.build.engine when the spec leaves it unset; Buildah's image and storage.
+    default_engine: BuildEngine = "buildkit"
+    buildah: BuildahSettings = BuildahSettings()
+
+
+def build_engine(spec: ImageSpec, settings: BuildSettings) -> BuildEngine:
+    """The engine of this build: the spec's, else the operator's default (at each build)."""
+    engine = spec.build.engine if spec.build is not None else None
+    return engine or settings.default_engine
 
 
 def job_name(inputs: str) -> str:
@@ -313,7 +327,12 @@ def build_job(
         LABEL_IMAGE_UID: label_value(uid),
         LABEL_INPUTS: label_value(inputs),
     }
-    annotations = {ANNOTATION_IMAGE_NAME: name, "lamina.dev/image-namespace": namespace}
+    engine = build_engine(spec, settings)
+    annotations = {
+        ANNOTATION_IMAGE_NAME: name,
+        "lamina.dev/image-namespace": namespace,
+        ANNOTATION_ENGINE: engine,
+    }
     env = [{"name": "BUILDKITD_FLAGS", "value": "--config /etc/buildkit/buildkitd.toml"}]
     mounts: list[dict[str, Any]] = [
         {"name": "workspace", "mountPath": CONTEXT_DIR},
@@ -352,7 +371,7 @@ def build_job(
                 },
             }
         )
-    return {
+    job: dict[str, Any] = {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
@@ -406,6 +425,15 @@ def build_job(
             },
         },
     }
+    if engine == "buildah":
+        return buildah_pod(
+            job,
+            spec=spec,
+            annotations=lineage_annotations(spec, parent),
+            context_dir=CONTEXT_DIR,
+            settings=settings.buildah,
+        )
+    return job
 
 
 def context_config_map(

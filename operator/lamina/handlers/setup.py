@@ -19,6 +19,7 @@ import kopf
 
 from lamina.config import OperatorConfig
 from lamina.domain.build_job import LABEL_PURPOSE, BuildSettings
+from lamina.domain.buildah_job import BuildahSettings
 from lamina.handlers import commits, kopf_readiness, resync
 from lamina.handlers.builds import BuildExecutor, buildkitd_settings
 from lamina.handlers.indexes import OwnBuildJobs
@@ -51,6 +52,13 @@ def reconciler_for(memo: Any) -> Reconciler:
                 builder_image=config.builder_image,
                 deadline_seconds=config.build_deadline_seconds,
                 buildkitd_toml=buildkitd_settings(hosts),
+                default_engine=config.default_build_engine,
+                buildah=BuildahSettings(
+                    image=config.buildah_image,
+                    storage_driver=config.buildah_storage_driver,
+                    mirrors=dict(hosts.mirrors),
+                    insecure=hosts.insecure,
+                ),
             ),
             hosts=hosts,
         ),
