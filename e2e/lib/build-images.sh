@@ -14,7 +14,7 @@
 #                                          buildkitd + buildctl (built from Go modules), runc
 #                                          (Debian's, with its shared libraries),
 #                                          /usr/bin/buildctl-daemonless.sh, busybox
-#   buildah/buildah:{$BUILDAH_VERSION,latest}
+#   buildah/stable:{$BUILDAH_VERSION,latest} (as quay.io/buildah/stable through the mirror)
 #                                          a minimal Debian (debootstrap --variant=minbase)
 #                                          + Debian's buildah package at $BUILDAH_DEBIAN_VERSION
 #                                          (checked), storage.conf for the overlay driver; the
@@ -265,5 +265,5 @@ push "$pause" pause "$PAUSE_VERSION"
 push "$busybox" library/busybox latest 1.35 1.35.0
 push "$buildkit" moby/buildkit "$BUILDKIT_VERSION" latest
 push "$python" library/python 3.11-slim 3.11-slim-bookworm 3.11
-push "$buildah" buildah/buildah "$BUILDAH_VERSION" latest
+push "$buildah" buildah/stable "$BUILDAH_VERSION" latest
 log "images in $registry ($((SECONDS - t0))s)"
