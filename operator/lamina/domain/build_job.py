@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lamina.api.durations import InvalidDuration, duration_seconds
@@ -138,7 +138,7 @@ class BuildSettings:
     buildkitd_toml: str = ""
     # spec.build.engine when the spec leaves it unset; Buildah's image and storage.
     default_engine: BuildEngine = "buildkit"
-    buildah: BuildahSettings = BuildahSettings()
+    buildah: BuildahSettings = field(default_factory=BuildahSettings)
 
 
 def build_engine(spec: ImageSpec, settings: BuildSettings) -> BuildEngine:
