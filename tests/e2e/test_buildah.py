@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -28,6 +29,9 @@ from tests.e2e.test_image_builds import image, ready, run_pod, status
 pytestmark = pytest.mark.e2e
 
 POLL_SECONDS = 2
+# Shell and buildah syntax in a build-arg value: a comma (string-slice flags would split
+# there), what looks like another tag, command substitution.  It must arrive as data.
+GREETING = "hi, --tag=evil/x:1 $(touch /pwned) `touch /pwned`; touch /pwned"
 _VERSION = re.search(
     r'^BUILDAH_VERSION="\$\{BUILDAH_VERSION:-([^}]+)\}"',
     (REPO / "e2e" / "lib" / "versions.sh").read_text(),
@@ -105,7 +109,7 @@ def test_a_buildah_image_runs_carries_its_lineage_and_rebuilds_to_the_same_diges
     )
     hello["spec"]["build"].update(
         engine="buildah",
-        args={"GREETING": "hi, $(id) `id`"},
+        args={"GREETING": GREETING},
         context={"configMap": {"name": "files"}},
     )
     child = image("child", {"image": "hello"}, ["RUN cat /hello > /child"], kube.registry, ns)
@@ -136,10 +140,26 @@ def test_a_buildah_image_runs_carries_its_lineage_and_rebuilds_to_the_same_diges
     assert config["created"] == EPOCH_0
 
     # The image runs, and says what its build steps wrote (the build arg taken as data).
-    out = run_pod(kube, ns, "hello", built["imageRef"], "cat /hello; ls -A /ctx")
-    assert out.splitlines() == ["hi, $(id) `id` from a buildah step at epoch 0", "app.conf"]
+    out = run_pod(
+        kube, ns, "hello", built["imageRef"], "cat /hello; ls -A /ctx; ls /pwned 2>&1 || true"
+    )
+    # The context is the ConfigMap's keys and the generated Dockerfile, as BuildKit's is.
+    assert out.splitlines() == [
+        f"{GREETING} from a buildah step at epoch 0",
+        "Dockerfile",
+        "app.conf",
+        "ls: /pwned: No such file or directory",
+    ]
     out = run_pod(kube, ns, "child", on_top["imageRef"], "cat /child")
-    assert out.strip() == "hi, $(id) `id` from a buildah step at epoch 0"
+    assert out.strip() == f"{GREETING} from a buildah step at epoch 0"
+    # Only the Image's own repository was pushed: the value's "--tag=" stayed in the value.
+    evil = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", f"docker://{kube.registry}/evil/x:1"],
+        capture_output=True,
+        check=False,
+        timeout=60,
+    )
+    assert evil.returncode != 0
 
     assert_lineage_whatever_the_engine(kube, ns, built, on_top)
 
