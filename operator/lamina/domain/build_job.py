@@ -1,5 +1,9 @@
 """The Job that builds an Image, as a pure function of the Image and its pinned parent.
 
+Engines: ``spec.build.engine``, else the operator's default (:func:`build_engine`).  Buildah
+replaces only the builder container of this Job (:mod:`lamina.domain.buildah_job`); what
+follows describes BuildKit and everything the two share.
+
 Engine: BuildKit, run daemonless (``buildctl-daemonless.sh``: a buildkitd for the length of
 one build).  Rootless BuildKit needs seccomp and AppArmor "Unconfined", which neither the
 "restricted" nor the "baseline" Pod Security profile admits, so builds run the way commit
