@@ -38,7 +38,8 @@ _VERSION = re.search(
     re.MULTILINE,
 )
 assert _VERSION is not None
-BUILDAH_IMAGE = f"quay.io/buildah/stable:{_VERSION.group(1)}"
+BUILDAH_VERSION = _VERSION.group(1)
+BUILDAH_IMAGE = f"quay.io/buildah/stable:{BUILDAH_VERSION}"
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +137,7 @@ def test_a_buildah_image_runs_carries_its_lineage_and_rebuilds_to_the_same_diges
     child_job = job_of(kube, operator_ns, on_top["build"]["job"])
     assert child_job["metadata"]["annotations"]["lamina.dev/build-engine"] == "buildkit"
     config = skopeo(built["imageRef"], "--config")
-    assert config["config"]["Labels"]["io.buildah.version"] == _VERSION.group(1).lstrip("v")
+    assert config["config"]["Labels"]["io.buildah.version"] == BUILDAH_VERSION.lstrip("v")
     assert config["created"] == EPOCH_0
 
     # The image runs, and says what its build steps wrote (the build arg taken as data).
@@ -189,3 +190,40 @@ def test_a_buildah_image_runs_carries_its_lineage_and_rebuilds_to_the_same_diges
     after = status(kube, ns, "child")
     assert build_jobs(kube, operator_ns, child_uid) == child_jobs
     assert after["digest"] == on_top["digest"] and len(after["history"]) == 1
+
+
+def test_a_failing_buildah_step_is_reported_with_buildahs_words(
+    buildah_operator: tuple[NodeCluster, str], ns: str
+) -> None:
+    """The failed Job's log tail (``FallbackToLogsOnError``) is the Image's message, as
+    BuildKit's is, and nothing is pushed."""
+    kube, _ = buildah_operator
+    broken = image(
+        "broken",
+        {"ref": BUSYBOX, "pollInterval": "1h"},
+        ["RUN echo about-to-fail && false"],
+        kube.registry,
+        ns,
+    )
+    broken["spec"]["build"]["engine"] = "buildah"
+    kube.apply_objects(ns, broken)
+
+    def failed() -> dict[str, Any] | None:
+        build = status(kube, ns, "broken").get("build") or {}
+        return build if build.get("phase") == "Failed" else None
+
+    build = wait_for(failed, timeout=300, what="the failed buildah build recorded")
+    assert build["failure"] == "BuildFailed"
+    assert 'error building at STEP "RUN echo about-to-fail && false"' in build["message"]
+    assert "about-to-fail" in build["message"]
+    found = status(kube, ns, "broken")
+    assert "digest" not in found
+    conditions = {c["type"]: c for c in found["conditions"]}
+    assert conditions["Ready"]["status"] == "False"
+    pushed = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", f"docker://{kube.registry}/e2e/{ns}/broken"],
+        capture_output=True,
+        check=False,
+        timeout=60,
+    )
+    assert pushed.returncode != 0

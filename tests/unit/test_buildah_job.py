@@ -33,6 +33,7 @@ from lamina.domain.build_job import (
     build_engine,
     build_job,
 )
+from lamina.domain.build_outcome import judge_build
 from lamina.domain.buildah_job import (
     BUILDAH_COMMAND,
     BUILDAH_SCRIPT,
@@ -43,6 +44,7 @@ from lamina.domain.buildah_job import (
     registries_conf,
     registry_host,
 )
+from lamina.domain.commit_outcome import JobOutcome
 
 P1 = "sha256:" + "1" * 64
 D1 = "sha256:" + "d" * 64
@@ -432,3 +434,36 @@ def test_a_quote_in_a_registry_setting_stays_in_its_string() -> None:
     conf = tomllib.loads(registries_conf({"docker.io": (host,)}, frozenset(), None))
     (registry,) = conf["registry"]
     assert registry == {"location": "docker.io", "mirror": [{"location": host}]}
+
+
+# -- the outcome: Buildah's own words, read by the engine-independent judge ----------------
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        (D1, None),
+        (
+            "STEP 2/2: RUN false\n"
+            'error building at STEP "RUN false": error while running runtime: exit status 1',
+            "BuildFailed",
+        ),
+        (
+            'Error: error pushing image "e3b0" to "docker://registry.local/demo/app:1": '
+            "writing blob: initiating layer upload to /v2/demo/app/blobs/uploads/ in "
+            "registry.local: unauthorized: authentication required",
+            "PushDenied",
+        ),
+    ],
+    ids=["digest", "failed-step", "push-denied"],
+)
+def test_buildahs_results_are_judged_like_buildkits(message: str, reason: str | None) -> None:
+    outcome = (
+        JobOutcome("succeeded", termination_message=message)
+        if reason is None
+        else JobOutcome("failed", termination_message=message)
+    )
+    result = judge_build(outcome)
+    assert (result.digest, result.reason) == ((D1, None) if reason is None else (None, reason))
+    if reason is not None:
+        assert message.splitlines()[-1] in result.message
