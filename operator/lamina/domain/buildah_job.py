@@ -11,9 +11,11 @@ same report: the pushed digest alone in the termination message, which
 The builder is Debian's ``buildah`` (1.28), privileged in the operator's namespace as BuildKit
 is, with ``BUILDAH_ISOLATION=chroot`` (RUN steps in a chroot of the build container, no nested
 runtime) and its storage in an emptyDir (kernel overlay by default, ``vfs`` as the operator's
-fallback setting).  Rootless Buildah is not used: in a pod without privileges it needs a user
-namespace with ``newuidmap`` and a seccomp profile that lets it ``unshare``, which neither
-the "restricted" nor the "baseline" Pod Security profile admits, exactly BuildKit's case.
+fallback setting).  Rootless Buildah was tried on the node tier (uid 1000 with subuid ranges,
+vfs, chroot isolation) and does not build: under the RuntimeDefault seccomp profile that
+"restricted" requires, ``unshare(CLONE_NEWUSER)`` is refused; with seccomp Unconfined (which
+"baseline" forbids anyway) ``newuidmap`` cannot write the uid map and Buildah's single-ID
+fallback fails every RUN step (``setgroups``).  So it runs as BuildKit does.
 
 No spec value reaches a shell as code.  The ``command`` is the constant :data:`BUILDAH_SCRIPT`
 for every Image: it runs ``buildah build "$@"``, then pushes the built image (by the ID
