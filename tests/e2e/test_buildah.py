@@ -214,8 +214,9 @@ def test_a_failing_buildah_step_is_reported_with_buildahs_words(
 
     build = wait_for(failed, timeout=300, what="the failed buildah build recorded")
     assert build["failure"] == "BuildFailed"
-    assert 'error building at STEP "RUN echo about-to-fail && false"' in build["message"]
-    assert "about-to-fail" in build["message"]
+    lines = build["message"].splitlines()
+    assert "STEP 2/2: RUN echo about-to-fail && false" in lines
+    assert lines[-1] == 'Error: building at STEP "RUN echo about-to-fail && false": exit status 1'
     found = status(kube, ns, "broken")
     assert "digest" not in found
     conditions = {c["type"]: c for c in found["conditions"]}

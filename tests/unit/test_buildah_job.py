@@ -444,8 +444,8 @@ def test_a_quote_in_a_registry_setting_stays_in_its_string() -> None:
     [
         (D1, None),
         (
-            "STEP 2/2: RUN false\n"
-            'error building at STEP "RUN false": error while running runtime: exit status 1',
+            "STEP 2/2: RUN false\nsubprocess exited with status 1\n"
+            'Error: building at STEP "RUN false": exit status 1',
             "BuildFailed",
         ),
         (
