@@ -20,6 +20,12 @@
 #                                          syft-scanner.sh, which speaks BuildKit's scanner
 #                                          protocol (docker/buildkit-syft-scanner itself is not
 #                                          served by the Go module proxy), busybox
+#   buildah/stable:{$BUILDAH_VERSION,latest} (as quay.io/buildah/stable through the mirror)
+#                                          a minimal Debian (debootstrap --variant=minbase)
+#                                          + Debian's buildah package at $BUILDAH_DEBIAN_VERSION
+#                                          (checked), storage.conf for the overlay driver; the
+#                                          rootfs tarball is cached in $LAMINA_CACHE/rootfs/
+#                                          keyed by that version
 #   library/python:{3.11-slim,3.11-slim-bookworm,3.11}
 #                                          a minimal Debian (debootstrap --variant=minbase)
 #                                          + python3 + pip; the rootfs tarball is cached in
@@ -197,6 +203,53 @@ build_syft_scanner() {
     -- "$d/base.tar" "$d/scanner.tar"
 }
 
+# --- buildah (debootstrap) -------------------------------------------------------------------
+buildah_rootfs() {  # prints the cached rootfs tarball, made once per buildah package version
+  local key tarball
+  key="$(printf '%s' "$BUILDAH_DEBIAN_VERSION" | tr -c 'A-Za-z0-9.\n' '_')"
+  tarball="$rootfs_cache/debian-$DEBIAN_SUITE-buildah-$key.tar"
+  if [ -f "$tarball" ]; then echo "$tarball"; return; fi
+  local d="$work/debootstrap-buildah" t0=$SECONDS got
+  rm -rf "$d"
+  log "debootstrap $DEBIAN_SUITE (minbase + buildah) from $DEBIAN_MIRROR: a few minutes, once"
+  # debootstrap resolves no virtual packages: containers-common's container-network-stack is
+  # named (RUN steps in a chroot use no network plugin, but the package must configure).
+  debootstrap --variant=minbase --include=buildah,containernetworking-plugins,ca-certificates \
+    "$DEBIAN_SUITE" "$d" "$DEBIAN_MIRROR" >"$work/debootstrap-buildah.log" 2>&1 \
+    || { tail -20 "$work/debootstrap-buildah.log" >&2; exit 1; }
+  got="$(chroot "$d" dpkg-query -W -f='${Version}' buildah)"
+  [ "$got" = "$BUILDAH_DEBIAN_VERSION" ] \
+    || { log "debootstrap installed buildah $got, expected $BUILDAH_DEBIAN_VERSION (versions.sh)"; exit 1; }
+  # The driver is chosen per build Job (--storage-driver); this is only the default, and no
+  # fuse-overlayfs: builds run privileged over an emptyDir, where kernel overlay works.
+  mkdir -p "$d/etc/containers" "$d/var/lib/containers/storage" "$d/var/tmp"
+  printf '[storage]\ndriver = "overlay"\nrunroot = "/run/containers/storage"\ngraphroot = "/var/lib/containers/storage"\n' \
+    > "$d/etc/containers/storage.conf"
+  rm -rf "$d"/var/lib/apt/lists/* "$d"/var/cache/apt/*.bin "$d"/var/cache/apt/archives/*.deb \
+         "$d"/var/log/* "$d"/tmp/* "$d"/root/.cache
+  : > "$d/etc/resolv.conf"
+  : > "$d/etc/hostname"
+  tar_dir "$d" "$tarball.tmp"
+  mv "$tarball.tmp" "$tarball"
+  rm -rf "$d"
+  log "buildah rootfs made in $((SECONDS - t0))s: $tarball"
+  echo "$tarball"
+}
+
+build_buildah() {
+  local key
+  key="$(printf '%s' "$BUILDAH_DEBIAN_VERSION" | tr -c 'A-Za-z0-9.\n' '_')-v1"
+  if [ -f "$images/buildah-$key/.done" ]; then echo "$images/buildah-$key"; return; fi
+  local tarball
+  tarball="$(buildah_rootfs)" || exit 1
+  # BUILDAH_ISOLATION=chroot: RUN steps in a chroot of the build container, no nested runtime.
+  oci_image buildah "$key" --config.entrypoint buildah \
+    --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    --config.env BUILDAH_ISOLATION=chroot \
+    --config.volume /var/lib/containers \
+    -- "$tarball"
+}
+
 # --- python (debootstrap) --------------------------------------------------------------------
 python_rootfs() {  # prints the cached rootfs tarball, making it once per suite
   local suite="$DEBIAN_SUITE" tarball="$rootfs_cache/debian-$DEBIAN_SUITE-python3.tar"
@@ -252,10 +305,12 @@ busybox="$(build_busybox)"
 buildkit="$(build_buildkit_image)"
 python="$(build_python)"
 syft_scanner="$(build_syft_scanner)"
+buildah="$(build_buildah)"
 [ "$build_only" = 1 ] && { log "images ready in $images ($((SECONDS - t0))s)"; exit 0; }
 push "$pause" pause "$PAUSE_VERSION"
 push "$busybox" library/busybox latest 1.35 1.35.0
 push "$buildkit" moby/buildkit "$BUILDKIT_VERSION" latest
 push "$python" library/python 3.11-slim 3.11-slim-bookworm 3.11
 push "$syft_scanner" docker/buildkit-syft-scanner stable-1 "lamina-syft-$SYFT_VERSION"
+push "$buildah" buildah/stable "$BUILDAH_VERSION" latest
 log "images in $registry ($((SECONDS - t0))s)"

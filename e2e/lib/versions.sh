@@ -13,6 +13,9 @@ COSIGN_VERSION="${COSIGN_VERSION:-v3.1.3}"
 # Images made offline for the node tier (e2e/lib/build-images.sh).
 PAUSE_VERSION="${PAUSE_VERSION:-3.10.1}"          # the sandbox image Kubernetes 1.34 expects
 SYFT_VERSION="${SYFT_VERSION:-v1.57.1}"           # the SBOM generator image's scanner
+# Buildah, the second build engine: Debian's package (its upstream version is the image tag).
+BUILDAH_DEBIAN_VERSION="${BUILDAH_DEBIAN_VERSION:-1.28.2+ds1-3+deb12u1+b3}"
+BUILDAH_VERSION="${BUILDAH_VERSION:-v1.28.2}"
 DEBIAN_SUITE="${DEBIAN_SUITE:-bookworm}"          # the Python base image's Debian
 DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 KIND_VERSION="${KIND_VERSION:-v0.33.0}"           # only on hosts with Docker (e2e/kind.yaml)

@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lamina.api.image import BuildEngine
 from lamina.domain.job_resources import JobResources, check_size_limit, parse_job_resources
 
 
@@ -72,6 +74,22 @@ class OperatorConfig(BaseModel):
             "BuildKit's SBOM generator image (its scanner protocol, e.g. "
             "docker/buildkit-syft-scanner): every build carries an SPDX SBOM made by it; "
             "empty: provenance only."
+        ),
+    )
+    default_build_engine: BuildEngine = Field(
+        default="buildkit",
+        description="The engine of an Image whose spec.build.engine is unset: buildkit or buildah.",
+    )
+    buildah_image: str = Field(
+        default="quay.io/buildah/stable:latest",
+        min_length=1,
+        description="Image of Buildah build Jobs: buildah and a POSIX sh.",
+    )
+    buildah_storage_driver: Literal["overlay", "vfs"] = Field(
+        default="overlay",
+        description=(
+            "Buildah's storage driver in build Jobs: overlay (kernel overlayfs over an emptyDir, "
+            "privileged) or vfs (slower, full copies; where overlay cannot mount)."
         ),
     )
     build_deadline_seconds: int = Field(default=1800, ge=60)
@@ -139,6 +157,9 @@ class OperatorConfig(BaseModel):
             values["commit_deadline_seconds"] = seconds
         for variable, key in (
             ("LAMINA_BUILDER_IMAGE", "builder_image"),
+            ("LAMINA_DEFAULT_BUILD_ENGINE", "default_build_engine"),
+            ("LAMINA_BUILDAH_IMAGE", "buildah_image"),
+            ("LAMINA_BUILDAH_STORAGE_DRIVER", "buildah_storage_driver"),
             ("LAMINA_BUILD_DEADLINE_SECONDS", "build_deadline_seconds"),
             ("LAMINA_MAX_CONCURRENT_BUILDS", "max_concurrent_builds"),
             ("LAMINA_MAX_BUILDS_PER_NAMESPACE", "max_builds_per_namespace"),

@@ -18,9 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
 
-from lamina.api.crd import RESOURCE_KINDS, crd_manifest
 from lamina.api.image import BuildContext, GitContext, ImageSpec
 from lamina.domain.build_job import (
     ANNOTATION_IMAGE_NAME,
@@ -448,21 +446,6 @@ def test_a_stored_parent_ref_that_is_not_a_reference_is_refused() -> None:
     )
     with pytest.raises(DockerfileError, match=re.escape("spec.parent.ref")):
         dockerfile_for(image, PARENT)
-
-
-# -- engines: the schema refuses what the operator cannot run ------------------------------
-
-
-@pytest.mark.parametrize("engine", ["kaniko", "buildah", "docker"])
-def test_only_buildkit_is_an_engine(engine: str) -> None:
-    with pytest.raises(ValidationError, match=re.escape("build.engine")):
-        spec({"steps": ["RUN true"], "engine": engine})
-    assert SAFE.build is not None and SAFE.build.engine == "buildkit"
-    (images,) = [kind for kind in RESOURCE_KINDS if kind.kind == "Image"]
-    (version,) = crd_manifest(images)["spec"]["versions"]
-    build = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["build"]
-    engine = build["properties"]["engine"]
-    assert (engine["enum"], engine["default"]) == (["buildkit"], "buildkit")
 
 
 # -- the context as plain files ------------------------------------------------------------

@@ -95,3 +95,14 @@ def test_commit_jobs_carry_the_resources() -> None:
     )
     (committer,) = job["spec"]["template"]["spec"]["containers"]
     assert committer["resources"] == {"limits": {"memory": "1Gi"}}
+
+
+def test_buildah_jobs_keep_the_resources_and_the_storage_limit() -> None:
+    resources = parse_job_resources(CHART_BUILD, "x")
+    job = make_job(resources=resources, state_size_limit="20Gi", default_engine="buildah")
+    pod = job["spec"]["template"]["spec"]
+    (build,) = pod["containers"]
+    assert build["command"][2].count("buildah") >= 1
+    assert build["resources"] == resources.wire()
+    (storage,) = [v for v in pod["volumes"] if v["name"] == "containers-storage"]
+    assert storage["emptyDir"] == {"sizeLimit": "20Gi"}

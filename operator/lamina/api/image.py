@@ -40,8 +40,10 @@ from lamina.api.text import (
     DockerfileText,
 )
 
-# Only what the operator runs: Kaniko's upstream was archived in 2025, Buildah is not wired.
-BuildEngine = Literal["buildkit"]
+# Only what the operator runs (the CRD's enum refuses anything else): BuildKit and Buildah.
+# Kaniko's upstream was archived in 2025 and is not an engine here.
+BuildEngine = Literal["buildkit", "buildah"]
+BUILD_ENGINES: tuple[BuildEngine, ...] = ("buildkit", "buildah")
 TAGS_MAX_ITEMS = 32
 # Clone URLs: a scheme git knows and no white space; never an option (a leading "-").
 GIT_URL_PATTERN = r"^(https|http|ssh|git)://[^\s\x00-\x1f\x7f]+$"
@@ -178,9 +180,12 @@ class BuildSpec(Model):
         ),
         json_schema_extra={"x-kubernetes-validations": [BUILD_ARGS_RULE]},
     )
-    engine: BuildEngine = Field(
-        default="buildkit",
-        description="Build engine: buildkit, the only engine this operator runs.",
+    engine: BuildEngine | None = Field(
+        default=None,
+        description=(
+            "Build engine: buildkit or buildah. Unset means the operator's default engine "
+            "(LAMINA_DEFAULT_BUILD_ENGINE, chart value defaultBuildEngine), read at each build."
+        ),
     )
     timeout: Annotated[str, duration_range("10s", "24h"), duration_check("10s", "24h")] = Field(
         default="30m",

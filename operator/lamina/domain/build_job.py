@@ -1,5 +1,9 @@
 """The Job that builds an Image, as a pure function of the Image and its pinned parent.
 
+Engines: ``spec.build.engine``, else the operator's default (:func:`build_engine`).  Buildah
+replaces only the builder container of this Job (:mod:`lamina.domain.buildah_job`); what
+follows describes BuildKit and everything the two share.
+
 Engine: BuildKit, run daemonless (``buildctl-daemonless.sh``: a buildkitd for the length of
 one build).  Rootless BuildKit needs seccomp and AppArmor "Unconfined", which neither the
 "restricted" nor the "baseline" Pod Security profile admits, so builds run the way commit
@@ -46,9 +50,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lamina.api.durations import InvalidDuration, duration_seconds
-from lamina.api.image import ImageSpec
+from lamina.api.image import BuildEngine, ImageSpec
 from lamina.api.meta import REPOSITORY_PATTERN, TAG_PATTERN
 from lamina.api.text import build_arg_key_problem, pattern_matches
+from lamina.domain.buildah_job import BuildahSettings, buildah_pod
 from lamina.domain.dockerfile import (
     DockerfileError,
     check_dockerfile,
@@ -72,6 +77,8 @@ LABEL_IMAGE_UID = "lamina.dev/image-uid"
 LABEL_INPUTS = "lamina.dev/inputs"
 # The Image's full name (the label holds a hashed stand-in when the name is longer than 63).
 ANNOTATION_IMAGE_NAME = "lamina.dev/image-name"
+# The engine that ran the build: the spec's, or the operator's default when the spec has none.
+ANNOTATION_ENGINE = "lamina.dev/build-engine"
 DOCKER_CONFIG_DIR = "/var/run/lamina/docker"
 METADATA_FILE = "/tmp/lamina-build-metadata.json"
 CONTEXT_DIGEST_ARG = "LAMINA_CONTEXT_DIGEST"
@@ -113,6 +120,7 @@ CONTEXT_SCRIPT = (
 CONTEXT_COMMAND = ["/bin/sh", "-c", CONTEXT_SCRIPT, "lamina-context"]
 
 __all__ = [
+    "ANNOTATION_ENGINE",
     "ANNOTATION_IMAGE_NAME",
     "BUILDER_COMMAND",
     "CONTEXT_COMMAND",
@@ -128,6 +136,7 @@ __all__ = [
     "BuildNotSupported",
     "BuildSettings",
     "DockerfileError",
+    "build_engine",
     "build_job",
     "buildctl_args",
     "buildkitd_toml",
@@ -159,6 +168,10 @@ class BuildSettings:
     # BuildKit's SBOM generator image; empty: builds carry provenance only.
     sbom_generator_image: str = ""
 
+    # spec.build.engine when the spec leaves it unset; Buildah's image and storage.
+    default_engine: BuildEngine = "buildkit"
+    buildah: BuildahSettings = field(default_factory=BuildahSettings)
+
 
 def context_digest(files: Mapping[str, str], binary_files: Mapping[str, str] | None = None) -> str:
     """The identity of a build context: sha256 over its files, sorted by name.
@@ -180,6 +193,12 @@ def context_digest(files: Mapping[str, str], binary_files: Mapping[str, str] | N
             sha256.update(len(part).to_bytes(8, "big"))
             sha256.update(part)
     return "sha256:" + sha256.hexdigest()
+
+
+def build_engine(spec: ImageSpec, settings: BuildSettings) -> BuildEngine:
+    """The engine of this build: the spec's, else the operator's default (at each build)."""
+    engine = spec.build.engine if spec.build is not None else None
+    return engine or settings.default_engine
 
 
 def job_name(inputs: str) -> str:
@@ -386,7 +405,12 @@ def build_job(
         LABEL_IMAGE_UID: label_value(uid),
         LABEL_INPUTS: label_value(inputs),
     }
-    annotations = {ANNOTATION_IMAGE_NAME: name, "lamina.dev/image-namespace": namespace}
+    engine = build_engine(spec, settings)
+    annotations = {
+        ANNOTATION_IMAGE_NAME: name,
+        "lamina.dev/image-namespace": namespace,
+        ANNOTATION_ENGINE: engine,
+    }
     env = [{"name": "BUILDKITD_FLAGS", "value": "--config /etc/buildkit/buildkitd.toml"}]
     mounts: list[dict[str, Any]] = [
         {"name": "workspace", "mountPath": CONTEXT_DIR},
@@ -430,7 +454,7 @@ def build_job(
                 },
             }
         )
-    return {
+    job: dict[str, Any] = {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
@@ -485,6 +509,15 @@ def build_job(
             },
         },
     }
+    if engine == "buildah":
+        return buildah_pod(
+            job,
+            spec=spec,
+            annotations=lineage_annotations(spec, parent),
+            context_dir=CONTEXT_DIR,
+            settings=settings.buildah,
+        )
+    return job
 
 
 def context_config_map(

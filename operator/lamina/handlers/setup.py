@@ -19,6 +19,7 @@ import kopf
 
 from lamina.config import OperatorConfig
 from lamina.domain.build_job import LABEL_PURPOSE, BuildSettings
+from lamina.domain.buildah_job import BuildahSettings
 from lamina.handlers import commits, kopf_readiness, resync
 from lamina.handlers.builds import BuildExecutor, buildkitd_settings
 from lamina.handlers.indexes import OwnBuildJobs
@@ -54,6 +55,13 @@ def reconciler_for(memo: Any) -> Reconciler:
                 buildkitd_toml=buildkitd_settings(hosts),
                 resources=config.build_resources,
                 state_size_limit=config.build_state_size_limit,
+                default_engine=config.default_build_engine,
+                buildah=BuildahSettings(
+                    image=config.buildah_image,
+                    storage_driver=config.buildah_storage_driver,
+                    mirrors=dict(hosts.mirrors),
+                    insecure=hosts.insecure,
+                ),
             ),
             hosts=hosts,
             signing_secret=config.signing_secret,
