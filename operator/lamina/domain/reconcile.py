@@ -26,6 +26,7 @@ from lamina.api.image import ImageStatus
 from lamina.domain.build_status import build_failed, build_started
 from lamina.domain.builds import BuildPlan, Candidate, choose_builds, depth_of, plan_namespace
 from lamina.domain.conditions import RECONCILE_FAILED
+from lamina.domain.parent_polling import poll_due
 from lamina.domain.rebuild import PARENT_CHANGED
 from lamina.domain.snapshot import (
     BuildJobRecord,
@@ -90,6 +91,23 @@ class ResolveParent:
 
 
 @dataclass(frozen=True)
+class ResolveSource:
+    """Resolve a git context's revision to a commit (credentials from ``secret``)."""
+
+    namespace: str
+    name: str
+    url: str
+    revision: str
+    secret: str | None = None
+
+
+def source_key(url: str, revision: str) -> str:
+    """The poll-clock key of one git source (``+`` is in no image reference, so it never
+    collides with a parent ref's key)."""
+    return f"git+{url}#{revision}"
+
+
+@dataclass(frozen=True)
 class CollectBuild:
     """Read the finished build Job's result (and verify it in the registry)."""
 
@@ -139,7 +157,7 @@ class WriteStatus:
     patch: dict[str, Any]
 
 
-ImageAction = ResolveParent | CollectBuild | StartBuild | RebaseImage
+ImageAction = ResolveParent | ResolveSource | CollectBuild | StartBuild | RebaseImage
 Action = ImageAction | DeleteJob | DeleteLayer
 
 
@@ -234,6 +252,37 @@ def _resolve_due(record: ImageRecord, now: datetime, polled: Mapping[str, dateti
     return spec.parent.ref if now - last >= wait else None
 
 
+def _source_due(
+    record: ImageRecord, now: datetime, polled: Mapping[str, datetime]
+) -> ResolveSource | None:
+    """The git context to resolve now, if it is due: every ``pollInterval`` (plus a stable
+    jitter, see :mod:`lamina.domain.parent_polling`) after the last answer, every 30 s while
+    it has none, at once when the URL or revision changed."""
+    spec = record.spec
+    if spec is None or spec.commit is not None or spec.build is None:
+        return None
+    git = spec.build.context.git if spec.build.context else None
+    if git is None:
+        return None
+    key = source_key(git.url, git.revision)
+    source = record.status.source
+    same = source is not None and (source.url, source.revision) == (git.url, git.revision)
+    last = [source.resolved_at] if same and source and source.resolved_at else []
+    if same and key in polled:
+        last.append(polled[key])
+    due = poll_due(
+        key,
+        timedelta(seconds=duration_seconds(git.poll_interval)),
+        resolved_ref=key if same else None,
+        resolved_digest=source.commit if same and source else None,
+        resolved_at=max(last) if last else None,
+        now=now,
+    )
+    if not due:
+        return None
+    return ResolveSource(record.namespace, record.name, git.url, git.revision, git.secret)
+
+
 def _rebase_wanted(record: ImageRecord, plan: BuildPlan) -> bool:
     """Rebase only when asked for, and only when nothing but the parent changed."""
     return (
@@ -309,6 +358,9 @@ def _image_action(
     ref = _resolve_due(record, state.now, state.polled)
     if ref is not None:
         return ResolveParent(record.namespace, record.name, ref)
+    source = _source_due(record, state.now, state.polled)
+    if source is not None:
+        return source
     if running or plan is None or plan.action != "queued":
         return None
     refused = state.rebase_refused.get((record.namespace, record.name))
