@@ -105,7 +105,7 @@ GIT_SCRIPT = (
     "set -eu\n"
     f"export HOME={GIT_DIR} GIT_TERMINAL_PROMPT=0 GIT_CONFIG_NOSYSTEM=1\n"
     "export GIT_ALLOW_PROTOCOL=http:https:git\n"
-    f'git init -q "{GIT_DIR}/repo"\n'
+    f'git init -q --template= "{GIT_DIR}/repo"\n'
     f'cd "{GIT_DIR}/repo"\n'
     "git -c protocol.version=2 -c http.followRedirects=false fetch -q --depth=1 --no-tags "
     '-- "$1" "$2"\n'
