@@ -33,7 +33,7 @@ class GitHandler(BaseHTTPRequestHandler):
     root: Path
     private: dict[str, str]
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the base's name)
+    def log_message(self, format: str, *args: object) -> None:
         sys.stderr.write(f"git-server: {format % args}\n")
 
     def do_GET(self) -> None:

@@ -102,7 +102,7 @@ GIT_DIR = "/workspace/git"
 # environment (GIT_CONFIG_*, from a Secret), never on a command line or in a file of the
 # context; redirects are not followed, so they are only ever sent to the URL's host.
 GIT_SCRIPT = (
-    "set -eu\n"
+    "set -eu -o pipefail\n"
     f"export HOME={GIT_DIR} GIT_TERMINAL_PROMPT=0 GIT_CONFIG_NOSYSTEM=1\n"
     "export GIT_ALLOW_PROTOCOL=http:https:git\n"
     f'git init -q --template= "{GIT_DIR}/repo"\n'
