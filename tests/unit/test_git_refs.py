@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 
 import pytest
+from pydantic import ValidationError
 
+from lamina.api.image import GitContext
 from lamina.domain.git_refs import (
     MAX_ADVERTISEMENT,
     MAX_REFS,
@@ -269,3 +271,30 @@ def test_basic_authorization_refuses_header_breaking_values() -> None:
     with pytest.raises(GitRefsError):
         basic_authorization("u\n", "p")
     assert basic_authorization("u", "p:with:colons") == "Basic " + b64("u:p:with:colons")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ssh://git@example.com/r.git",  # not resolvable by the operator: refused, not ignored
+        "https://user:pw@example.com/r.git",  # credentials would be written into the image
+        "https://token@example.com/r.git",
+        "https://example.com/r.git?ref=x",
+        "https://example.com/r.git#main",
+        "ext::sh -c evil",
+        "file:///etc",
+        "--upload-pack=x",
+        "https://example.com/r\x00.git",
+    ],
+)
+def test_the_schema_admits_only_urls_the_operator_resolves_without_credentials(url: str) -> None:
+    with pytest.raises(ValidationError):
+        GitContext(url=url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://example.com/r.git", "http://10.0.0.1:8080/team/app.git", "git://h/a", "https://h"],
+)
+def test_the_schema_admits_clone_urls(url: str) -> None:
+    assert git_target(GitContext(url=url).url).host

@@ -127,12 +127,13 @@ class BuildExecutor:
     # HEAD-first parent polling, one request per ref per pass, backoff per registry; it
     # remembers across passes what it verified and when it asked.
     resolver: ParentResolver = field(init=False)
-    # git contexts' revisions, on the same poll clock (the keys never collide).
+    # git contexts' revisions; when each was last asked goes on the parent resolver's poll
+    # clock (``resolver.checked``, keyed by :func:`source_key`, which no ref text can be).
     sources: SourceResolver = field(init=False)
 
     def __post_init__(self) -> None:
         self.resolver = ParentResolver(self.hosts)
-        self.sources = SourceResolver(checked=self.resolver.checked)
+        self.sources = SourceResolver()
 
     async def execute(
         self, actions: Sequence[Action], state: ClusterState, logger: Any
@@ -307,16 +308,15 @@ class BuildExecutor:
                 continue
             credentials = f"{action.namespace}/{action.secret}" if action.secret else None
             requests[key] = SourceRequest(action.url, action.revision, credentials, authorization)
-        by_text = {f"{ns}/{name}": request for (ns, name), request in requests.items()}
-        resolved_now = await self.sources.resolve(by_text) if by_text else {}
-        for (ns, name), _request in requests.items():
-            answer = resolved_now.get(f"{ns}/{name}")
-            if answer is not None:
-                answers[(ns, name)] = (answer.commit, answer.message)
-        # The poll clock is per source, not per Image asking for it.
+        resolved_now = await self.sources.resolve(requests) if requests else {}
         for action in actions:
-            if (action.namespace, action.name) in answers:
-                self.sources.checked[source_key(action.url, action.revision)] = state.now
+            key = (action.namespace, action.name)
+            answer = resolved_now.get(key)
+            if answer is None:
+                continue
+            answers[key] = (answer.commit, answer.message)
+            if answer.asked:  # the poll clock is per source, not per Image asking for it
+                self.resolver.checked[source_key(action.url, action.revision)] = state.now
         outcomes: list[Outcome] = []
         for action in actions:
             if (action.namespace, action.name) not in answers:

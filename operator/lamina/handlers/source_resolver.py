@@ -22,9 +22,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import aiohttp
 
@@ -39,6 +40,8 @@ from lamina.domain.parent_polling import (
 from lamina.git.remote import GitUnavailable, advertised_refs
 
 log = logging.getLogger(__name__)
+# Whatever the caller names its requests by (the build pass: (namespace, Image name)).
+Key = TypeVar("Key", bound=Hashable)
 
 
 def _now() -> datetime:
@@ -73,21 +76,19 @@ class SourceResolver:
     budget: float = 60.0
     clock: Callable[[], datetime] = _now
     pauses: dict[str, RegistryPause] = field(default_factory=dict)
-    # When each source key was last asked (shared with the parent resolver's poll clock).
-    checked: dict[str, datetime] = field(default_factory=dict)
 
-    async def resolve(self, requests: Mapping[str, SourceRequest]) -> dict[str, SourceResolution]:
+    async def resolve(self, requests: Mapping[Key, SourceRequest]) -> dict[Key, SourceResolution]:
         """``{key: request}`` -> ``{key: resolution}``; keys not answered in the budget are
         left out (still due)."""
-        groups: dict[tuple[str, str | None], list[str]] = defaultdict(list)
+        groups: dict[tuple[str, str | None], list[Key]] = defaultdict(list)
         for key, request in requests.items():
             groups[(request.url, request.credentials)].append(key)
-        results: dict[str, SourceResolution] = {}
+        results: dict[Key, SourceResolution] = {}
         async with aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=2 * self.timeout)
         ) as session:
 
-            async def one(url: str, keys: list[str]) -> None:
+            async def one(url: str, keys: list[Key]) -> None:
                 authorization = requests[keys[0]].authorization
                 advertisement = await self._advertisement(session, url, authorization)
                 for key in keys:
@@ -107,8 +108,6 @@ class SourceResolver:
                 for task in late:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
-        now = self.clock()
-        self.checked.update((key, now) for key, result in results.items() if result.asked)
         return results
 
     async def _advertisement(
