@@ -491,6 +491,8 @@ def _context_container(
         "command": list(GIT_COMMAND),
         "args": [git.url, source_commit, git.path or ""],
         "env": env,
+        # git's own words on a failed fetch (stderr) become the build's failure message.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": dict(_UNPRIVILEGED),
         "volumeMounts": [
             {"name": "git", "mountPath": GIT_DIR},
