@@ -136,6 +136,8 @@ def test_a_flood_is_refused_not_truncated() -> None:
         ),
         (advertisement(pkt(f"{A[:-1]}Z refs/heads/main\0\n")), "is not an object id"),
         (advertisement(pkt(f"{A.upper()} refs/heads/main\0\n")), "is not an object id"),
+        (advertisement(pkt(f"{A}\n refs/heads/main\0\n")), "is not an object id"),
+        (advertisement(pkt(f"{A} refs/heads/main\n\0\n")), "is malformed"),
         (
             advertisement(pkt(f"{A} refs/heads/ma\x1bin\0\n")),
             "ref name 'refs/heads/ma.in' is malformed",

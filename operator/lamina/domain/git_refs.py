@@ -47,9 +47,10 @@ MAX_REF_NAME = 1024
 # Credentials as the Secret holds them: bounded, and nothing that could end a header line.
 MAX_CREDENTIAL = 4096
 SERVICE_LINE = b"# service=git-upload-pack\n"
-ZERO_ID = re.compile(r"^0+$")
-_OBJECT_ID = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
-_REF_NAME = re.compile(r"^[\x21-\x7e]+$")
+# Matched with fullmatch only: Python's "$" also matches before a final newline.
+ZERO_ID = re.compile(r"0+")
+_OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+_REF_NAME = re.compile(r"[\x21-\x7e]+")
 _EXCERPT = 40
 
 __all__ = [
@@ -148,9 +149,9 @@ def _ref_line(payload: bytes, first: bool) -> tuple[str, str, bytes]:
         object_id, name = raw_id.decode("ascii"), raw_name.decode("ascii")
     except UnicodeDecodeError:
         raise _protocol(f"a ref line is not ASCII: {_excerpt(line)}") from None
-    if not _OBJECT_ID.match(object_id):
+    if not _OBJECT_ID.fullmatch(object_id):
         raise _protocol(f"{_excerpt(raw_id)} is not an object id")
-    if len(name) > MAX_REF_NAME or not _REF_NAME.match(name):
+    if len(name) > MAX_REF_NAME or not _REF_NAME.fullmatch(name):
         raise _protocol(f"ref name {_excerpt(raw_name)} is malformed")
     return object_id, name, capabilities
 
@@ -159,7 +160,7 @@ def _head_symref(capabilities: bytes) -> str | None:
     for capability in capabilities.split(b" "):
         if capability.startswith(b"symref=HEAD:"):
             target = capability.removeprefix(b"symref=HEAD:").decode("ascii", "replace")
-            if len(target) <= MAX_REF_NAME and _REF_NAME.match(target):
+            if len(target) <= MAX_REF_NAME and _REF_NAME.fullmatch(target):
                 return target
     return None
 
@@ -194,7 +195,7 @@ def parse_advertisement(data: bytes, *, smart_http: bool) -> Advertisement:
             head_target = _head_symref(capabilities)
         first = False
         if name == "capabilities^{}":
-            if not ZERO_ID.match(object_id):
+            if not ZERO_ID.fullmatch(object_id):
                 raise _protocol("capabilities^{} names an object")
             continue
         if name.endswith("^{}"):
@@ -213,7 +214,7 @@ def parse_advertisement(data: bytes, *, smart_http: bool) -> Advertisement:
 
 def resolve_revision(advertisement: Advertisement, revision: str) -> str:
     """The commit id ``revision`` names in ``advertisement`` (see the module docstring)."""
-    if _OBJECT_ID.match(revision.lower()):
+    if _OBJECT_ID.fullmatch(revision.lower()):
         return revision.lower()
     if revision == "HEAD" or revision.startswith("refs/"):
         candidates = [revision]

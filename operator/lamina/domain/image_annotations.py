@@ -35,7 +35,7 @@ BASE_DIGEST = "org.opencontainers.image.base.digest"
 CREATED = "org.opencontainers.image.created"
 SOURCE = "org.opencontainers.image.source"
 REVISION = "org.opencontainers.image.revision"
-_COMMIT = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
+_COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # fullmatch: no trailing newline
 SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"
 DEFAULT_EPOCH = 0
 # The largest epoch whose date RFC 3339 can write (9999-12-31T23:59:59Z).
@@ -116,7 +116,7 @@ def build_annotations(
     }
     git = spec.build.context.git if spec.build and spec.build.context else None
     if git is not None:
-        if source_commit is None or not _COMMIT.match(source_commit):
+        if source_commit is None or not _COMMIT.fullmatch(source_commit):
             raise InvalidLineage(f"the git context has no resolved commit ({source_commit!r})")
         annotations[SOURCE] = git.url
         annotations[REVISION] = source_commit
