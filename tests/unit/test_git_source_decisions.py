@@ -291,3 +291,17 @@ def test_a_failed_poll_keeps_the_last_commit_and_a_new_revision_forgets_it() -> 
     assert failed.source is not None and failed.source.commit == C1
     other = source_resolved(before, url=URL, revision="dev", commit=None, message="x", now=NOW)
     assert other.source is not None and other.source.commit is None
+
+
+def test_a_held_source_change_says_what_moved() -> None:
+    plan = plan_namespace([state_of(C2, C1, policy="Manual")])["src"]
+    status = ImageStatus(
+        digest=D1,
+        built_from=BuiltFromStatus(generation=1, parent_digest=P1, source_commit=C1),
+    )
+    verdicts = {v.type: v for v in build_conditions(plan, status)}
+    assert verdicts["Ready"].status == "True"
+    assert verdicts["ParentCurrent"].message == (
+        f"the git source moved to {C2} (built at {C1}); the Manual policy holds the rebuild: "
+        "set annotation lamina.dev/rebuild to a new value to build"
+    )

@@ -25,6 +25,7 @@ from lamina.domain.conditions import (
     same_conditions,
 )
 from lamina.domain.graph import Ancestry, ImageGraph
+from lamina.domain.rebuild import SOURCE_CHANGED
 
 # Reasons, shared with the docs and tests.
 PARENT_NOT_FOUND = "ParentNotFound"
@@ -175,12 +176,19 @@ def build_conditions(plan: BuildPlan, status: ImageStatus) -> tuple[Verdict, ...
             why = f"waiting for parent {plan.waiting_on} to have a new digest"
         return kstatus(ready=False, progressing=True, reason=reason, message=why)
     if plan.action == "hold":
+        moved = [
+            f"the git source moved to {r.new} (built at {r.old})"
+            for r in plan.reasons
+            if r.kind == SOURCE_CHANGED
+        ]
+        if wanted_parent != built_on:
+            moved.insert(0, f"parent has a new digest {wanted_parent} (built on {built_on})")
         held = Verdict(
             PARENT_CURRENT,
             "False",
             PARENT_UPDATE_HELD,
-            f"parent has a new digest {wanted_parent} (built on {built_on}); the Manual policy "
-            "holds the rebuild: set annotation lamina.dev/rebuild to a new value to build",
+            f"{'; '.join(moved)}; the Manual policy holds the rebuild: set annotation "
+            "lamina.dev/rebuild to a new value to build",
         )
         ready = kstatus(
             ready=status.digest is not None,
