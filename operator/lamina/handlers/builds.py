@@ -48,7 +48,11 @@ from lamina.domain.build_status import (
     source_resolved,
 )
 from lamina.domain.commit_job import CommitSettings, push_secret_copy
-from lamina.domain.conditions import BUILD_JOB_REFUSED, RECONCILE_FAILED
+from lamina.domain.conditions import (
+    BUILD_JOB_REFUSED,
+    GIT_CREDENTIALS_NOT_FOUND,
+    RECONCILE_FAILED,
+)
 from lamina.domain.git_refs import GitRefsError, authorization_from_secret
 from lamina.domain.image_annotations import base_name
 from lamina.domain.manifest_facts import layer_facts
@@ -305,6 +309,13 @@ class BuildExecutor:
                 authorization = await self._git_authorization(action.namespace, action.secret)
             except GitRefsError as error:
                 answers[key] = (None, f"{error.reason}: {error}")
+                continue
+            except ApiException as error:  # one Secret that cannot be read stops no other
+                answers[key] = (
+                    None,
+                    f"{GIT_CREDENTIALS_NOT_FOUND}: reading Secret "
+                    f'"{action.secret}": {api_error(error)}',
+                )
                 continue
             credentials = f"{action.namespace}/{action.secret}" if action.secret else None
             requests[key] = SourceRequest(action.url, action.revision, credentials, authorization)
