@@ -207,8 +207,8 @@ push() {  # push LAYOUT NAME TAG...
   # bytes than this layout (an image whose key changed, e.g. git added to the builder).
   want="$(skopeo inspect --raw "oci:$layout:image" | sha256sum)"
   for tag in "$@"; do
-    have="$(skopeo inspect --raw --tls-verify=false "docker://$registry/$name:$tag" 2>/dev/null \
-            | sha256sum)"
+    have="$( (skopeo inspect --raw --tls-verify=false "docker://$registry/$name:$tag" 2>/dev/null \
+              || true) | sha256sum)"
     [ "$have" = "$want" ] && continue
     skopeo copy --quiet --dest-tls-verify=false "oci:$layout:image" "docker://$registry/$name:$tag"
     log "pushed $registry/$name:$tag"
