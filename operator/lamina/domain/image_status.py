@@ -25,7 +25,7 @@ from lamina.domain.conditions import (
     same_conditions,
 )
 from lamina.domain.graph import Ancestry, ImageGraph
-from lamina.domain.rebuild import SOURCE_CHANGED
+from lamina.domain import rebuild
 
 # Reasons, shared with the docs and tests.
 PARENT_NOT_FOUND = "ParentNotFound"
@@ -179,7 +179,7 @@ def build_conditions(plan: BuildPlan, status: ImageStatus) -> tuple[Verdict, ...
         moved = [
             f"the git source moved to {r.new} (built at {r.old})"
             for r in plan.reasons
-            if r.kind == SOURCE_CHANGED
+            if r.kind == rebuild.SOURCE_CHANGED
         ]
         if wanted_parent != built_on:
             moved.insert(0, f"parent has a new digest {wanted_parent} (built on {built_on})")
