@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 from lamina.api.image import ImageStatus, LineageEntry
+from lamina.domain import rebuild
 from lamina.domain.builds import BuildPlan
 from lamina.domain.conditions import (
     REASONS,
@@ -25,7 +26,6 @@ from lamina.domain.conditions import (
     same_conditions,
 )
 from lamina.domain.graph import Ancestry, ImageGraph
-from lamina.domain import rebuild
 
 # Reasons, shared with the docs and tests.
 PARENT_NOT_FOUND = "ParentNotFound"
