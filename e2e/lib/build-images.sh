@@ -12,7 +12,9 @@
 #   library/busybox:{latest,1.35,1.35.0}   Debian's busybox-static + every applet symlink
 #   moby/buildkit:{$BUILDKIT_VERSION,latest}
 #                                          buildkitd + buildctl (built from Go modules), runc
-#                                          (Debian's, with its shared libraries),
+#                                          (Debian's, with its shared libraries), git
+#                                          (Debian's, for git contexts, with its HTTP
+#                                          transport),
 #                                          /usr/bin/buildctl-daemonless.sh, busybox
 #   docker/buildkit-syft-scanner:{stable-1,lamina-syft-$SYFT_VERSION}
 #                                          BuildKit's SBOM generator: syft (built from Go
@@ -137,10 +139,11 @@ build_busybox() {
 
 # --- buildkit --------------------------------------------------------------------------------
 build_buildkit_image() {
-  local bk="$LAMINA_CACHE/bin/buildkit-$BUILDKIT_VERSION" runc_ver key
+  local bk="$LAMINA_CACHE/bin/buildkit-$BUILDKIT_VERSION" runc_ver git_ver key
   [ -x "$bk/buildkitd" ] && [ -x "$bk/buildctl" ] || { log "buildkit binaries missing in $bk"; exit 1; }
   runc_ver="$(dpkg-query -W -f='${Version}' runc | tr -c 'A-Za-z0-9.\n' '_')"
-  key="$BUILDKIT_VERSION-runc$runc_ver-v1"
+  git_ver="$(dpkg-query -W -f='${Version}' git | tr -c 'A-Za-z0-9.\n' '_')"
+  key="$BUILDKIT_VERSION-runc$runc_ver-git$git_ver-v1"
   if [ -f "$images/buildkit-$key/.done" ]; then echo "$images/buildkit-$key"; return; fi
   local d="$work/buildkit"
   rm -rf "$d" && mkdir -p "$d/base" "$d/bk"
@@ -149,9 +152,18 @@ build_buildkit_image() {
   mkdir -p "$d/bk/usr/bin" "$d/bk/var/lib/buildkit" "$d/bk/run/buildkit" "$d/bk/etc/buildkit"
   cp "$bk/buildkitd" "$bk/buildctl" "$d/bk/usr/bin/"
   cp /usr/sbin/runc "$d/bk/usr/bin/runc"
-  # runc is dynamically linked (libseccomp): copy the libraries it loads, at the same paths.
+  # git for git build contexts (the init container fetches the resolved commit): the
+  # binary, its HTTP(S) transport, CA certificates.
+  mkdir -p "$d/bk/usr/lib/git-core" "$d/bk/etc/ssl/certs"
+  cp /usr/bin/git "$d/bk/usr/bin/git"
+  cp /usr/lib/git-core/git-remote-http "$d/bk/usr/lib/git-core/git-remote-http"
+  ln -s git-remote-http "$d/bk/usr/lib/git-core/git-remote-https"
+  cp -L /etc/ssl/certs/ca-certificates.crt "$d/bk/etc/ssl/certs/ca-certificates.crt"
+  # runc and git are dynamically linked: copy the libraries they load, at the same paths.
   local lib
-  for lib in $(ldd /usr/sbin/runc | grep -o '/[^ ]*'); do
+  for lib in $(for bin in /usr/sbin/runc /usr/bin/git /usr/lib/git-core/git-remote-http; do
+                 ldd "$bin" | grep -o '/[^ ]*'
+               done | sort -u); do
     mkdir -p "$d/bk$(dirname "$lib")"
     cp -L "$lib" "$d/bk$lib"
   done
@@ -289,11 +301,14 @@ build_python() {
 # --- push ------------------------------------------------------------------------------------
 push() {  # push LAYOUT NAME TAG...
   local layout="$1" name="$2"; shift 2
-  local tag
+  local tag want have
+  # The registry's storage outlives the cluster: a tag is pushed again when it names other
+  # bytes than this layout (an image whose key changed, e.g. git added to the builder).
+  want="$(skopeo inspect --raw "oci:$layout:image" | sha256sum)"
   for tag in "$@"; do
-    if skopeo inspect --raw --tls-verify=false "docker://$registry/$name:$tag" >/dev/null 2>&1; then
-      continue
-    fi
+    have="$( (skopeo inspect --raw --tls-verify=false "docker://$registry/$name:$tag" 2>/dev/null \
+              || true) | sha256sum)"
+    [ "$have" = "$want" ] && continue
     skopeo copy --quiet --dest-tls-verify=false "oci:$layout:image" "docker://$registry/$name:$tag"
     log "pushed $registry/$name:$tag"
   done

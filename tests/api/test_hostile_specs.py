@@ -152,6 +152,31 @@ HOSTILE = [
         id="git-url-is-an-option",
     ),
     pytest.param(
+        image(
+            build={
+                "steps": ["RUN true"],
+                "context": {"git": {"url": "https://robot:pw@git.example/app.git"}},
+            }
+        ),
+        "spec.build.context.git.url in body should match",
+        id="git-url-carries-credentials",
+    ),
+    pytest.param(
+        image(build={"steps": ["RUN true"], "context": {"git": {"url": "ssh://git.example/a"}}}),
+        "spec.build.context.git.url in body should match",
+        id="git-url-ssh-is-not-resolved",
+    ),
+    pytest.param(
+        image(
+            build={
+                "steps": ["RUN true"],
+                "context": {"git": {"url": "https://git.example/a", "secret": "../other-ns"}},
+            }
+        ),
+        "spec.build.context.git.secret in body should match",
+        id="git-secret-is-a-name-not-a-path",
+    ),
+    pytest.param(
         commit(ttlSecondsAfterFinished=9223372036854775807),
         "spec.ttlSecondsAfterFinished in body should be less than or equal to 2592000",
         id="ttl-overflows",

@@ -45,8 +45,11 @@ from lamina.api.text import (
 BuildEngine = Literal["buildkit", "buildah"]
 BUILD_ENGINES: tuple[BuildEngine, ...] = ("buildkit", "buildah")
 TAGS_MAX_ITEMS = 32
-# Clone URLs: a scheme git knows and no white space; never an option (a leading "-").
-GIT_URL_PATTERN = r"^(https|http|ssh|git)://[^\s\x00-\x1f\x7f]+$"
+# Clone URLs the operator resolves itself (git's smart HTTP or the git:// protocol): no white
+# space or controls, no user info in the authority (credentials come from a Secret, never the
+# URL, which is written into the image), no query or fragment (the operator appends
+# /info/refs).  Never an option (a leading "-").
+GIT_URL_PATTERN = r"^(https|http|git)://[^\s\x00-\x1f\x7f/@?#]+(/[^\s\x00-\x1f\x7f?#]*)?$"
 # A branch, tag or commit: what git's check-ref-format admits, minus a leading "-".
 GIT_REVISION_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_./@{}^~+-]*$"
 RebuildPolicy = Literal["Automatic", "Manual"]
@@ -103,7 +106,7 @@ class GitContext(Model):
         min_length=1,
         max_length=2048,
         pattern=GIT_URL_PATTERN,
-        description="Clone URL: https://, http://, ssh:// or git://.",
+        description="Clone URL: https://, http:// or git://, without credentials.",
     )
     revision: str = Field(
         default="HEAD",
@@ -116,6 +119,23 @@ class GitContext(Model):
         max_length=PATH_MAX_LENGTH,
         pattern=RELATIVE_PATH_PATTERN,
         description="Sub-directory used as the context (relative, without . or .. segments).",
+    )
+    secret: str | None = Field(
+        default=None,
+        pattern=OBJECT_NAME_PATTERN,
+        max_length=253,
+        description=(
+            "A Secret in the same namespace with HTTP credentials: username and password "
+            "(kubernetes.io/basic-auth), or a token (sent as the password, username "
+            "x-access-token unless username is set)."
+        ),
+    )
+    poll_interval: Annotated[str, duration_range("1s", "168h"), duration_check("1s", "168h")] = (
+        Field(
+            default="10m",
+            description="How often the revision is re-resolved to notice a moved branch "
+            "(1s to 168h); a new commit rebuilds the Image and its descendants.",
+        )
     )
 
 
@@ -314,6 +334,9 @@ class BuiltFromStatus(Model):
     generation: int | None = None
     parent_digest: str | None = None
     trigger: str | None = None
+    source_commit: str | None = Field(
+        default=None, description="The git commit of the build context (git contexts only)."
+    )
 
 
 class BuildWaiting(Model):
@@ -361,6 +384,20 @@ class ResolvedParent(Model):
     message: str | None = None
 
 
+class ResolvedSource(Model):
+    """The commit a git context's revision resolved to, and when (git contexts only)."""
+
+    url: str
+    revision: str
+    commit: str | None = Field(
+        default=None, description="The commit id; the last known one while resolving fails."
+    )
+    resolved_at: datetime | None = None
+    message: str | None = Field(
+        default=None, description="Why the revision is not freshly resolved ('Reason: text')."
+    )
+
+
 class HistoryEntry(Model):
     """A past digest of this image."""
 
@@ -383,6 +420,7 @@ class ImageStatus(Model):
     build: BuildStatus | None = None
     built_from: BuiltFromStatus | None = None
     resolved: ResolvedParent | None = None
+    source: ResolvedSource | None = None
     history: list[HistoryEntry] | None = None
     index_digest: str | None = Field(
         default=None,

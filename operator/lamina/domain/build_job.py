@@ -50,9 +50,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lamina.api.durations import InvalidDuration, duration_seconds
-from lamina.api.image import BuildEngine, ImageSpec
+from lamina.api.image import GIT_REVISION_PATTERN, GIT_URL_PATTERN, BuildEngine, ImageSpec
 from lamina.api.meta import REPOSITORY_PATTERN, TAG_PATTERN
-from lamina.api.text import build_arg_key_problem, pattern_matches
+from lamina.api.text import RELATIVE_PATH_PATTERN, build_arg_key_problem, pattern_matches
 from lamina.domain.buildah_job import BuildahSettings, buildah_pod
 from lamina.domain.dockerfile import (
     DockerfileError,
@@ -119,6 +119,35 @@ CONTEXT_SCRIPT = (
 )
 CONTEXT_COMMAND = ["/bin/sh", "-c", CONTEXT_SCRIPT, "lamina-context"]
 
+GIT_DIR = "/workspace/git"
+# A git context: the tree of exactly the resolved commit (a sub-directory of it when the spec
+# names one), without .git, as plain files in the context directory.  ``$1`` is the URL,
+# ``$2`` the commit, ``$3`` the sub-directory or empty; the same constant for every Image.
+# The fetch asks for the commit itself (protocol v2 admits any want), so a branch that moved
+# since the operator resolved it cannot change what is built; the check after it refuses
+# anything else.  Credentials, when there are any, arrive as git configuration in the
+# environment (GIT_CONFIG_*, from a Secret), never on a command line or in a file of the
+# context; redirects are not followed, so they are only ever sent to the URL's host.
+GIT_SCRIPT = (
+    "set -eu -o pipefail\n"
+    f"export HOME={GIT_DIR} GIT_TERMINAL_PROMPT=0 GIT_CONFIG_NOSYSTEM=1\n"
+    "export GIT_ALLOW_PROTOCOL=http:https:git\n"
+    f'git init -q --template= "{GIT_DIR}/repo"\n'
+    f'cd "{GIT_DIR}/repo"\n'
+    "git -c protocol.version=2 -c http.followRedirects=false fetch -q --depth=1 --no-tags "
+    '-- "$1" "$2"\n'
+    'fetched="$(git rev-parse FETCH_HEAD)"\n'
+    'if [ "$fetched" != "$2" ]; then\n'
+    '  echo "fetched $fetched, not the resolved commit $2" >&2; exit 1\n'
+    "fi\n"
+    "tree=FETCH_HEAD\n"
+    '[ -n "$3" ] && tree="FETCH_HEAD:$3"\n'
+    f'git archive --format=tar "$tree" | tar -x -C "{CONTEXT_DIR}"\n'
+)
+GIT_COMMAND = ["/bin/sh", "-c", GIT_SCRIPT, "lamina-git"]
+# The key of the Job-owned Secret copy holding the Authorization header for git.
+GIT_AUTH_KEY = "authorization"
+
 __all__ = [
     "ANNOTATION_ENGINE",
     "ANNOTATION_IMAGE_NAME",
@@ -126,6 +155,9 @@ __all__ = [
     "CONTEXT_COMMAND",
     "CONTEXT_DIGEST_ARG",
     "CONTEXT_SCRIPT",
+    "GIT_AUTH_KEY",
+    "GIT_COMMAND",
+    "GIT_SCRIPT",
     "LABEL_IMAGE_NAME",
     "LABEL_IMAGE_NAMESPACE",
     "LABEL_IMAGE_UID",
@@ -140,10 +172,12 @@ __all__ = [
     "build_job",
     "buildctl_args",
     "buildkitd_toml",
+    "check_git",
     "context_config_map",
     "context_digest",
     "deadline_seconds",
     "dockerfile_for",
+    "git_secret",
     "job_name",
     "lineage_annotations",
     "pinned_parent",
@@ -151,7 +185,8 @@ __all__ = [
 
 
 class BuildNotSupported(DockerfileError):
-    """The spec asks for something this operator does not build (a git context)."""
+    """The spec asks for something this operator does not build (an ssh:// git context,
+    stored before the CRD narrowed the URL to what the operator resolves)."""
 
     reason = "BuildNotSupported"
 
@@ -221,10 +256,7 @@ def check_build(spec: ImageSpec) -> None:
     if build is None:
         raise DockerfileError("this Image records a commit and has no build")
     if build.context is not None and build.context.git is not None:
-        raise BuildNotSupported(
-            "spec.build.context.git is not wired in this operator: put the context in a "
-            "ConfigMap (spec.build.context.configMap)"
-        )
+        check_git(build.context.git.url, build.context.git.revision, build.context.git.path)
     if build.steps is not None:
         dockerfile_from_steps("parent", list(build.steps))
     elif build.dockerfile is not None:
@@ -255,15 +287,35 @@ def check_build(spec: ImageSpec) -> None:
         raise DockerfileError(f"spec.build.timeout: {error}") from None
 
 
-def lineage_annotations(spec: ImageSpec, parent: str) -> dict[str, str]:
+def check_git(url: str, revision: str, path: str | None) -> None:
+    """The CRD's rules for a git context, again (an object stored before them is refused)."""
+    if url.startswith("ssh://"):
+        raise BuildNotSupported(
+            "ssh:// git URLs are not built: use https:// (credentials from "
+            "spec.build.context.git.secret), http:// or git://"
+        )
+    if not pattern_matches(GIT_URL_PATTERN, url) or len(url) > 2048:
+        raise DockerfileError(
+            f"spec.build.context.git.url {url[:300]!r} is not an http(s):// or git:// URL "
+            "without credentials, query or fragment"
+        )
+    if not pattern_matches(GIT_REVISION_PATTERN, revision) or len(revision) > 255:
+        raise DockerfileError(f"spec.build.context.git.revision {revision[:300]!r} is malformed")
+    if path is not None and not pattern_matches(RELATIVE_PATH_PATTERN, path):
+        raise DockerfileError(f"spec.build.context.git.path {path[:300]!r} is not relative")
+
+
+def lineage_annotations(
+    spec: ImageSpec, parent: str, source_commit: str | None = None
+) -> dict[str, str]:
     """The manifest annotations of this build, or the refusal the Image gets."""
     try:
-        return build_annotations(spec, parent)
+        return build_annotations(spec, parent, source_commit)
     except InvalidLineage as error:
         raise DockerfileError(str(error)) from None
 
 
-def dockerfile_for(spec: ImageSpec, parent: str) -> str:
+def dockerfile_for(spec: ImageSpec, parent: str, source_commit: str | None = None) -> str:
     """The Dockerfile to build: generated from steps, or the tenant's with its base pinned.
 
     The whole build spec is checked first (:func:`check_build`), and so is the lineage the
@@ -272,7 +324,7 @@ def dockerfile_for(spec: ImageSpec, parent: str) -> str:
     may say.
     """
     check_build(spec)
-    lineage_annotations(spec, parent)
+    lineage_annotations(spec, parent, source_commit)
     assert spec.build is not None
     if spec.build.steps is not None:
         return dockerfile_from_steps(parent, list(spec.build.steps))
@@ -318,6 +370,7 @@ def buildctl_args(
     parent: str,
     settings: BuildSettings | None = None,
     context: str | None = None,
+    source_commit: str | None = None,
 ) -> list[str]:
     """``buildctl`` arguments: one ``--flag=value`` element each, values never split or parsed.
 
@@ -346,7 +399,7 @@ def buildctl_args(
         image_output += ",registry.insecure=true"
     # Annotations are an OCI manifest field; BuildKit v0.34 defaults to OCI types, say so.
     image_output += ",oci-mediatypes=true,rewrite-timestamp=true"
-    for key, value in sorted(lineage_annotations(spec, parent).items()):
+    for key, value in sorted(lineage_annotations(spec, parent, source_commit).items()):
         image_output += "," + _csv_field(f"annotation-manifest.{key}={value}")
     build_args = {
         **(spec.build.args or {}),
@@ -386,6 +439,8 @@ def build_job(
     context_config_map: str,
     push_secret_copy: str | None,
     context: str | None = None,
+    source_commit: str | None = None,
+    git_secret_copy: str | None = None,
 ) -> dict[str, Any]:
     """The build Job.  ``context_config_map`` holds the Dockerfile and context files.
 
@@ -442,6 +497,8 @@ def build_job(
             else {},
         },
     ]
+    if spec.build is not None and spec.build.context and spec.build.context.git:
+        volumes.append({"name": "git", "emptyDir": {}})
     if push_secret_copy is not None:
         env.append({"name": "DOCKER_CONFIG", "value": DOCKER_CONFIG_DIR})
         mounts.append({"name": "push-secret", "mountPath": DOCKER_CONFIG_DIR, "readOnly": True})
@@ -473,30 +530,14 @@ def build_job(
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": False,
                     "initContainers": [
-                        {
-                            "name": "context",
-                            "image": settings.builder_image,
-                            "command": list(CONTEXT_COMMAND),
-                            "securityContext": {
-                                "allowPrivilegeEscalation": False,
-                                "capabilities": {"drop": ["ALL"]},
-                            },
-                            "volumeMounts": [
-                                {
-                                    "name": "context-source",
-                                    "mountPath": CONTEXT_SOURCE,
-                                    "readOnly": True,
-                                },
-                                {"name": "workspace", "mountPath": CONTEXT_DIR},
-                            ],
-                        }
+                        _context_container(spec, settings, source_commit, git_secret_copy)
                     ],
                     "containers": [
                         {
                             "name": "build",
                             "image": settings.builder_image,
                             "command": list(BUILDER_COMMAND),
-                            "args": buildctl_args(spec, parent, settings, context),
+                            "args": buildctl_args(spec, parent, settings, context, source_commit),
                             "env": env,
                             "terminationMessagePolicy": "FallbackToLogsOnError",
                             "securityContext": {"privileged": True},
@@ -513,11 +554,85 @@ def build_job(
         return buildah_pod(
             job,
             spec=spec,
-            annotations=lineage_annotations(spec, parent),
+            annotations=lineage_annotations(spec, parent, source_commit),
             context_dir=CONTEXT_DIR,
             settings=settings.buildah,
         )
     return job
+
+
+_UNPRIVILEGED = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def _context_container(
+    spec: ImageSpec,
+    settings: BuildSettings,
+    source_commit: str | None,
+    git_secret_copy: str | None,
+) -> dict[str, Any]:
+    """The unprivileged init container that fills the context directory: the ConfigMap's
+    files, or the git tree at ``source_commit`` (credentials from ``git_secret_copy``, a
+    Secret in the operator's namespace owned by the Job; only this container sees them)."""
+    git = spec.build.context.git if spec.build and spec.build.context else None
+    if git is None:
+        return {
+            "name": "context",
+            "image": settings.builder_image,
+            "command": list(CONTEXT_COMMAND),
+            "securityContext": dict(_UNPRIVILEGED),
+            "volumeMounts": [
+                {"name": "context-source", "mountPath": CONTEXT_SOURCE, "readOnly": True},
+                {"name": "workspace", "mountPath": CONTEXT_DIR},
+            ],
+        }
+    check_git(git.url, git.revision, git.path)
+    if source_commit is None or not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", source_commit):
+        raise DockerfileError(f"the git context has no resolved commit ({source_commit!r})")
+    env: list[dict[str, Any]] = []
+    if git_secret_copy is not None:
+        env = [
+            {"name": "GIT_CONFIG_COUNT", "value": "1"},
+            {"name": "GIT_CONFIG_KEY_0", "value": "http.extraHeader"},
+            {
+                "name": "GIT_CONFIG_VALUE_0",
+                "valueFrom": {"secretKeyRef": {"name": git_secret_copy, "key": GIT_AUTH_KEY}},
+            },
+        ]
+    return {
+        "name": "context",
+        "image": settings.builder_image,
+        "command": list(GIT_COMMAND),
+        "args": [git.url, source_commit, git.path or ""],
+        "env": env,
+        # git's own words on a failed fetch (stderr) become the build's failure message.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": dict(_UNPRIVILEGED),
+        "volumeMounts": [
+            {"name": "git", "mountPath": GIT_DIR},
+            {"name": "workspace", "mountPath": CONTEXT_DIR},
+        ],
+    }
+
+
+def git_secret(
+    *, name: str, settings: BuildSettings, authorization: str, owner: dict[str, str]
+) -> dict[str, Any]:
+    """The Job-owned copy of a git credentials Secret: only the ``Authorization`` header the
+    init container sends (never the username and password as such), in the operator's
+    namespace, deleted when the build is collected (and by the garbage collector with its
+    Job at the latest)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": name,
+            "namespace": settings.namespace,
+            "labels": {"app.kubernetes.io/managed-by": MANAGED_BY, LABEL_PURPOSE: "git-auth"},
+            "ownerReferences": [{**owner, "blockOwnerDeletion": False}],
+        },
+        "stringData": {GIT_AUTH_KEY: f"Authorization: {authorization}"},
+    }
 
 
 def context_config_map(

@@ -21,6 +21,7 @@ from lamina.api.image import (
     ImageSpec,
     ImageStatus,
     ResolvedParent,
+    ResolvedSource,
 )
 from lamina.domain.attestation_index import AttestationFact
 from lamina.domain.builds import BuildPlan
@@ -43,12 +44,33 @@ def resolved(
     )
 
 
+def source_resolved(
+    status: ImageStatus,
+    *,
+    url: str,
+    revision: str,
+    commit: str | None,
+    message: str | None,
+    now: datetime,
+) -> ImageStatus:
+    """The outcome of resolving a git context's revision: the commit (the last known one on
+    an error, so a flaky server does not stop the Image from being current)."""
+    before = status.source
+    if commit is None and before is not None and (before.url, before.revision) == (url, revision):
+        commit = before.commit
+    source = ResolvedSource(
+        url=url, revision=revision, commit=commit, resolved_at=now, message=message
+    )
+    return status.model_copy(update={"source": source})
+
+
 def _wanted(plan: BuildPlan) -> BuiltFromStatus:
     assert plan.wanted is not None
     return BuiltFromStatus(
         generation=plan.wanted.generation,
         parent_digest=plan.wanted.parent_digest,
         trigger=plan.wanted.trigger,
+        source_commit=plan.wanted.source_commit,
     )
 
 

@@ -224,7 +224,7 @@ def buildah_pod(
     ]
     dropped = {"buildkitd", "state"}
     # Buildah's storage takes the place of BuildKit's state, size limit included.
-    state = next((v for v in pod["volumes"] if v["name"] == "state"), {})
+    state: dict[str, Any] = next((v for v in pod["volumes"] if v["name"] == "state"), {})
     build.update(
         image=image,
         command=list(BUILDAH_COMMAND),

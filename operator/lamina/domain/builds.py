@@ -18,7 +18,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from lamina.domain.rebuild import PARENT_CHANGED, BuiltFrom, RebuildReason, rebuild_reasons
+from lamina.domain.rebuild import (
+    PARENT_CHANGED,
+    SOURCE_CHANGED,
+    BuiltFrom,
+    RebuildReason,
+    rebuild_reasons,
+)
 
 BuildAction = Literal[
     "none",  # up to date
@@ -50,6 +56,9 @@ class BuildState:
     build_phase: str | None = None
     build_inputs: str | None = None
     created: str = ""
+    # A git context: its URL, and the commit its revision resolved to (None: not yet).
+    source_url: str | None = None
+    source_commit: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,8 @@ class BuildPlan:
     waiting_on: str | None = None
     # True when waiting_on is an external reference not resolved yet (not an Image).
     resolving: bool = False
+    # True when waiting_on is a git context's URL whose revision is not resolved yet.
+    source: bool = False
 
     @property
     def user_initiated(self) -> bool:
@@ -76,9 +87,10 @@ class BuildPlan:
 
 def inputs_key(uid: str, wanted: BuiltFrom) -> str:
     """A short, stable name for one set of build inputs (also names its Job)."""
-    payload = json.dumps(
-        [uid, wanted.generation, wanted.parent_digest, wanted.trigger], separators=(",", ":")
-    )
+    fields: list[object] = [uid, wanted.generation, wanted.parent_digest, wanted.trigger]
+    if wanted.source_commit is not None:  # absent for other contexts: their keys stay as they were
+        fields.append(wanted.source_commit)
+    payload = json.dumps(fields, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
@@ -99,7 +111,11 @@ def plan_image(
         if state.resolved_digest is None:
             return BuildPlan(state.name, "wait-parent", waiting_on=state.parent_ref, resolving=True)
         parent_digest = state.resolved_digest
-    wanted = BuiltFrom(state.generation, parent_digest, state.trigger)
+    if state.source_url is not None and state.source_commit is None:
+        return BuildPlan(
+            state.name, "wait-parent", waiting_on=state.source_url, resolving=True, source=True
+        )
+    wanted = BuiltFrom(state.generation, parent_digest, state.trigger, state.source_commit)
     reasons = tuple(rebuild_reasons(state.built_from, wanted))
     inputs = inputs_key(state.uid, wanted)
     if state.build_phase == "Running":
@@ -109,7 +125,9 @@ def plan_image(
         return BuildPlan(state.name, "none", wanted, reasons, inputs)
     if state.build_inputs == inputs and state.build_phase == "Failed":
         return BuildPlan(state.name, "failed", wanted, reasons, inputs)
-    if state.policy == "Manual" and all(r.kind == PARENT_CHANGED for r in reasons):
+    if state.policy == "Manual" and all(
+        r.kind in (PARENT_CHANGED, SOURCE_CHANGED) for r in reasons
+    ):
         return BuildPlan(state.name, "hold", wanted, reasons, inputs)
     return BuildPlan(state.name, "queued", wanted, reasons, inputs)
 

@@ -30,6 +30,7 @@ REASONS: dict[str, str] = {
     "UpToDate": READY,
     "BuildPending": RECONCILING,
     "WaitingForParent": RECONCILING,
+    "WaitingForSource": RECONCILING,
     "BuildQueued": RECONCILING,
     "Building": RECONCILING,
     "BuildFailed": STALLED,
@@ -96,6 +97,14 @@ REASONS: dict[str, str] = {
     "RegistryRedirectRefused": RECONCILING,
     "TokenRealmRefused": RECONCILING,
     "DigestMismatch": RECONCILING,
+    # A git context's revision could not be resolved (lamina.domain.git_refs, lamina.git)
+    "GitRevisionNotFound": STALLED,
+    "GitRepositoryNotFound": STALLED,
+    "GitAuthenticationFailed": STALLED,
+    "GitCredentialsNotFound": STALLED,
+    "GitCredentialsInvalid": STALLED,
+    "GitProtocolError": STALLED,
+    "GitSourceUnavailable": RECONCILING,
 }
 
 # The registry reasons by name, for lamina.oci.errors.  The message names the registry and
@@ -109,6 +118,15 @@ REGISTRY_RATE_LIMITED = "RegistryRateLimited"
 REGISTRY_REDIRECT_REFUSED = "RegistryRedirectRefused"
 TOKEN_REALM_REFUSED = "TokenRealmRefused"
 DIGEST_MISMATCH = "DigestMismatch"
+
+# The git reasons by name (status.source.message starts with one).
+GIT_REVISION_NOT_FOUND = "GitRevisionNotFound"
+GIT_REPOSITORY_NOT_FOUND = "GitRepositoryNotFound"
+GIT_AUTHENTICATION_FAILED = "GitAuthenticationFailed"
+GIT_CREDENTIALS_NOT_FOUND = "GitCredentialsNotFound"
+GIT_CREDENTIALS_INVALID = "GitCredentialsInvalid"
+GIT_PROTOCOL_ERROR = "GitProtocolError"
+GIT_SOURCE_UNAVAILABLE = "GitSourceUnavailable"
 
 # Reasons for a failure while handling one object (it is Stalled with the reason; the others
 # go on).  The message carries the error, or the API server's reason and message.

@@ -14,9 +14,10 @@ is re-created with the same content, and a parent's creation time would have to 
 the registry on every build.  The wall-clock time of each build stays in
 ``status.history[].builtAt``.
 
-``org.opencontainers.image.source`` and ``.revision`` belong to contexts with a URL and a
-commit (git); no context this operator builds has either (ConfigMaps and inline steps), so
-they are not written rather than written empty.
+``org.opencontainers.image.source`` and ``.revision`` are written for git contexts: the clone
+URL (which the CRD keeps free of credentials) and the commit the build's context was checked
+out at.  ConfigMaps and inline steps have neither, so they are not written rather than
+written empty.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ from lamina.api.text import pattern_matches
 BASE_NAME = "org.opencontainers.image.base.name"
 BASE_DIGEST = "org.opencontainers.image.base.digest"
 CREATED = "org.opencontainers.image.created"
+SOURCE = "org.opencontainers.image.source"
+REVISION = "org.opencontainers.image.revision"
+_COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # fullmatch: no trailing newline
 SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"
 DEFAULT_EPOCH = 0
 # The largest epoch whose date RFC 3339 can write (9999-12-31T23:59:59Z).
@@ -43,6 +47,8 @@ __all__ = [
     "BASE_NAME",
     "CREATED",
     "DEFAULT_EPOCH",
+    "REVISION",
+    "SOURCE",
     "SOURCE_DATE_EPOCH",
     "InvalidLineage",
     "base_name",
@@ -97,14 +103,24 @@ def created_at(epoch: int) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def build_annotations(spec: ImageSpec, pinned_parent: str) -> dict[str, str]:
-    """The manifest annotations of a build on ``pinned_parent`` (``repository@digest``)."""
+def build_annotations(
+    spec: ImageSpec, pinned_parent: str, source_commit: str | None = None
+) -> dict[str, str]:
+    """The manifest annotations of a build on ``pinned_parent`` (``repository@digest``), from
+    a git context at ``source_commit`` when the spec has one."""
     _, digest = split_pinned(pinned_parent)
-    return {
+    annotations = {
         BASE_NAME: base_name(spec, pinned_parent),
         BASE_DIGEST: digest,
         CREATED: created_at(source_date_epoch(spec)),
     }
+    git = spec.build.context.git if spec.build and spec.build.context else None
+    if git is not None:
+        if source_commit is None or not _COMMIT.fullmatch(source_commit):
+            raise InvalidLineage(f"the git context has no resolved commit ({source_commit!r})")
+        annotations[SOURCE] = git.url
+        annotations[REVISION] = source_commit
+    return annotations
 
 
 def rebased_annotations(

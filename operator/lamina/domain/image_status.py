@@ -14,10 +14,12 @@ from functools import lru_cache
 from typing import Any
 
 from lamina.api.image import ImageStatus, LineageEntry
+from lamina.domain import rebuild
 from lamina.domain.builds import BuildPlan
 from lamina.domain.conditions import (
     REASONS,
     RECONCILING,
+    STALLED,
     Verdict,
     kstatus,
     merge_conditions,
@@ -34,6 +36,7 @@ COMMITTED = "Committed"
 COMMIT_PENDING = "CommitPending"
 UP_TO_DATE = "UpToDate"
 WAITING_FOR_PARENT = "WaitingForParent"
+WAITING_FOR_SOURCE = "WaitingForSource"
 BUILD_QUEUED = "BuildQueued"
 BUILDING = "Building"
 PARENT_UPDATE_HELD = "ParentUpdateHeld"
@@ -157,6 +160,8 @@ def build_conditions(plan: BuildPlan, status: ImageStatus) -> tuple[Verdict, ...
             ready=True, progressing=False, reason=UP_TO_DATE, message=f"{status.digest}"
         )
         return (*summary, current)
+    if plan.action == "wait-parent" and plan.source:
+        return _source_conditions(plan, status)
     if plan.action == "wait-parent":
         resolved = status.resolved
         reason = WAITING_FOR_PARENT
@@ -171,12 +176,19 @@ def build_conditions(plan: BuildPlan, status: ImageStatus) -> tuple[Verdict, ...
             why = f"waiting for parent {plan.waiting_on} to have a new digest"
         return kstatus(ready=False, progressing=True, reason=reason, message=why)
     if plan.action == "hold":
+        moved = [
+            f"the git source moved to {r.new} (built at {r.old})"
+            for r in plan.reasons
+            if r.kind == rebuild.SOURCE_CHANGED
+        ]
+        if wanted_parent != built_on:
+            moved.insert(0, f"parent has a new digest {wanted_parent} (built on {built_on})")
         held = Verdict(
             PARENT_CURRENT,
             "False",
             PARENT_UPDATE_HELD,
-            f"parent has a new digest {wanted_parent} (built on {built_on}); the Manual policy "
-            "holds the rebuild: set annotation lamina.dev/rebuild to a new value to build",
+            f"{'; '.join(moved)}; the Manual policy holds the rebuild: set annotation "
+            "lamina.dev/rebuild to a new value to build",
         )
         ready = kstatus(
             ready=status.digest is not None,
@@ -213,6 +225,25 @@ def build_conditions(plan: BuildPlan, status: ImageStatus) -> tuple[Verdict, ...
         message = (build.message if build else None) or "the build failed"
         return (*kstatus(ready=False, progressing=False, reason=reason, message=message), stale)
     return (*kstatus(ready=False, progressing=True, reason=BUILD_QUEUED, message=reasons), stale)
+
+
+def _source_conditions(plan: BuildPlan, status: ImageStatus) -> tuple[Verdict, ...]:
+    """A git context whose revision has no commit yet: resolving, or why it cannot be (the
+    reason is the resolver's, e.g. GitAuthenticationFailed: Stalled until the spec, the Secret
+    or the server changes; GitSourceUnavailable: still trying)."""
+    source = status.source
+    if source is None or not source.message:
+        return kstatus(
+            ready=False,
+            progressing=True,
+            reason=WAITING_FOR_SOURCE,
+            message=f"resolving {plan.waiting_on}",
+        )
+    said = source.message.split(":", 1)[0]
+    kind = REASONS.get(said)
+    reason = said if kind in (RECONCILING, STALLED) else WAITING_FOR_SOURCE
+    message = f"cannot resolve {source.revision} of {source.url}: {source.message}"
+    return kstatus(ready=False, progressing=kind != STALLED, reason=reason, message=message)
 
 
 def image_status_patch(

@@ -20,6 +20,8 @@ class BuiltFrom:
     generation: int | None = None
     parent_digest: str | None = None
     trigger: str | None = None
+    # The commit of a git context (None for other contexts).
+    source_commit: str | None = None
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,9 @@ class RebuildReason:
 SPEC_CHANGED = "SpecChanged"
 PARENT_CHANGED = "ParentChanged"
 MANUAL_TRIGGER = "ManualTrigger"
+# The git context's revision resolved to a new commit (a moved branch): like a moved parent,
+# an automatic rebuild that cascades to the descendants.
+SOURCE_CHANGED = "SourceChanged"
 FIRST_BUILD = "FirstBuild"
 
 
@@ -55,6 +60,10 @@ def rebuild_reasons(built: BuiltFrom | None, wanted: BuiltFrom) -> list[RebuildR
     if wanted.parent_digest != built.parent_digest:
         reasons.append(
             RebuildReason(PARENT_CHANGED, built.parent_digest, wanted.parent_digest, False)
+        )
+    if wanted.source_commit is not None and wanted.source_commit != built.source_commit:
+        reasons.append(
+            RebuildReason(SOURCE_CHANGED, built.source_commit, wanted.source_commit, False)
         )
     if wanted.trigger is not None and wanted.trigger != built.trigger:
         reasons.append(RebuildReason(MANUAL_TRIGGER, built.trigger, wanted.trigger, True))

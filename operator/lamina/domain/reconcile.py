@@ -26,6 +26,7 @@ from lamina.api.image import ImageStatus
 from lamina.domain.build_status import build_failed, build_started
 from lamina.domain.builds import BuildPlan, Candidate, choose_builds, depth_of, plan_namespace
 from lamina.domain.conditions import RECONCILE_FAILED
+from lamina.domain.parent_polling import poll_due
 from lamina.domain.rebuild import PARENT_CHANGED
 from lamina.domain.snapshot import (
     BuildJobRecord,
@@ -92,6 +93,23 @@ class ResolveParent:
 
 
 @dataclass(frozen=True)
+class ResolveSource:
+    """Resolve a git context's revision to a commit (credentials from ``secret``)."""
+
+    namespace: str
+    name: str
+    url: str
+    revision: str
+    secret: str | None = None
+
+
+def source_key(url: str, revision: str) -> str:
+    """The poll-clock key of one git source (``+`` is in no image reference, so it never
+    collides with a parent ref's key)."""
+    return f"git+{url}#{revision}"
+
+
+@dataclass(frozen=True)
 class CollectBuild:
     """Read the finished build Job's result (and verify it in the registry)."""
 
@@ -141,7 +159,7 @@ class WriteStatus:
     patch: dict[str, Any]
 
 
-ImageAction = ResolveParent | CollectBuild | StartBuild | RebaseImage
+ImageAction = ResolveParent | ResolveSource | CollectBuild | StartBuild | RebaseImage
 Action = ImageAction | DeleteJob | DeleteLayer
 
 
@@ -254,6 +272,53 @@ def _too_old_to_build_on(record: ImageRecord, state: ClusterState) -> bool:
     return state.now - last > FRESH_ENOUGH_TO_BUILD_ON
 
 
+def _source_too_old_to_build_on(record: ImageRecord, state: ClusterState) -> bool:
+    """The git context's commit was resolved too long ago (or never) to build on it: the same
+    rule as the parent's (:func:`_too_old_to_build_on`), so a short ``pollInterval`` cannot
+    starve the build either."""
+    spec = record.spec
+    git = spec.build.context.git if spec and spec.build and spec.build.context else None
+    source = record.status.source
+    if git is None or source is None or (source.url, source.revision) != (git.url, git.revision):
+        return True
+    if source.resolved_at is None or source.commit is None:
+        return True
+    key = source_key(git.url, git.revision)
+    last = max(source.resolved_at, state.polled.get(key, source.resolved_at))
+    return state.now - last > FRESH_ENOUGH_TO_BUILD_ON
+
+
+def _source_due(
+    record: ImageRecord, now: datetime, polled: Mapping[str, datetime]
+) -> ResolveSource | None:
+    """The git context to resolve now, if it is due: every ``pollInterval`` (plus a stable
+    jitter, see :mod:`lamina.domain.parent_polling`) after the last answer, every 30 s while
+    it has none, at once when the URL or revision changed."""
+    spec = record.spec
+    if spec is None or spec.commit is not None or spec.build is None:
+        return None
+    git = spec.build.context.git if spec.build.context else None
+    if git is None:
+        return None
+    key = source_key(git.url, git.revision)
+    source = record.status.source
+    same = source is not None and (source.url, source.revision) == (git.url, git.revision)
+    last = [source.resolved_at] if same and source and source.resolved_at else []
+    if same and key in polled:
+        last.append(polled[key])
+    due = poll_due(
+        key,
+        timedelta(seconds=duration_seconds(git.poll_interval)),
+        resolved_ref=key if same else None,
+        resolved_digest=source.commit if same and source else None,
+        resolved_at=max(last) if last else None,
+        now=now,
+    )
+    if not due:
+        return None
+    return ResolveSource(record.namespace, record.name, git.url, git.revision, git.secret)
+
+
 def _rebase_wanted(record: ImageRecord, plan: BuildPlan) -> bool:
     """Rebase only when asked for, and only when nothing but the parent changed."""
     return (
@@ -333,6 +398,9 @@ def _image_action(
     wanted = not running and plan is not None and plan.action == "queued"
     if ref is not None and (not wanted or _too_old_to_build_on(record, state)):
         return ResolveParent(record.namespace, record.name, ref)
+    source = _source_due(record, state.now, state.polled)
+    if source is not None and (not wanted or _source_too_old_to_build_on(record, state)):
+        return source
     if not wanted or plan is None:
         return None
     refused = state.rebase_refused.get((record.namespace, record.name))

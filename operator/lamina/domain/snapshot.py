@@ -108,6 +108,20 @@ class ImageRecord:
         return resolved.digest if resolved is not None and resolved.ref == ref else None
 
     @cached_property
+    def current_source_commit(self) -> str | None:
+        """What the git context's revision resolved to; one of an earlier URL or revision
+        says nothing."""
+        git = (
+            self.spec.build.context.git
+            if self.spec and self.spec.build and self.spec.build.context
+            else None
+        )
+        source = self.status.source
+        if git is None or source is None:
+            return None
+        return source.commit if (source.url, source.revision) == (git.url, git.revision) else None
+
+    @cached_property
     def node(self) -> ImageNode:
         spec = self.spec
         return ImageNode(
@@ -127,6 +141,7 @@ class ImageRecord:
             return None
         built = self.status.built_from
         build = self.status.build
+        git = spec.build.context.git if spec.build and spec.build.context else None
         return BuildState(
             name=self.name,
             uid=self.uid,
@@ -138,13 +153,17 @@ class ImageRecord:
             trigger=self.trigger,
             committed=spec.commit is not None,
             digest=self.status.digest,
-            built_from=BuiltFrom(built.generation, built.parent_digest, built.trigger)
+            built_from=BuiltFrom(
+                built.generation, built.parent_digest, built.trigger, built.source_commit
+            )
             if built is not None
             else None,
             resolved_digest=self.current_ref_digest,
             build_phase=build.phase if build else None,
             build_inputs=build.inputs if build else None,
             created=self.created,
+            source_url=git.url if git is not None else None,
+            source_commit=self.current_source_commit,
         )
 
     @property

@@ -37,6 +37,7 @@ from lamina.domain.build_job import (
     context_config_map,
     context_digest,
     dockerfile_for,
+    git_secret,
     job_name,
 )
 from lamina.domain.build_outcome import judge_build
@@ -48,9 +49,15 @@ from lamina.domain.build_status import (
     rebase_build,
     refused_build,
     resolved,
+    source_resolved,
 )
 from lamina.domain.commit_job import CommitSettings, push_secret_copy
-from lamina.domain.conditions import BUILD_JOB_REFUSED, RECONCILE_FAILED
+from lamina.domain.conditions import (
+    BUILD_JOB_REFUSED,
+    GIT_CREDENTIALS_NOT_FOUND,
+    RECONCILE_FAILED,
+)
+from lamina.domain.git_refs import GitRefsError, authorization_from_secret
 from lamina.domain.image_annotations import base_name
 from lamina.domain.manifest_facts import layer_facts
 from lamina.domain.rebase import RebaseRefused as RebaseNotSafe
@@ -71,7 +78,9 @@ from lamina.domain.reconcile import (
     RebaseImage,
     RebaseRefused,
     ResolveParent,
+    ResolveSource,
     StartBuild,
+    source_key,
 )
 from lamina.domain.snapshot import BuildJobRecord, Failure, ImageRecord
 from lamina.handlers.api_errors import api_error
@@ -82,6 +91,7 @@ from lamina.handlers.parent_resolver import ParentResolver
 from lamina.handlers.recording import ensure_layers
 from lamina.handlers.registry_access import PushSecretError, docker_config_of
 from lamina.handlers.signing import SigningError, SigningKeys
+from lamina.handlers.source_resolver import SourceRequest, SourceResolver
 from lamina.kube import Kube
 from lamina.kube.client import describe_error
 from lamina.oci.attach import push_attested
@@ -130,10 +140,14 @@ class BuildExecutor:
     # remembers across passes what it verified and when it asked.
     resolver: ParentResolver = field(init=False)
     signing: SigningKeys = field(init=False)
+    # git contexts' revisions; when each was last asked goes on the parent resolver's poll
+    # clock (``resolver.checked``, keyed by :func:`source_key`, which no ref text can be).
+    sources: SourceResolver = field(init=False)
 
     def __post_init__(self) -> None:
         self.resolver = ParentResolver(self.hosts)
         self.signing = SigningKeys(self.kube, self.settings.namespace, self.signing_secret)
+        self.sources = SourceResolver()
 
     async def execute(
         self, actions: Sequence[Action], state: ClusterState, logger: Any
@@ -144,8 +158,11 @@ class BuildExecutor:
             outcomes += await self._resolve_all(
                 session, [a for a in actions if isinstance(a, ResolveParent)], state, logger
             )
+            outcomes += await self._resolve_sources(
+                [a for a in actions if isinstance(a, ResolveSource)], state, logger
+            )
             for action in actions:
-                if isinstance(action, ResolveParent | DeleteLayer):
+                if isinstance(action, ResolveParent | ResolveSource | DeleteLayer):
                     continue
                 try:
                     outcomes += await self._one(session, action, state, logger)
@@ -280,6 +297,82 @@ class BuildExecutor:
             outcomes.append(ImageChanged(action.namespace, action.name, status))
         return outcomes
 
+    # -- git sources -----------------------------------------------------------------------
+
+    async def _git_authorization(self, namespace: str, secret: str | None) -> str | None:
+        """The Authorization value from the Image's own credentials Secret (None without
+        one); a missing or malformed Secret is a GitRefsError with its reason."""
+        if secret is None:
+            return None
+        found = await self.kube.get_secret(namespace, secret)
+        return authorization_from_secret(found, namespace, secret)
+
+    async def _resolve_sources(
+        self, actions: Sequence[ResolveSource], state: ClusterState, logger: Any
+    ) -> list[Outcome]:
+        """Resolve each distinct (URL, credentials) once per pass; write only what changed."""
+        requests: dict[tuple[str, str], SourceRequest] = {}
+        answers: dict[tuple[str, str], tuple[str | None, str | None]] = {}
+        for action in actions:
+            key = (action.namespace, action.name)
+            try:
+                authorization = await self._git_authorization(action.namespace, action.secret)
+            except GitRefsError as error:
+                answers[key] = (None, f"{error.reason}: {error}")
+                continue
+            except ApiException as error:  # one Secret that cannot be read stops no other
+                answers[key] = (
+                    None,
+                    f"{GIT_CREDENTIALS_NOT_FOUND}: reading Secret "
+                    f'"{action.secret}": {api_error(error)}',
+                )
+                continue
+            credentials = f"{action.namespace}/{action.secret}" if action.secret else None
+            requests[key] = SourceRequest(action.url, action.revision, credentials, authorization)
+        resolved_now = await self.sources.resolve(requests) if requests else {}
+        for action in actions:
+            key = (action.namespace, action.name)
+            answer = resolved_now.get(key)
+            if answer is None:
+                continue
+            answers[key] = (answer.commit, answer.message)
+            if answer.asked:  # the poll clock is per source, not per Image asking for it
+                self.resolver.checked[source_key(action.url, action.revision)] = state.now
+        outcomes: list[Outcome] = []
+        for action in actions:
+            if (action.namespace, action.name) not in answers:
+                continue  # not reached within the pass's budget: still due
+            commit, message = answers[(action.namespace, action.name)]
+            record = state.images[action.namespace][action.name]
+            status = source_resolved(
+                record.status,
+                url=action.url,
+                revision=action.revision,
+                commit=commit,
+                message=message,
+                now=state.now,
+            )
+            before = record.status.source
+            if before is not None and (
+                before.url,
+                before.revision,
+                before.commit,
+                before.message,
+            ) == (
+                action.url,
+                action.revision,
+                status.source.commit if status.source else None,
+                message,
+            ):
+                continue
+            if before is None or status.source is None or before.commit != status.source.commit:
+                logger.info(
+                    f"{action.namespace}/{action.name}: {action.url} {action.revision} is "
+                    f"{commit or message}"
+                )
+            outcomes.append(ImageChanged(action.namespace, action.name, status))
+        return outcomes
+
     # -- starting builds -------------------------------------------------------------------
 
     async def _docker_config(self, record: ImageRecord) -> str | None:
@@ -326,20 +419,29 @@ class BuildExecutor:
             )
             return [ImageChanged(record.namespace, record.name, status)]
 
+        assert plan.wanted is not None
+        git = spec.build.context.git if spec.build and spec.build.context else None
+        source_commit = plan.wanted.source_commit
         try:
-            dockerfile = dockerfile_for(spec, action.parent)
+            dockerfile = dockerfile_for(spec, action.parent, source_commit)
             docker_config = await self._docker_config(record)
             files, binary_files = await self._context_files(record)
+            authorization = (
+                await self._git_authorization(record.namespace, git.secret) if git else None
+            )
             # A key that cannot sign is found before the build, not after the push.
             if (source := self.signing.source(record.namespace, spec.output.sign)) is not None:
                 await self.signing.key(source)
         except DockerfileError as error:
+            return refuse(error.reason, str(error))
+        except GitRefsError as error:
             return refuse(error.reason, str(error))
         except (PushSecretError, SigningError) as error:
             return refuse(error.reason, str(error))
         except LookupError as error:
             return refuse("ContextNotFound", str(error))
         secret_name = f"{name}-push" if docker_config is not None else None
+        git_secret_name = f"{name}-git" if authorization is not None else None
         try:
             job = await self.kube.create_job(
                 build_job(
@@ -353,6 +455,8 @@ class BuildExecutor:
                     context_config_map=name,
                     push_secret_copy=secret_name,
                     context=context_digest(files, binary_files),
+                    source_commit=source_commit,
+                    git_secret_copy=git_secret_name,
                 )
             )
         except ApiException as error:
@@ -386,6 +490,15 @@ class BuildExecutor:
             )
             copy["metadata"]["name"] = secret_name
             await self.kube.create_secret(copy)
+        if authorization is not None and git_secret_name is not None:
+            await self.kube.create_secret(
+                git_secret(
+                    name=git_secret_name,
+                    settings=self.settings,
+                    authorization=authorization,
+                    owner=owner,
+                )
+            )
         reasons = "; ".join(str(reason) for reason in plan.reasons)
         logger.info(f"{record.namespace}/{record.name}: build {name} started ({reasons})")
         started = build_started(record.status, plan, name, now, action.note)
@@ -540,6 +653,14 @@ class BuildExecutor:
         if job is None:
             return []  # gone meanwhile: the next pass says BuildJobLost
         result = judge_build(await job_outcome(self.kube, job))
+        spec = record.spec
+        if spec and spec.build and spec.build.context and spec.build.context.git:
+            # The git credentials' copy is needed no longer: gone now, not with its Job a day
+            # later (the garbage collector's, should this delete fail).
+            try:
+                await self.kube.delete_secret(self.settings.namespace, f"{action.job}-git")
+            except ApiException as error:
+                logger.warning(f"deleting {action.job}-git: {api_error(error)}")
         if result.digest is None:
             logger.warning(f"{record.namespace}/{record.name}: build failed: {result.reason}")
             failed = build_failed(

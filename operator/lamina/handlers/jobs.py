@@ -50,8 +50,15 @@ async def job_outcome(kube: Kube, job: Mapping[str, Any]) -> JobOutcome:
     terminated: dict[str, Any] = {}
     evicted = False
     for pod in pods:
-        evicted = evicted or (pod.get("status") or {}).get("reason") == "Evicted"
-        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+        pod_status = pod.get("status") or {}
+        evicted = evicted or pod_status.get("reason") == "Evicted"
+        # An init container that failed (a build's git fetch) is the pod's last word; one
+        # that succeeded says nothing.
+        for container in pod_status.get("initContainerStatuses") or []:
+            ended = (container.get("state") or {}).get("terminated") or {}
+            if ended and ended.get("exitCode") != 0:
+                terminated = ended
+        for container in pod_status.get("containerStatuses") or []:
             terminated = (container.get("state") or {}).get("terminated") or terminated
     return JobOutcome(
         "succeeded" if status.get("succeeded") else "failed",

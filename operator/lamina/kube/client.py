@@ -252,6 +252,14 @@ class Kube:
             if error.status != 409:
                 raise
 
+    async def delete_secret(self, namespace: str, name: str) -> None:
+        """Delete a Secret; one that is gone already is fine."""
+        try:
+            await self._core.delete_namespaced_secret(name, namespace)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
     async def create_event(self, body: dict[str, Any]) -> bool:
         """Create a core/v1 Event; False when one of that name exists."""
         try:
