@@ -56,6 +56,14 @@ class OperatorConfig(BaseModel):
     max_concurrent_builds: int = Field(
         default=2, ge=1, description="Global limit on build Jobs running at once."
     )
+    build_cache_tag: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$",
+        description=(
+            "Registry build cache: each build imports and exports (mode=max) BuildKit's cache "
+            "as this tag of the Image's own output repository; unset builds without a cache."
+        ),
+    )
     build_poll_seconds: float = Field(
         default=30.0, gt=0, description="How often the build loop looks for due parent refs."
     )
@@ -90,6 +98,7 @@ class OperatorConfig(BaseModel):
             ("LAMINA_BUILD_DEADLINE_SECONDS", "build_deadline_seconds"),
             ("LAMINA_MAX_CONCURRENT_BUILDS", "max_concurrent_builds"),
             ("LAMINA_BUILD_POLL_SECONDS", "build_poll_seconds"),
+            ("LAMINA_BUILD_CACHE_TAG", "build_cache_tag"),
             ("LAMINA_CONTAINERD_ROOT", "containerd_root"),
             ("LAMINA_CONTAINERD_STATE", "containerd_state"),
         ):

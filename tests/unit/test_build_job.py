@@ -519,3 +519,79 @@ def test_the_context_is_copied_by_an_unprivileged_init_container() -> None:
     mounts = {m["name"]: m for m in init["volumeMounts"]}
     assert mounts["context-source"]["readOnly"] is True
     assert mounts["workspace"]["mountPath"] == "/workspace/context"
+
+
+# -- the registry build cache (operator setting LAMINA_BUILD_CACHE_TAG) ----------------------
+
+CACHE_EXPORT = "--export-cache=type=registry,ref={ref},mode=max,oci-mediatypes=true{insecure}"
+CACHE_IMPORT = "--import-cache=type=registry,ref={ref}{insecure}"
+
+
+@pytest.mark.parametrize(
+    ("image", "cache_tag", "wanted"),
+    [
+        (SAFE, None, []),
+        (
+            SAFE,
+            "buildcache",
+            [
+                CACHE_EXPORT.format(ref="registry.local/demo/app:buildcache", insecure=""),
+                CACHE_IMPORT.format(ref="registry.local/demo/app:buildcache", insecure=""),
+            ],
+        ),
+        (
+            spec({"steps": ["RUN true"]}, insecure=True, tags=["1", "2"]),
+            "lamina.cache-v1",
+            [
+                CACHE_EXPORT.format(
+                    ref="registry.local/demo/app:lamina.cache-v1",
+                    insecure=",registry.insecure=true",
+                ),
+                CACHE_IMPORT.format(
+                    ref="registry.local/demo/app:lamina.cache-v1",
+                    insecure=",registry.insecure=true",
+                ),
+            ],
+        ),
+    ],
+    ids=["no-cache", "cache", "cache-insecure-registry"],
+)
+def test_the_cache_is_a_tag_of_the_images_own_repository(
+    image: ImageSpec, cache_tag: str | None, wanted: list[str]
+) -> None:
+    args = buildctl_args(image, PARENT, cache_tag)
+    assert [a for a in args if "-cache=" in a] == wanted
+    # The cache flags sit before the metadata file and change nothing else in the argv.
+    assert [a for a in args if "-cache=" not in a] == buildctl_args(image, PARENT)
+    assert args[-1] == f"--metadata-file={METADATA_FILE}"
+    settings = BuildSettings(
+        namespace="lamina-system", builder_image="bk", deadline_seconds=1800, cache_tag=cache_tag
+    )
+    job = build_job(
+        namespace="team",
+        name="app",
+        uid="0b7e4a2c-6a43-4c5e-9a54-0c9c1c0e1f00",
+        inputs="abc123def456",
+        spec=image,
+        parent=PARENT,
+        settings=settings,
+        context_config_map="lamina-build-abc123def456",
+        push_secret_copy=None,
+    )
+    assert container(job)["args"] == args
+
+
+@pytest.mark.parametrize(
+    ("cache_tag", "message"),
+    [
+        ("latest", "'latest' is the operator's build cache tag"),
+        ("bad,tag", "is not a tag"),
+        ('x",push=false', "is not a tag"),
+        ("-x", "is not a tag"),
+    ],
+)
+def test_a_cache_tag_the_image_pushes_or_that_is_not_a_tag_is_refused(
+    cache_tag: str, message: str
+) -> None:
+    with pytest.raises(DockerfileError, match=re.escape(message)):
+        buildctl_args(SAFE, PARENT, cache_tag)

@@ -31,6 +31,7 @@ from lamina.domain.build_job import (
     DockerfileError,
     build_job,
     buildkitd_toml,
+    cache_args,
     context_config_map,
     dockerfile_for,
     job_name,
@@ -316,6 +317,7 @@ class BuildExecutor:
 
         try:
             dockerfile = dockerfile_for(spec, action.parent)
+            cache_args(spec, self.settings.cache_tag)  # a cache tag the Image pushes: refused
             docker_config = await self._docker_config(record)
             files = await self._context_files(record)
         except DockerfileError as error:

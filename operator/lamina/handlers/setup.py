@@ -51,6 +51,7 @@ def reconciler_for(memo: Any) -> Reconciler:
                 builder_image=config.builder_image,
                 deadline_seconds=config.build_deadline_seconds,
                 buildkitd_toml=buildkitd_settings(hosts),
+                cache_tag=config.build_cache_tag,
             ),
             hosts=hosts,
         ),
