@@ -510,14 +510,16 @@ def main() -> int:
         "--timeout", type=float, default=1800, help="seconds per tree build / cascade"
     )
     parser.add_argument(
-        "--keep", action="store_true", help="leave the namespaces (and a cluster it started)"
+        "--keep",
+        action="store_true",
+        help="leave the namespaces and the node tier up (by default the node tier, machine-wide, "
+        "is brought down at the end, whoever started it)",
     )
     args = parser.parse_args()
     fanout = [int(x) for x in args.fanout.split(",")]
     nodes = tree(fanout)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    started = not node_tier_up()
-    if started:
+    if not node_tier_up():
         up = cluster_cmd("up", timeout=1800)
         if up.returncode != 0:
             raise SystemExit(f"e2e/cluster up failed:\n{up.stderr[-3000:]}")
@@ -572,7 +574,7 @@ def main() -> int:
         report(results, args.limit, args.cache_tag)
         return 0 if all(not r.failed for r in results) else 1
     finally:
-        if started and not args.keep:
+        if not args.keep:
             cluster_cmd("down")
 
 
