@@ -117,7 +117,7 @@ def manifest(node: Node, registry: str, ns: str, strategy: str, step: str) -> di
 
 
 def step_of(node: Node, version: int = 0) -> str:
-    return f"RUN echo {node.name}-v{version} > /{node.name}"
+    return f"RUN echo {node.name}-v{version} > /bench-{node.name}"
 
 
 # -- the watches ---------------------------------------------------------------------------
