@@ -3,7 +3,7 @@
 
     make bench-cascade                                  (100 descendants: 4 -> 24 -> 72)
     .venv/bin/python bench/cascade.py --fanout 2,3,2    (20 descendants: 2 -> 6 -> 12)
-    .venv/bin/python bench/cascade.py --modes rebuild --cache-tag lamina-buildcache
+    .venv/bin/python bench/cascade.py --fanout 2,3,2 --modes rebuild --cache-tag lamina-buildcache
 
 Real kubelet, containerd and BuildKit Jobs; the operator is installed by its Helm chart and
 its image built in the cluster, exactly as the e2e tier does (``tests/e2e/conftest.py``).
@@ -40,9 +40,10 @@ Modes (``--modes``, each its own tree and namespace):
     events (and pods between ADDED and Succeeded/Failed/DELETED), from the watch order.
     Target: never above the operator's ``LAMINA_MAX_CONCURRENT_BUILDS`` (``--limit``).
 
-``--cache-tag TAG`` installs the operator with ``LAMINA_BUILD_CACHE_TAG=TAG`` (the registry
-build cache); ``--cascades K`` measures K root changes in a row on the same tree (with a
-cache, the first exports and the next ones can import).
+``--cache-tag TAG``: after the rebuild mode's cascades (no cache), the operator is reinstalled
+with ``LAMINA_BUILD_CACHE_TAG=TAG`` (the registry build cache) and ``--cache-cascades`` more
+root changes are measured on the same tree: the first exports every Image's cache, the next
+can import it, so the two modes compare on one tree, one machine load.
 """
 
 from __future__ import annotations
@@ -56,7 +57,6 @@ import math
 import sys
 import time
 import uuid
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -450,9 +450,9 @@ def verdict(value: float | None, target: float) -> str:
     return "" if value is None else ("ok" if value < target else "MISSED")
 
 
-def report(results: list[Cascade], limit: int, cache: str | None) -> None:
+def report(results: list[Cascade], limit: int) -> None:
     n = results[0].n if results else 0
-    print(f"\nbench-cascade: {n} descendants, build limit {limit}, cache {cache or 'off'}")
+    print(f"\nbench-cascade: {n} descendants (depth 3), build limit {limit}")
     for r in results:
         print(f"\n[{r.mode}]")
         if r.failed:
@@ -489,6 +489,35 @@ def report(results: list[Cascade], limit: int, cache: str | None) -> None:
         )
 
 
+def cascades(
+    kube: NodeCluster,
+    operator_ns: str,
+    ns: str,
+    nodes: list[Node],
+    *,
+    mode: str,
+    label: str,
+    versions: range,
+    limit: int,
+    seconds: float,
+) -> list[Cascade]:
+    """Measure one root change per version on the tree in ``ns``, printing each at once."""
+    found = []
+    for version in versions:
+        rec, progress, changed_at = asyncio.run(
+            follow_cascade(
+                kube, ns=ns, operator_ns=operator_ns, nodes=nodes, version=version, seconds=seconds
+            )
+        )
+        result = analyse(
+            mode, nodes=nodes, limit=limit, rec=rec, progress=progress, changed_at=changed_at
+        )
+        result.mode = f"{label} #{len(found) + 1}" if len(versions) > 1 else label
+        report([result], limit)
+        found.append(result)
+    return found
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -503,9 +532,15 @@ def main() -> int:
         "--limit", type=int, default=2, help="LAMINA_MAX_CONCURRENT_BUILDS (chart default 2)"
     )
     parser.add_argument(
-        "--cache-tag", default=None, help="LAMINA_BUILD_CACHE_TAG (default: no cache)"
+        "--cache-tag",
+        default=None,
+        help="after the rebuild mode's cascades, reinstall the operator with "
+        "LAMINA_BUILD_CACHE_TAG=TAG and measure --cache-cascades more on the same tree",
     )
     parser.add_argument("--cascades", type=int, default=1, help="root changes measured per tree")
+    parser.add_argument(
+        "--cache-cascades", type=int, default=2, help="root changes measured with the cache"
+    )
     parser.add_argument(
         "--timeout", type=float, default=1800, help="seconds per tree build / cascade"
     )
@@ -516,8 +551,7 @@ def main() -> int:
         "is brought down at the end, whoever started it)",
     )
     args = parser.parse_args()
-    fanout = [int(x) for x in args.fanout.split(",")]
-    nodes = tree(fanout)
+    nodes = tree([int(x) for x in args.fanout.split(",")])
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if not node_tier_up():
         up = cluster_cmd("up", timeout=1800)
@@ -530,48 +564,47 @@ def main() -> int:
             state_dir(),
         )
         settings = {"LAMINA_MAX_CONCURRENT_BUILDS": str(args.limit)}
-        if args.cache_tag:
-            settings["LAMINA_BUILD_CACHE_TAG"] = args.cache_tag
         results: list[Cascade] = []
         work = REPO / ".state" / "bench-cascade"
         work.mkdir(parents=True, exist_ok=True)
-        with ExitStack() as stack:
-            operator_ns = stack.enter_context(
-                node_operator(kube, work / "operator.log", **settings)
-            )
+        namespaces: dict[str, str] = {}
+        with node_operator(kube, work / "operator.log", **settings) as operator_ns:
             for mode in modes:
                 strategy = {"rebase": "Rebase", "rebuild": "Rebuild"}[mode]
-                ns, seconds = build_tree(kube, nodes, strategy, args.timeout)
-                print(
-                    f"{mode}: tree of {len(nodes)} built in {seconds:.0f}s (namespace {ns})",
-                    flush=True,
+                ns, took = build_tree(kube, nodes, strategy, args.timeout)
+                namespaces[mode] = ns
+                print(f"{mode}: tree of {len(nodes)} built in {took:.0f}s ({ns})", flush=True)
+                results += cascades(
+                    kube,
+                    operator_ns,
+                    ns,
+                    nodes,
+                    mode=mode,
+                    label=f"{mode}, no cache",
+                    versions=range(1, args.cascades + 1),
+                    limit=args.limit,
+                    seconds=args.timeout,
                 )
-                for k in range(1, args.cascades + 1):
-                    rec, progress, changed_at = asyncio.run(
-                        follow_cascade(
-                            kube,
-                            ns=ns,
-                            operator_ns=operator_ns,
-                            nodes=nodes,
-                            version=k,
-                            seconds=args.timeout,
-                        )
-                    )
-                    result = analyse(
-                        mode,
-                        nodes=nodes,
-                        limit=args.limit,
-                        rec=rec,
-                        progress=progress,
-                        changed_at=changed_at,
-                    )
-                    result.mode = f"{mode} #{k}" if args.cascades > 1 else mode
-                    results.append(result)
-                    report([result], args.limit, args.cache_tag)
-                if not args.keep:
-                    kube.kubectl("delete", "namespace", ns, "--wait=false")
+        if args.cache_tag and "rebuild" in namespaces:
+            cached = {**settings, "LAMINA_BUILD_CACHE_TAG": args.cache_tag}
+            with node_operator(kube, work / "operator-cache.log", **cached) as operator_ns:
+                first = args.cascades + 1
+                results += cascades(
+                    kube,
+                    operator_ns,
+                    namespaces["rebuild"],
+                    nodes,
+                    mode="rebuild",
+                    label=f"rebuild, cache {args.cache_tag}",
+                    versions=range(first, first + args.cache_cascades),
+                    limit=args.limit,
+                    seconds=args.timeout,
+                )
+        if not args.keep:
+            for ns in namespaces.values():
+                kube.kubectl("delete", "namespace", ns, "--wait=false")
         print("\n==== summary ====")
-        report(results, args.limit, args.cache_tag)
+        report(results, args.limit)
         return 0 if all(not r.failed for r in results) else 1
     finally:
         if not args.keep:
