@@ -502,7 +502,7 @@ def cascades(
     seconds: float,
 ) -> list[Cascade]:
     """Measure one root change per version on the tree in ``ns``, printing each at once."""
-    found = []
+    found: list[Cascade] = []
     for version in versions:
         rec, progress, changed_at = asyncio.run(
             follow_cascade(
