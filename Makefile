@@ -83,3 +83,12 @@ BENCH_SCALE_SIZES ?= 500,1000,2000
 
 bench-scale: venv
 	$(BIN)/python bench/scale.py --sizes $(BENCH_SCALE_SIZES)
+
+# Appended for issue 10: one root and 100 descendants (depth 3) on the node tier, Rebase and
+# Rebuild cascades timed from watch streams (bench/cascade.py; e.g.
+# BENCH_CASCADE_ARGS="--fanout 2,3,2" for 20, "--cache-tag lamina-buildcache" for the cache).
+.PHONY: bench-cascade
+BENCH_CASCADE_ARGS ?=
+
+bench-cascade: setup
+	$(BIN)/python bench/cascade.py $(BENCH_CASCADE_ARGS)

@@ -116,6 +116,14 @@ class OperatorConfig(BaseModel):
         default_factory=JobResources,
         description="Requests and limits of the committer ($LAMINA_COMMIT_RESOURCES, JSON).",
     )
+    build_cache_tag: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$",
+        description=(
+            "Registry build cache: each build imports and exports (mode=max) BuildKit's cache "
+            "as this tag of the Image's own output repository; unset builds without a cache."
+        ),
+    )
     build_poll_seconds: float = Field(
         default=30.0, gt=0, description="How often the build loop looks for due parent refs."
     )
@@ -166,6 +174,7 @@ class OperatorConfig(BaseModel):
             ("LAMINA_MAX_CONCURRENT_COMMITS", "max_concurrent_commits"),
             ("LAMINA_MAX_COMMITS_PER_NAMESPACE", "max_commits_per_namespace"),
             ("LAMINA_BUILD_POLL_SECONDS", "build_poll_seconds"),
+            ("LAMINA_BUILD_CACHE_TAG", "build_cache_tag"),
             ("LAMINA_CONTAINERD_ROOT", "containerd_root"),
             ("LAMINA_CONTAINERD_STATE", "containerd_state"),
             ("LAMINA_SIGNING_SECRET", "signing_secret"),

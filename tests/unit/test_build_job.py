@@ -548,3 +548,82 @@ def test_the_context_digest_counts_binary_files_by_their_bytes() -> None:
     assert context_digest(text, {"logo.png": "iVBORw0KGgA="}) != with_logo
     # A text file cannot stand for a binary file of the same name and bytes.
     assert context_digest({**text, "logo.png": "\x89PNG\r\n\x1a\n"}) != with_logo
+
+
+# -- the registry build cache (operator setting LAMINA_BUILD_CACHE_TAG) ----------------------
+
+CACHE_EXPORT = "--export-cache=type=registry,ref={ref},mode=max,oci-mediatypes=true{insecure}"
+CACHE_IMPORT = "--import-cache=type=registry,ref={ref}{insecure}"
+
+
+@pytest.mark.parametrize(
+    ("image", "cache_tag", "wanted"),
+    [
+        (SAFE, None, []),
+        (
+            SAFE,
+            "buildcache",
+            [
+                CACHE_EXPORT.format(ref="registry.local/demo/app:buildcache", insecure=""),
+                CACHE_IMPORT.format(ref="registry.local/demo/app:buildcache", insecure=""),
+            ],
+        ),
+        (
+            spec({"steps": ["RUN true"]}, insecure=True, tags=["1", "2"]),
+            "lamina.cache-v1",
+            [
+                CACHE_EXPORT.format(
+                    ref="registry.local/demo/app:lamina.cache-v1",
+                    insecure=",registry.insecure=true",
+                ),
+                CACHE_IMPORT.format(
+                    ref="registry.local/demo/app:lamina.cache-v1",
+                    insecure=",registry.insecure=true",
+                ),
+            ],
+        ),
+    ],
+    ids=["no-cache", "cache", "cache-insecure-registry"],
+)
+def test_the_cache_is_a_tag_of_the_images_own_repository(
+    image: ImageSpec, cache_tag: str | None, wanted: list[str]
+) -> None:
+    settings = BuildSettings(
+        namespace="lamina-system", builder_image="bk", deadline_seconds=1800, cache_tag=cache_tag
+    )
+    args = buildctl_args(image, PARENT, settings)
+    assert [a for a in args if "-cache=" in a] == wanted
+    # The cache flags sit before the metadata file and change nothing else in the argv.
+    assert [a for a in args if "-cache=" not in a] == buildctl_args(image, PARENT)
+    assert args[-1] == f"--metadata-file={METADATA_FILE}"
+    job = build_job(
+        namespace="team",
+        name="app",
+        uid="0b7e4a2c-6a43-4c5e-9a54-0c9c1c0e1f00",
+        inputs="abc123def456",
+        spec=image,
+        parent=PARENT,
+        settings=settings,
+        context_config_map="lamina-build-abc123def456",
+        push_secret_copy=None,
+    )
+    assert container(job)["args"] == args
+
+
+@pytest.mark.parametrize(
+    ("cache_tag", "message"),
+    [
+        ("latest", "'latest' is the operator's build cache tag"),
+        ("bad,tag", "is not a tag"),
+        ('x",push=false', "is not a tag"),
+        ("-x", "is not a tag"),
+    ],
+)
+def test_a_cache_tag_the_image_pushes_or_that_is_not_a_tag_is_refused(
+    cache_tag: str, message: str
+) -> None:
+    settings = BuildSettings(
+        namespace="lamina-system", builder_image="bk", deadline_seconds=1800, cache_tag=cache_tag
+    )
+    with pytest.raises(DockerfileError, match=re.escape(message)):
+        buildctl_args(SAFE, PARENT, settings)

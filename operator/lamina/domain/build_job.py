@@ -172,6 +172,8 @@ __all__ = [
     "build_job",
     "buildctl_args",
     "buildkitd_toml",
+    "cache_args",
+    "cache_ref",
     "check_git",
     "context_config_map",
     "context_digest",
@@ -206,6 +208,9 @@ class BuildSettings:
     # spec.build.engine when the spec leaves it unset; Buildah's image and storage.
     default_engine: BuildEngine = "buildkit"
     buildah: BuildahSettings = field(default_factory=BuildahSettings)
+    # The operator's LAMINA_BUILD_CACHE_TAG: each Image's registry cache is this tag of its own
+    # output repository (:func:`cache_args`); None builds without a cache.
+    cache_tag: str | None = None
 
 
 def context_digest(files: Mapping[str, str], binary_files: Mapping[str, str] | None = None) -> str:
@@ -234,6 +239,43 @@ def build_engine(spec: ImageSpec, settings: BuildSettings) -> BuildEngine:
     """The engine of this build: the spec's, else the operator's default (at each build)."""
     engine = spec.build.engine if spec.build is not None else None
     return engine or settings.default_engine
+
+
+def cache_ref(spec: ImageSpec, cache_tag: str) -> str:
+    """Where an Image's build cache lives: a tag of its own output repository.
+
+    Derived, never named by the tenant: the cache is pushed with the Image's own push
+    credentials to a repository it may already write, and one Image can never import the cache
+    another Image's builds wrote (an imported cache is trusted build output).  The tag must
+    not be one the Image pushes, or the cache manifest would replace the image.
+    """
+    output = spec.output
+    if not pattern_matches(TAG_PATTERN, cache_tag):
+        raise DockerfileError(f"the build cache tag {cache_tag[:200]!r} is not a tag")
+    if cache_tag in output.tags:
+        raise DockerfileError(
+            f"spec.output.tags: {cache_tag!r} is the operator's build cache tag "
+            "(LAMINA_BUILD_CACHE_TAG); push the image under another tag"
+        )
+    return f"{output.repository}:{cache_tag}"
+
+
+def cache_args(spec: ImageSpec, cache_tag: str | None) -> list[str]:
+    """BuildKit's registry cache for this Image: import what the last build exported, export
+    every intermediate step (``mode=max``), so a rebuild whose parent and earlier steps did
+    not change runs only the steps after the first changed one.
+
+    The reference is checked like the output names (no quotes, no commas), so it cannot add
+    cache options.  A first build finds no cache to import; BuildKit says so and builds.
+    """
+    if cache_tag is None:
+        return []
+    ref = cache_ref(spec, cache_tag)
+    insecure = ",registry.insecure=true" if spec.output.insecure else ""
+    return [
+        f"--export-cache=type=registry,ref={ref},mode=max,oci-mediatypes=true{insecure}",
+        f"--import-cache=type=registry,ref={ref}{insecure}",
+    ]
 
 
 def job_name(inputs: str) -> str:
@@ -389,6 +431,8 @@ def buildctl_args(
     ``SOURCE_DATE_EPOCH`` is always a build arg (BuildKit clamps history and config times to
     it and, with ``rewrite-timestamp=true``, the file times in the layers it writes); the
     parent's layers are never rewritten, so they stay shared with the parent.
+
+    ``cache_tag`` (the operator's setting) adds the Image's registry cache, :func:`cache_args`.
     """
     check_build(spec)
     assert spec.build is not None
@@ -415,6 +459,7 @@ def buildctl_args(
         *(f"--opt=build-arg:{key}={value}" for key, value in sorted(build_args.items())),
         *attestation_options(settings),
         f"--output={image_output}",
+        *cache_args(spec, settings.cache_tag if settings is not None else None),
         f"--metadata-file={METADATA_FILE}",
     ]
 

@@ -34,6 +34,7 @@ from lamina.domain.build_job import (
     DockerfileError,
     build_job,
     buildkitd_toml,
+    cache_args,
     context_config_map,
     context_digest,
     dockerfile_for,
@@ -424,6 +425,7 @@ class BuildExecutor:
         source_commit = plan.wanted.source_commit
         try:
             dockerfile = dockerfile_for(spec, action.parent, source_commit)
+            cache_args(spec, self.settings.cache_tag)  # a cache tag the Image pushes: refused
             docker_config = await self._docker_config(record)
             files, binary_files = await self._context_files(record)
             authorization = (

@@ -62,6 +62,7 @@ def reconciler_for(memo: Any) -> Reconciler:
                     mirrors=dict(hosts.mirrors),
                     insecure=hosts.insecure,
                 ),
+                cache_tag=config.build_cache_tag,
             ),
             hosts=hosts,
             signing_secret=config.signing_secret,

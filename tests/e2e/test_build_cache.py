@@ -1,0 +1,135 @@
+"""The registry build cache (operator setting ``LAMINA_BUILD_CACHE_TAG``) on the node tier.
+
+An Image's first step writes a random value (``/proc/sys/kernel/random/uuid``), so running it
+again can never give the same layer; its last step is then changed.  Each build runs in a
+fresh daemonless buildkitd (an emptyDir state), so the only way the second build can keep the
+first step's layer is the cache the first build exported to the registry.  Checked against
+the registry itself (the manifests and the cache tag ``skopeo`` reads) and BuildKit's own
+progress log (the step is ``CACHED``).  An Image that pushes the cache tag is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import wait_for
+from tests.e2e.conftest import NodeCluster, node_operator
+from tests.e2e.test_image_builds import image, ready, status
+
+pytestmark = pytest.mark.e2e
+
+CACHE_TAG = "lamina-buildcache"
+BUSYBOX = {"ref": "docker.io/library/busybox:latest", "pollInterval": "1h"}
+RANDOM_STEP = "RUN cat /proc/sys/kernel/random/uuid > /stamp"
+
+
+@pytest.fixture(scope="module")
+def cache_operator(
+    node_cluster: NodeCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[NodeCluster, str]]:
+    log = tmp_path_factory.mktemp("cache-operator") / "operator.log"
+    with node_operator(
+        node_cluster, log, LAMINA_BUILD_CACHE_TAG=CACHE_TAG, LAMINA_BUILD_POLL_SECONDS="2"
+    ) as operator_ns:
+        yield node_cluster, operator_ns
+
+
+def raw_manifest(ref: str) -> dict[str, Any]:
+    out = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{ref}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    return json.loads(out)  # type: ignore[no-any-return]
+
+
+def layer_digests(ref: str) -> list[str]:
+    return [layer["digest"] for layer in raw_manifest(ref)["layers"]]
+
+
+def build_log(kube: NodeCluster, operator_ns: str, job: str) -> str:
+    return kube.ok("logs", "-n", operator_ns, f"job/{job}", "-c", "build")
+
+
+def test_a_changed_last_step_reuses_the_cached_earlier_step(
+    cache_operator: tuple[NodeCluster, str], ns: str
+) -> None:
+    kube, operator_ns = cache_operator
+    kube.apply_objects(
+        ns, image("cached", BUSYBOX, [RANDOM_STEP, "RUN echo one > /last"], kube.registry, ns)
+    )
+    first = wait_for(lambda: ready(kube, ns, "cached"), timeout=600, what="first build")
+    repository = f"{kube.registry}/e2e/{ns}/cached"
+    first_layers = layer_digests(first["imageRef"])
+    # The first build exported its cache to the Image's own repository, under the cache tag.
+    # (BuildKit's cache manifest: a config of its own type, a layer per cached step, mode=max.)
+    cache = raw_manifest(f"{repository}:{CACHE_TAG}")
+    assert cache["config"]["mediaType"] == "application/vnd.buildkit.cacheconfig.v0", cache
+    # One layer per step and the parent's (the pushed image's are the same files with their
+    # times rewritten to the build epoch, so their digests differ from the cache's).
+    assert len(cache["layers"]) >= len(first_layers), (first_layers, cache)
+    assert "CACHED" not in build_log(kube, operator_ns, first["build"]["job"])
+
+    kube.ok(
+        "patch",
+        "image",
+        "cached",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"build": {"steps": [RANDOM_STEP, "RUN echo two > /last"]}}}),
+    )
+
+    def rebuilt() -> dict[str, Any] | None:
+        found = ready(kube, ns, "cached")
+        return found if found and found["digest"] != first["digest"] else None
+
+    second = wait_for(rebuilt, timeout=600, what="the build of the changed step")
+    second_layers = layer_digests(second["imageRef"])
+    # The parent's layers, then the random step's, then the last step's.
+    assert len(second_layers) == len(first_layers)
+    assert second_layers[:-1] == first_layers[:-1], "the unchanged random step was run again"
+    assert second_layers[-1] != first_layers[-1]
+    log = build_log(kube, operator_ns, second["build"]["job"])
+    step = re.search(r"^#(\d+) \[\d+/\d+\] " + re.escape(RANDOM_STEP) + "$", log, re.M)
+    assert step, log[-3000:]
+    assert re.search(rf"^#{step.group(1)} CACHED$", log, re.M), log[-3000:]
+    assert status(kube, ns, "cached")["layers"][-2]["digest"] == first_layers[-2]
+
+
+def test_an_image_that_pushes_the_cache_tag_is_refused(
+    cache_operator: tuple[NodeCluster, str], ns: str
+) -> None:
+    kube, operator_ns = cache_operator
+    clash = image("clash", BUSYBOX, ["RUN true"], kube.registry, ns)
+    clash["spec"]["output"]["tags"] = ["v1", CACHE_TAG]
+    kube.apply_objects(ns, clash)
+
+    def refused() -> dict[str, Any] | None:
+        build = status(kube, ns, "clash").get("build") or {}
+        return build if build.get("phase") == "Failed" else None
+
+    build = wait_for(refused, timeout=120, what="the clashing Image refused")
+    assert build["failure"] == "DockerfileInvalid", build
+    assert f"{CACHE_TAG!r} is the operator's build cache tag" in build["message"], build
+    assert "digest" not in status(kube, ns, "clash")
+    listed = kube.ok(
+        "get",
+        "jobs",
+        "-n",
+        operator_ns,
+        "-l",
+        f"lamina.dev/image-name=clash,lamina.dev/image-namespace={ns}",
+        "-o",
+        "json",
+    )
+    assert json.loads(listed)["items"] == [], "a Job was created for a refused Image"
