@@ -19,6 +19,7 @@ import kopf
 
 from lamina.config import OperatorConfig
 from lamina.domain.build_job import LABEL_PURPOSE, BuildSettings
+from lamina.domain.changes import Changes
 from lamina.handlers import commits, kopf_readiness, resync
 from lamina.handlers.builds import BuildExecutor, buildkitd_settings
 from lamina.handlers.indexes import OwnBuildJobs
@@ -118,9 +119,11 @@ async def _on_own_jobs(memo: Any, event: str, jobs: list[Mapping[str, Any]]) -> 
             reconciler.touch(None)
     else:
         for job in builds:
-            namespace = index.update(event, job)
-            if reconciler is not None:
-                reconciler.touch(namespace)
+            namespace, name = index.update(event, job)
+            if reconciler is not None and namespace:
+                # A build Job's phase is its Image's (and so its descendants' plans).
+                one = frozenset({name}) if name else None
+                reconciler.touch(namespace, Changes(one, one) if one else None)
     for job in jobs:
         metadata = job["metadata"]
         labels = metadata.get("labels") or {}
@@ -149,6 +152,9 @@ async def configure(
     # Kubernetes Events are for what users need to see, not for every handler run.
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
+    # The initial listing in pages: 20,000 Layers in one response is tens of MB of JSON and
+    # its parsed objects at once, the operator's peak memory.
+    settings.watching.chunk_size = 500
     memo.kube = await Kube.connect()
     if not hasattr(memo, "config"):
         memo.config = OperatorConfig.from_env()

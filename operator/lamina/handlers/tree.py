@@ -28,7 +28,7 @@ from lamina.kube import Kube
 
 # Status writes in flight at once: enough to settle thousands of objects quickly, few enough
 # not to crowd the API server.
-_IN_FLIGHT = 4
+_IN_FLIGHT = 16
 
 
 @dataclass
@@ -97,6 +97,7 @@ class StatusWriter:
                     meta,
                 )
                 self.view.images.wrote(before, after, key)
+                self.view.saw(after)
             else:
                 layer = state.layers.get(write.namespace, {}).get(write.name)
                 written = layer_record(
@@ -107,6 +108,7 @@ class StatusWriter:
                     meta,
                 )
                 self.view.layers.wrote(layer, written, key)
+                self.view.saw(written)
         return 1
 
 
@@ -117,19 +119,21 @@ def needed(memo: Any, type: str | None = None, **_: Any) -> bool:
     return reconciler is not None and (not reconciler.view.attached or type == "DELETED")
 
 
-def wake(memo: Any, namespace: str | None, kwargs: dict[str, Any]) -> None:
-    memo.reconciler.attach(kwargs)
-    memo.reconciler.touch(namespace)
+def wake(memo: Any, plural: str, namespace: str | None, kwargs: dict[str, Any]) -> None:
+    reconciler = memo.reconciler
+    reconciler.attach(kwargs)
+    if kwargs.get("type") == "DELETED" and namespace:
+        reconciler.touch(namespace, reconciler.view.forget(plural, namespace, kwargs["name"]))
 
 
-# The indexers say which namespace changed (see indexes.touched), so these handlers run only
-# for deletions and until the loop holds kopf's live indexes, which kopf hands to handlers
-# once every index holds its initial listing: that is the loop's signal to start.
+# The indexers say what changed (see indexes.touched), so these handlers run only for
+# deletions and until the loop holds kopf's live indexes, which kopf hands to handlers once
+# every index holds its initial listing: that is the loop's signal to start.
 @kopf.on.event(GROUP, VERSION, "images", when=needed)
 async def image_event(*, namespace: str | None, memo: Any, **kwargs: Any) -> None:
-    wake(memo, namespace, kwargs)
+    wake(memo, "images", namespace, kwargs)
 
 
 @kopf.on.event(GROUP, VERSION, "layers", when=needed)
 async def layer_event(*, namespace: str | None, memo: Any, **kwargs: Any) -> None:
-    wake(memo, namespace, kwargs)
+    wake(memo, "layers", namespace, kwargs)
