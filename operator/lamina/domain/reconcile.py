@@ -23,6 +23,7 @@ from typing import Any
 
 from lamina.api.durations import duration_seconds
 from lamina.api.image import ImageStatus
+from lamina.api.layer import LayerStatus
 from lamina.domain.build_status import build_failed, build_started
 from lamina.domain.builds import BuildPlan, Candidate, choose_builds, depth_of, plan_namespace
 from lamina.domain.changes import Changes, ChangeSet, Dirty, affected, image_changes
@@ -138,6 +139,8 @@ class WriteStatus:
     namespace: str
     name: str
     patch: dict[str, Any]
+    # The whole status the patch makes (the writer keeps it as what the object now says).
+    desired: ImageStatus | LayerStatus | None = field(default=None, compare=False, repr=False)
 
 
 ImageAction = ResolveParent | CollectBuild | StartBuild | RebaseImage
@@ -492,16 +495,17 @@ def _render(
             desired = view.failed_image_status(name, state.now, _failure(error))
         patch = model_patch(observed, desired)
         if patch is not None:
-            writes.append(WriteStatus("images", namespace, name, patch))
+            writes.append(WriteStatus("images", namespace, name, patch, desired))
     for name, layer in view.layers.items():
         if name not in layers:
             continue
         rendered.add(("layers", namespace, name))
         if view.layer_status_holds(name):
             continue
-        patch = model_patch(layer.status, view.layer_status(name))
+        wanted = view.layer_status(name)
+        patch = model_patch(layer.status, wanted)
         if patch is not None:
-            writes.append(WriteStatus("layers", namespace, name, patch))
+            writes.append(WriteStatus("layers", namespace, name, patch, wanted))
     return writes
 
 

@@ -1,10 +1,11 @@
-"""In-memory indexes of Images, Layers and build Jobs, kept by kopf from its watches.
+"""In-memory indexes of Images (kept by kopf from its watch), and records of Layers and Jobs.
 
 They are the operator's one source of truth: the reconcile pass decides from them (with the
 operator's own writes the watches have not echoed yet, see :mod:`lamina.handlers.state`), so
 no pass lists anything from the API; the periodic resync is the only relist.  kopf keeps them
 current from the same watch streams that trigger the handlers, at no extra request, and starts
-no handler before every index holds its initial listing.
+no handler before every index holds its initial listing.  Layers and build Jobs are kept by the
+operator's own watches (:mod:`lamina.handlers.layer_watch`, :class:`OwnBuildJobs`).
 """
 
 from __future__ import annotations
@@ -106,22 +107,6 @@ async def image_index(
 ) -> dict[str | None, ImageRecord]:
     record = image_record(namespace or "", name, spec, status, meta)
     touched(memo, "images", namespace, record)
-    return {namespace: record}
-
-
-@kopf.index(GROUP, VERSION, "layers")
-async def layer_index(
-    *,
-    namespace: str | None,
-    name: str,
-    spec: kopf.Spec,
-    status: kopf.Status,
-    meta: kopf.Meta,
-    memo: Any,
-    **_: Any,
-) -> dict[str | None, LayerRecord]:
-    record = layer_record(namespace or "", name, spec, status, meta)
-    touched(memo, "layers", namespace, record)
     return {namespace: record}
 
 

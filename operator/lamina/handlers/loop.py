@@ -79,7 +79,7 @@ class Reconciler:
     def attach(self, handler_kwargs: Mapping[str, Any]) -> None:
         """kopf passes its live indexes to every handler: keep them, once."""
         if not self.view.attached:
-            self.view.attach(handler_kwargs["image_index"], handler_kwargs["layer_index"])
+            self.view.attach(handler_kwargs["image_index"])
         self.wake.set()
 
     def touch(self, namespace: str | None, changes: Changes | None = None) -> None:

@@ -108,11 +108,15 @@ class ClusterView:
 
     @property
     def attached(self) -> bool:
-        return self.image_index is not None
+        """Whether kopf handed over its Image index, and the Layers are listed."""
+        return self.image_index is not None and bool(getattr(self.layer_index, "ready", True))
 
-    def attach(self, image_index: Any, layer_index: Any) -> None:
-        # job_index is the operator's own (see indexes.OwnBuildJobs), set at start.
-        self.image_index, self.layer_index = image_index, layer_index
+    def attach(self, image_index: Any, layer_index: Any | None = None) -> None:
+        # job_index and (in the operator) layer_index are the operator's own watches' (see
+        # indexes.OwnBuildJobs, layer_watch.LayerStore), set at start.
+        self.image_index = image_index
+        if layer_index is not None:
+            self.layer_index = layer_index
 
     def image(self, namespace: str, name: str) -> ImageRecord | None:
         return self.images_of(namespace).get(name)
