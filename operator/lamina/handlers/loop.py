@@ -45,6 +45,9 @@ from lamina.handlers.tree import StatusWriter
 
 # How long a pass waits after the first event to gather the rest of a burst.
 DEBOUNCE_SECONDS = 0.3
+# At most this long between passes however long the last one took (a new Image must not
+# wait behind a slow first pass twice).
+MAX_WAIT_SECONDS = 1.0
 # Seconds of status writing per pass: a namespace with thousands of statuses to write (a
 # first start, a 1,000-Image chain) must not hold up the next decision (a build for another
 # namespace).  What is left is written by the next passes, namespaces taking turns.
@@ -111,7 +114,9 @@ class Reconciler:
         while True:
             # Fold a burst of events into one pass; and wait at least as long as the last
             # pass took, so deciding never takes more than half of the loop's time.
-            await asyncio.sleep(max(DEBOUNCE_SECONDS, self.last_pass_seconds))
+            await asyncio.sleep(
+                min(max(DEBOUNCE_SECONDS, self.last_pass_seconds), MAX_WAIT_SECONDS)
+            )
             self.wake.clear()
             more = False
             try:
@@ -134,6 +139,12 @@ class Reconciler:
             return await self._pass(dirty, logger, state)
 
     async def _pass(self, dirty: Dirty | None, logger: Any, given: ClusterState | None) -> bool:
+        if given is None and dirty is not None and not dirty and self.queued:
+            # Nothing changed since the last decision, only its writes are left: deciding
+            # again (O(objects)) per batch of writes made a first start quadratic.  Time-driven
+            # actions (a due poll, a retry) wait until the queue is written.
+            await self._drain(logger)
+            return False
         self.passes += 1
         began = time.monotonic()
         at = now()
@@ -198,6 +209,14 @@ class Reconciler:
             return False
         again = [a for a in final.actions if not isinstance(a, DeleteLayer)]
         return bool(again) and again != work
+
+    async def _drain(self, logger: Any) -> None:
+        rest, self.queued = list(self.queued.values()), {}
+        state = self.view.state(now(), self.limit, self.rebase_refused, self.failures)
+        later = await self.writer.write(
+            take_turns(rest), state, logger, seconds=WRITE_SECONDS_PER_PASS
+        )
+        self.queued = {(w.plural, w.namespace, w.name): w for w in later}
 
     def _learn(self, outcomes: list[Outcome]) -> None:
         for outcome in outcomes:
