@@ -552,6 +552,9 @@ def main() -> int:
     for n in (int(size) for size in args.sizes.split(",")):
         results.append(run_one(n, args.operator_src.resolve(), args.timeout, work))
         report(results, args.label)
+    # Leave the cluster as found: a cluster-wide operator started next (the API tests') would
+    # otherwise spend minutes on the last namespace's deletion.
+    settle_namespaces()
     return 0
 
 
