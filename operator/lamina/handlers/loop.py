@@ -72,6 +72,9 @@ class Reconciler:
     # object changes (then the pass that renders it again replaces them).
     queued: dict[ObjectKey, WriteStatus] = field(default_factory=dict)
     last_pass_seconds: float = 0.0
+    # The last decision left actions for the next pass (e.g. a build once its parent ref is
+    # resolved): that pass must decide, not only write.
+    acting: bool = False
     rebase_refused: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
     failures: dict[tuple[str, str, str], Failure] = field(default_factory=dict)
     passes: int = 0
@@ -139,10 +142,11 @@ class Reconciler:
             return await self._pass(dirty, logger, state)
 
     async def _pass(self, dirty: Dirty | None, logger: Any, given: ClusterState | None) -> bool:
-        if given is None and dirty is not None and not dirty and self.queued:
+        if given is None and dirty is not None and not dirty and self.queued and not self.acting:
             # Nothing changed since the last decision, only its writes are left: deciding
             # again (O(objects)) per batch of writes made a first start quadratic.  Time-driven
-            # actions (a due poll, a retry) wait until the queue is written.
+            # actions (a due poll, a retry) wait until the queue is written; actions the last
+            # decision left for the next pass (``acting``) do not.
             await self._drain(logger)
             return False
         self.passes += 1
@@ -208,7 +212,8 @@ class Reconciler:
         if self.executor is None:
             return False
         again = [a for a in final.actions if not isinstance(a, DeleteLayer)]
-        return bool(again) and again != work
+        self.acting = bool(again) and again != work
+        return self.acting
 
     async def _drain(self, logger: Any) -> None:
         rest, self.queued = list(self.queued.values()), {}
