@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -232,6 +233,13 @@ def counters() -> tuple[int, int]:
     return writes, requests
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU the process has used: a figure a loaded machine does not inflate
+    the way it inflates wall-clock times (the bench shares its cores with whatever runs)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -311,9 +319,11 @@ class Figures:
     quiescent_s: float | None = None
     first_writes: int = 0
     rss_mb: float = 0.0
+    cpu_s: float = 0.0
     idle_rps: float | None = None
     new_image_s: float | None = None
     restart_writes: int = 0
+    load: float = 0.0
 
 
 def first_start(namespace: str, figures: Figures, source: Path, timeout: float, work: Path) -> None:
@@ -329,6 +339,8 @@ def first_start(namespace: str, figures: Figures, source: Path, timeout: float, 
             time.sleep(2.0)
         figures.quiescent_s = wait_quiet(10.0, timeout, started)
         figures.first_writes = counters()[0] - writes0
+        figures.cpu_s = cpu_seconds(process.pid)
+        figures.load = os.getloadavg()[1]
         if figures.quiescent_s is not None:
             _, requests0 = counters()
             time.sleep(30.0)
@@ -429,10 +441,12 @@ def report(all_figures: list[Figures], label: str) -> None:
         "all Ready",
         "quiescent",
         "writes",
+        "CPU",
         "peak RSS",
         "idle req/s",
         "new Image after restart",
         "restart writes",
+        "load (5 min)",
     )
     rows = [header]
     for f in all_figures:
@@ -442,10 +456,12 @@ def report(all_figures: list[Figures], label: str) -> None:
                 fmt(f.ready_s),
                 fmt(f.quiescent_s),
                 f"{f.first_writes:,}",
+                fmt(f.cpu_s),
                 fmt(f.rss_mb, "MB", 0),
                 fmt(f.idle_rps, "", 2),
                 fmt(f.new_image_s),
                 f"{f.restart_writes:,}",
+                f"{f.load:.1f}",
             )
         )
     rows.append(
@@ -454,24 +470,40 @@ def report(all_figures: list[Figures], label: str) -> None:
             "",
             f"< {TARGETS['quiescent_s']:.0f} s",
             "~ Images + Layers",
+            "~ linear",
             f"< {TARGETS['rss_mb']:.0f} MB",
             f"< {TARGETS['idle_rps']}",
             f"< {TARGETS['new_image_s']:.0f} s",
             "~ 1",
+            "",
         )
     )
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
     for row in rows:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
-    measured = [f for f in all_figures if f.quiescent_s is not None]
-    if len(measured) >= 2:
-        a, b = measured[0], measured[-1]
-        quiescence = (b.quiescent_s or 0.0) / max(a.quiescent_s or 0.0, 0.1)
-        print(
-            f"growth {a.n:,} -> {b.n:,} Images (x{b.n / a.n:.1f}; linear means the same factor): "
-            f"quiescence x{quiescence:.1f}, writes x{b.first_writes / max(a.first_writes, 1):.1f}, "
-            f"RSS x{b.rss_mb / max(a.rss_mb, 1):.1f}"
-        )
+    growth(all_figures)
+
+
+def growth(all_figures: list[Figures]) -> None:
+    """Each figure's growth between consecutive sizes, beside the growth in N (linear means
+    the same factor; below it, better than linear)."""
+    columns: list[tuple[str, Any]] = [
+        ("all Ready", lambda f: f.ready_s),
+        ("quiescent", lambda f: f.quiescent_s),
+        ("writes", lambda f: float(f.first_writes)),
+        ("CPU", lambda f: f.cpu_s),
+        ("peak RSS", lambda f: f.rss_mb),
+        ("new Image after restart", lambda f: f.new_image_s),
+    ]
+    for a, b in itertools.pairwise(all_figures):
+        parts = []
+        for label, value in columns:
+            before, after = value(a), value(b)
+            if before is None or after is None or before <= 0:
+                parts.append(f"{label} -")
+            else:
+                parts.append(f"{label} x{after / before:.1f}")
+        print(f"growth {a.n:,} -> {b.n:,} Images (x{b.n / a.n:.1f}): " + ", ".join(parts))
 
 
 def kubeconfig() -> str:
@@ -520,6 +552,9 @@ def main() -> int:
     for n in (int(size) for size in args.sizes.split(",")):
         results.append(run_one(n, args.operator_src.resolve(), args.timeout, work))
         report(results, args.label)
+    # Leave the cluster as found: a cluster-wide operator started next (the API tests') would
+    # otherwise spend minutes on the last namespace's deletion.
+    settle_namespaces()
     return 0
 
 

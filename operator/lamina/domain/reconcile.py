@@ -23,8 +23,10 @@ from typing import Any
 
 from lamina.api.durations import duration_seconds
 from lamina.api.image import ImageStatus
+from lamina.api.layer import LayerStatus
 from lamina.domain.build_status import build_failed, build_started
 from lamina.domain.builds import BuildPlan, Candidate, choose_builds, depth_of, plan_namespace
+from lamina.domain.changes import Changes, ChangeSet, Dirty, affected, image_changes
 from lamina.domain.conditions import RECONCILE_FAILED
 from lamina.domain.parent_polling import poll_due
 from lamina.domain.rebuild import PARENT_CHANGED
@@ -157,6 +159,8 @@ class WriteStatus:
     namespace: str
     name: str
     patch: dict[str, Any]
+    # The whole status the patch makes (the writer keeps it as what the object now says).
+    desired: ImageStatus | LayerStatus | None = field(default=None, compare=False, repr=False)
 
 
 ImageAction = ResolveParent | ResolveSource | CollectBuild | StartBuild | RebaseImage
@@ -167,6 +171,9 @@ Action = ImageAction | DeleteJob | DeleteLayer
 class Decision:
     actions: tuple[Action, ...]
     writes: tuple[WriteStatus, ...]
+    # The objects whose status was rendered (a write or not): a write queued for one of
+    # them in an earlier pass is superseded by this pass's answer.
+    rendered: frozenset[ObjectKey] = frozenset()
     # Images whose handling raised while deciding: their condition says why.
     failed: Mapping[ImageKey, Failure] = field(default_factory=dict)
     # (Kubernetes Events for what users must see would be one more tuple here, decided with
@@ -468,11 +475,13 @@ def _collectable(view: NamespaceSnapshot, state: ClusterState) -> list[DeleteLay
     ]
 
 
-def decide(state: ClusterState, dirty: Iterable[str] | None = None) -> Decision:
-    """Actions and status writes for one pass; ``dirty``: the namespaces whose statuses to
-    render (None: all).  Actions are decided over every namespace, since the build limit is
-    global."""
-    render = set(state.namespaces if dirty is None else dirty)
+def decide(state: ClusterState, dirty: Dirty | Iterable[str] | None = None) -> Decision:
+    """Actions and status writes for one pass.  ``dirty``: what changed per namespace (see
+    :mod:`lamina.domain.changes`), whose statuses to render; a plain collection of namespaces
+    (or None: all) renders those namespaces whole.  Actions are decided over every namespace,
+    since the build limit is global."""
+    render = _render_scope(state, dirty)
+    rendered: set[ObjectKey] = set()
     by_inputs = {
         (job.image_uid, job.inputs): job
         for job in state.jobs.values()
@@ -503,7 +512,7 @@ def decide(state: ClusterState, dirty: Iterable[str] | None = None) -> Decision:
                 actions.append(action)
         actions += _collectable(view, state)
         if namespace in render:
-            writes += _render(view, records, state, failed)
+            writes += _render(view, records, state, failed, render[namespace], rendered=rendered)
     alive = {record.uid for records in state.images.values() for record in records.values()}
     for name, job in sorted(state.jobs.items()):
         if job.image_uid and job.image_uid not in alive and not job.finished:
@@ -523,7 +532,17 @@ def decide(state: ClusterState, dirty: Iterable[str] | None = None) -> Decision:
         # Queued behind the limit: the due re-poll goes on, so a moved tag is seen while queued.
         if waiting.resolve is not None and waiting not in chosen_builds:
             actions.append(ResolveParent(waiting.namespace, waiting.plan.name, waiting.resolve))
-    return Decision(tuple(actions), tuple(writes), failed)
+    return Decision(tuple(actions), tuple(writes), failed=failed, rendered=frozenset(rendered))
+
+
+def _render_scope(
+    state: ClusterState, dirty: Dirty | Iterable[str] | None
+) -> dict[str, Changes | None]:
+    if dirty is None:
+        return dict.fromkeys(state.namespaces)
+    if isinstance(dirty, Mapping):
+        return dict(dirty)
+    return dict.fromkeys(dirty)
 
 
 def _start(
@@ -550,11 +569,26 @@ def _render(
     records: Mapping[str, ImageRecord],
     state: ClusterState,
     failed: Mapping[ImageKey, Failure],
+    changes: Changes | None,
+    *,
+    rendered: set[ObjectKey],
 ) -> list[WriteStatus]:
-    """The status writes of one namespace: only what differs from what objects have now."""
+    """The status writes of the objects ``changes`` can affect (all: None) in one namespace:
+    only what differs from what the objects have now."""
     writes: list[WriteStatus] = []
     namespace = view.namespace
+    images, layers = affected(view, changes)
+    # An Image that failed (or whose failure is remembered) always shows it.
+    images.update(name for (ns, name) in failed if ns == namespace and name in records)
+    images.update(
+        name
+        for (plural, ns, name) in state.failures
+        if plural == "images" and ns == namespace and name in records
+    )
     for name in records:
+        if name not in images:
+            continue
+        rendered.add(("images", namespace, name))
         failure = failed.get((namespace, name)) or _failure_of(state, ("images", namespace, name))
         observed = state.written.get((namespace, name)) or state.images[namespace][name].status
         try:
@@ -563,11 +597,17 @@ def _render(
             desired = view.failed_image_status(name, state.now, _failure(error))
         patch = model_patch(observed, desired)
         if patch is not None:
-            writes.append(WriteStatus("images", namespace, name, patch))
+            writes.append(WriteStatus("images", namespace, name, patch, desired))
     for name, layer in view.layers.items():
-        patch = model_patch(layer.status, view.layer_status(name))
+        if name not in layers:
+            continue
+        rendered.add(("layers", namespace, name))
+        if view.layer_status_holds(name):
+            continue
+        wanted = view.layer_status(name)
+        patch = model_patch(layer.status, wanted)
         if patch is not None:
-            writes.append(WriteStatus("layers", namespace, name, patch))
+            writes.append(WriteStatus("layers", namespace, name, patch, wanted))
     return writes
 
 
@@ -610,3 +650,36 @@ def apply(state: ClusterState, outcomes: Sequence[Outcome]) -> ClusterState:
         failures=failures,
         written=written,
     )
+
+
+def outcome_changes(
+    before: ClusterState, after: ClusterState, outcomes: Sequence[Outcome]
+) -> dict[str, Changes | None]:
+    """What this pass's outcomes changed (``before``/``after``: the state they were applied
+    to, and the result), for the decision that renders the statuses."""
+    gathered = ChangeSet()
+
+    def image(namespace: str | None, name: str | None) -> None:
+        if namespace and name:
+            was = before.images.get(namespace, {}).get(name)
+            now_ = after.images.get(namespace, {}).get(name)
+            one = frozenset({name})
+            gathered.add(namespace, image_changes(was, now_) | Changes(one, one))
+
+    for outcome in outcomes:
+        if isinstance(outcome, LayerChanged):
+            layer = frozenset({outcome.record.name})
+            gathered.add(outcome.record.namespace, Changes(layers=layer))
+        elif isinstance(outcome, LayerDeleted):
+            gathered.add(outcome.namespace, Changes(layers=frozenset({outcome.name})))
+        elif isinstance(outcome, JobCreated):
+            image(outcome.job.image_namespace, outcome.job.image_name)
+        elif isinstance(outcome, JobDeleted):
+            job = before.jobs.get(outcome.name)
+            if job is not None:
+                image(job.image_namespace, job.image_name)
+        elif isinstance(outcome, ActionFailed) and outcome.plural == "layers":
+            gathered.add(outcome.namespace, Changes(layers=frozenset({outcome.name})))
+        else:  # ImageChanged, RebaseRefused, an Image's ActionFailed
+            image(outcome.namespace, outcome.name)
+    return gathered.frozen()

@@ -1,10 +1,11 @@
-"""In-memory indexes of Images, Layers and build Jobs, kept by kopf from its watches.
+"""In-memory indexes of Images (kept by kopf from its watch), and records of Layers and Jobs.
 
 They are the operator's one source of truth: the reconcile pass decides from them (with the
 operator's own writes the watches have not echoed yet, see :mod:`lamina.handlers.state`), so
 no pass lists anything from the API; the periodic resync is the only relist.  kopf keeps them
 current from the same watch streams that trigger the handlers, at no extra request, and starts
-no handler before every index holds its initial listing.
+no handler before every index holds its initial listing.  Layers and build Jobs are kept by the
+operator's own watches (:mod:`lamina.handlers.layer_watch`, :class:`OwnBuildJobs`).
 """
 
 from __future__ import annotations
@@ -79,8 +80,8 @@ def job_record(name: str, labels: Mapping[str, str], body: Mapping[str, Any]) ->
     )
 
 
-def touched(memo: Any, kind: str, namespace: str | None) -> None:
-    """The object changed: its namespace needs a pass.
+def touched(memo: Any, kind: str, namespace: str | None, record: ImageRecord | LayerRecord) -> None:
+    """The object changed: tell the loop what that changes.
 
     Said from the indexer, which kopf runs for every watch event anyway, so no handler has to
     run per event (kopf's per-handler work dominated a start on thousands of objects).
@@ -88,11 +89,13 @@ def touched(memo: Any, kind: str, namespace: str | None) -> None:
     EVENTS.labels(kind).inc()
     reconciler = getattr(memo, "reconciler", None)
     if reconciler is not None:
-        reconciler.touch(namespace)
+        reconciler.touch(namespace, reconciler.view.saw(record))
 
 
+# Coroutines, though they do no I/O: kopf runs a plain function in a thread pool, a thread
+# hop per watch event (and the loop's dirty set would be touched from another thread).
 @kopf.index(GROUP, VERSION, "images")
-def image_index(
+async def image_index(
     *,
     namespace: str | None,
     name: str,
@@ -102,23 +105,9 @@ def image_index(
     memo: Any,
     **_: Any,
 ) -> dict[str | None, ImageRecord]:
-    touched(memo, "images", namespace)
-    return {namespace: image_record(namespace or "", name, spec, status, meta)}
-
-
-@kopf.index(GROUP, VERSION, "layers")
-def layer_index(
-    *,
-    namespace: str | None,
-    name: str,
-    spec: kopf.Spec,
-    status: kopf.Status,
-    meta: kopf.Meta,
-    memo: Any,
-    **_: Any,
-) -> dict[str | None, LayerRecord]:
-    touched(memo, "layers", namespace)
-    return {namespace: layer_record(namespace or "", name, spec, status, meta)}
+    record = image_record(namespace or "", name, spec, status, meta)
+    touched(memo, "images", namespace, record)
+    return {namespace: record}
 
 
 class OwnBuildJobs:
@@ -142,13 +131,13 @@ class OwnBuildJobs:
         for job in jobs:
             self.update("ADDED", job)
 
-    def update(self, event: str, job: Mapping[str, Any]) -> str | None:
-        """One watch event; returns the namespace of the Image the Job builds."""
+    def update(self, event: str, job: Mapping[str, Any]) -> tuple[str | None, str | None]:
+        """One watch event; returns the namespace and name of the Image the Job builds."""
         metadata = job["metadata"]
         labels = metadata.get("labels") or {}
+        record = job_record(metadata["name"], labels, job)
         if event == "DELETED":
             self._jobs.pop(metadata["name"], None)
         else:
-            self._jobs[metadata["name"]] = job_record(metadata["name"], labels, job)
-        namespace = labels.get(LABEL_IMAGE_NAMESPACE)
-        return str(namespace) if namespace else None
+            self._jobs[metadata["name"]] = record
+        return record.image_namespace or None, record.image_name or None

@@ -3,8 +3,9 @@ client, the reconcile loop and the watch on the operator's own Jobs.
 
 Lamina's handlers are level-triggered event handlers and indexes: they need no finalizer, no
 progress annotations and no diff-base, so the operator writes nothing but ``status`` and
-GitOps tools see no drift.  (Should a handler kind that needs them be added, kopf is told to
-keep them under the lamina.dev prefix.)
+GitOps tools see no drift, and kopf builds no diff base at all (see ``no_diffbase``).  (Should
+a handler kind that needs them be added, kopf is told to keep them under the lamina.dev
+prefix.)
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ import kopf
 from lamina.config import OperatorConfig
 from lamina.domain.build_job import LABEL_PURPOSE, BuildSettings
 from lamina.domain.buildah_job import BuildahSettings
-from lamina.handlers import commits, kopf_readiness, resync
+from lamina.domain.changes import Changes
+from lamina.handlers import commits, kopf_readiness, no_diffbase, resync
 from lamina.handlers.builds import BuildExecutor, buildkitd_settings
 from lamina.handlers.indexes import OwnBuildJobs
 from lamina.handlers.jobs import watch_own_jobs
+from lamina.handlers.layer_watch import LayerStore, watch_layers
 from lamina.handlers.loop import Reconciler
 from lamina.handlers.state import ClusterView, install
 from lamina.handlers.tree import StatusWriter
@@ -41,6 +44,7 @@ def reconciler_for(memo: Any) -> Reconciler:
     )
     view = ClusterView()
     view.job_index = memo.own_build_jobs
+    view.layer_index = memo.layer_store
     install(view)
     return Reconciler(
         view=view,
@@ -132,9 +136,11 @@ async def _on_own_jobs(memo: Any, event: str, jobs: list[Mapping[str, Any]]) -> 
             reconciler.touch(None)
     else:
         for job in builds:
-            namespace = index.update(event, job)
-            if reconciler is not None:
-                reconciler.touch(namespace)
+            namespace, name = index.update(event, job)
+            if reconciler is not None and namespace:
+                # A build Job's phase is its Image's (and so its descendants' plans).
+                one = frozenset({name}) if name else None
+                reconciler.touch(namespace, Changes(one, one) if one else None)
     for job in jobs:
         metadata = job["metadata"]
         labels = metadata.get("labels") or {}
@@ -157,17 +163,41 @@ async def configure(
 ) -> None:
     settings.persistence.finalizer = "lamina.dev/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="lamina.dev")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="lamina.dev", key="last-handled-configuration"
+    settings.persistence.diffbase_storage = (
+        kopf.AnnotationsDiffBaseStorage(prefix="lamina.dev", key="last-handled-configuration")
+        if no_diffbase.needed()
+        else no_diffbase.NoDiffBase()
     )
     # Kubernetes Events are for what users need to see, not for every handler run.
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
+    # The initial listing in pages: 20,000 Layers in one response is tens of MB of JSON and
+    # its parsed objects at once, the operator's peak memory.
+    settings.watching.chunk_size = 500
     memo.kube = await Kube.connect()
     if not hasattr(memo, "config"):
         memo.config = OperatorConfig.from_env()
     memo.own_build_jobs = OwnBuildJobs()
+    memo.layer_store = LayerStore(memo.config.namespaces or [None])
     memo.reconciler = reconciler_for(memo)
+    reconciler = memo.reconciler
+
+    def touch_layers(namespace: str, changes: Changes) -> None:
+        reconciler.touch(namespace or None, changes)
+
+    memo.layer_tasks = [
+        asyncio.create_task(
+            watch_layers(
+                memo.kube,
+                scope,
+                store=memo.layer_store,
+                saw=reconciler.view,
+                touch=touch_layers,
+                logger=logger,
+            )
+        )
+        for scope in memo.layer_store.scopes
+    ]
     memo.reconciler_task = asyncio.create_task(memo.reconciler.run_forever(logger))
     memo.jobs_task = asyncio.create_task(
         watch_own_jobs(
@@ -183,6 +213,10 @@ async def configure(
 @kopf.on.cleanup()
 async def close(memo: Any, **_: Any) -> None:
     await resync.stop(memo)
+    for layer_task in getattr(memo, "layer_tasks", []):
+        layer_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await layer_task
     for name in ("jobs_task", "reconciler_task"):
         task: asyncio.Task[None] | None = getattr(memo, name, None)
         if task is not None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
+from lamina.domain.changes import Changes, image_changes, layer_changes
 from lamina.domain.reconcile import ClusterState
 from lamina.domain.snapshot import BuildJobRecord, Failure, ImageRecord, LayerRecord
 from lamina.handlers.indexes import BUILD_JOBS
@@ -79,14 +80,43 @@ class ClusterView:
         self.layers: _Overlay[LayerRecord] = _Overlay()
         self.created_jobs: dict[str, BuildJobRecord] = {}
         self.deleted_jobs: set[str] = set()
+        # What the operator last saw of each object (a watch event or its own write's
+        # answer): an event is compared with it to say what changed.  References to the
+        # records the indexes hold anyway, not copies.
+        self.seen_images: dict[Key, ImageRecord] = {}
+        self.seen_layers: dict[Key, LayerRecord] = {}
+
+    def saw(self, record: ImageRecord | LayerRecord) -> Changes:
+        """What seeing ``record`` (in a watch event, or our write's answer) changes."""
+        key = (record.namespace, record.name)
+        if isinstance(record, ImageRecord):
+            before_image = self.seen_images.get(key)
+            self.seen_images[key] = record
+            return image_changes(before_image, record)
+        before_layer = self.seen_layers.get(key)
+        self.seen_layers[key] = record
+        return layer_changes(before_layer, record)
+
+    def forget(self, plural: str, namespace: str, name: str) -> Changes:
+        """What the deletion of an object changes."""
+        if plural == "images":
+            return image_changes(self.seen_images.pop((namespace, name), None), None) or Changes(
+                frozenset({name}), frozenset({name})
+            )
+        self.seen_layers.pop((namespace, name), None)
+        return Changes(layers=frozenset({name}))
 
     @property
     def attached(self) -> bool:
-        return self.image_index is not None
+        """Whether kopf handed over its Image index, and the Layers are listed."""
+        return self.image_index is not None and bool(getattr(self.layer_index, "ready", True))
 
-    def attach(self, image_index: Any, layer_index: Any) -> None:
-        # job_index is the operator's own (see indexes.OwnBuildJobs), set at start.
-        self.image_index, self.layer_index = image_index, layer_index
+    def attach(self, image_index: Any, layer_index: Any | None = None) -> None:
+        # job_index and (in the operator) layer_index are the operator's own watches' (see
+        # indexes.OwnBuildJobs, layer_watch.LayerStore), set at start.
+        self.image_index = image_index
+        if layer_index is not None:
+            self.layer_index = layer_index
 
     def image(self, namespace: str, name: str) -> ImageRecord | None:
         return self.images_of(namespace).get(name)

@@ -114,6 +114,51 @@ class Kube:
             )
         return cast(list[dict[str, Any]], listed.get("items", []))
 
+    async def list_pages(
+        self, plural: str, namespace: str | None, limit: int = 500
+    ) -> AsyncIterator[tuple[list[dict[str, Any]], str]]:
+        """The objects in pages of ``limit`` (so a big listing is never all in memory at
+        once), each with the list's resourceVersion (to watch from, after the last page)."""
+        token = ""
+        while True:
+            params: dict[str, Any] = {"limit": limit, **({"_continue": token} if token else {})}
+            if namespace is None:
+                listed = await self._custom.list_cluster_custom_object(
+                    GROUP, VERSION, plural, **params
+                )
+            else:
+                listed = await self._custom.list_namespaced_custom_object(
+                    GROUP, VERSION, namespace, plural, **params
+                )
+            meta = listed.get("metadata") or {}
+            yield (
+                cast(list[dict[str, Any]], listed.get("items", [])),
+                str(meta.get("resourceVersion", "")),
+            )
+            token = str(meta.get("continue") or "")
+            if not token:
+                return
+
+    async def watch_objects(
+        self, plural: str, namespace: str | None, resource_version: str
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """``(ADDED | MODIFIED | DELETED, object)`` from ``resource_version`` on, until the
+        server ends the watch (410 Gone: relist)."""
+        args: tuple[Any, ...] = (GROUP, VERSION, plural)
+        method: Any = self._custom.list_cluster_custom_object
+        if namespace is not None:
+            args = (GROUP, VERSION, namespace, plural)
+            method = self._custom.list_namespaced_custom_object
+        async with watch.Watch() as stream:
+            async for event in stream.stream(
+                method,
+                *args,
+                resource_version=resource_version,
+                timeout_seconds=300,
+                allow_watch_bookmarks=False,
+            ):
+                yield str(event["type"]), cast(dict[str, Any], event["raw_object"])
+
     async def get_object(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         """One of Lamina's objects, or None when absent."""
         try:
