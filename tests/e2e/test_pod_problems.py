@@ -105,10 +105,11 @@ def test_a_commit_job_that_cannot_pull_shows_it_and_recovers_by_itself(
             return listed[0].split("/", 1)[1] if listed else None
 
         name = wait_for(commit_name, timeout=30, what="the ContainerCommit")
+        # Committing can last less than one look: the Job's pod may fail its pull at once.
         wait_for(
-            lambda: reason_of(kube, "containercommit", name, ns) == "Committing",
+            lambda: reason_of(kube, "containercommit", name, ns) in {"Committing", *PULL_REASONS},
             timeout=60,
-            what="Committing",
+            what="the commit Job started",
         )
         started = time.monotonic()
         wait_for(
