@@ -92,6 +92,15 @@ class OperatorConfig(BaseModel):
             "privileged) or vfs (slower, full copies; where overlay cannot mount)."
         ),
     )
+    buildah_enabled: bool = Field(
+        default=False,
+        description=(
+            "Whether Images may be built with Buildah ($LAMINA_BUILDAH_ENABLED). Off by default: "
+            "Buildah runs RUN steps with chroot isolation inside a privileged container, which "
+            "is weaker than BuildKit's runc containers (SECURITY.md); enable it only where "
+            "every tenant that may create an Image is trusted with that."
+        ),
+    )
     build_deadline_seconds: int = Field(default=1800, ge=60)
     max_concurrent_builds: int = Field(
         default=2, ge=1, description="Global limit on build Jobs running at once."
@@ -193,9 +202,17 @@ class OperatorConfig(BaseModel):
             )
         if "LAMINA_SBOM_GENERATOR_IMAGE" in source:  # set but empty: no SBOM
             values["sbom_generator_image"] = source["LAMINA_SBOM_GENERATOR_IMAGE"].strip()
+        if enabled := source.get("LAMINA_BUILDAH_ENABLED"):
+            values["buildah_enabled"] = enabled.strip().lower() in ("1", "true", "yes")
         if path := source.get("LAMINA_REGISTRY_CONFIG"):
             values["registry_config"] = Path(path).read_text()
-        return cls.model_validate(values)
+        config = cls.model_validate(values)
+        if config.default_build_engine == "buildah" and not config.buildah_enabled:
+            raise ValueError(
+                "LAMINA_DEFAULT_BUILD_ENGINE=buildah needs LAMINA_BUILDAH_ENABLED=true "
+                "(Buildah is off unless the administrator enables it)"
+            )
+        return config
 
 
 def _service_account_namespace() -> str | None:

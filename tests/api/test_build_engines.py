@@ -83,6 +83,7 @@ def test_the_operators_default_engine_builds_an_image_that_names_none(
             "LAMINA_BUILDER_IMAGE": "builder:test",
             "LAMINA_BUILDAH_IMAGE": "buildah:test",
             "LAMINA_DEFAULT_BUILD_ENGINE": "buildah",
+            "LAMINA_BUILDAH_ENABLED": "true",
         },
     )
     try:

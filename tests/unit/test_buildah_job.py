@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +29,12 @@ from lamina.domain.build_job import (
     ANNOTATION_ENGINE,
     BUILDER_COMMAND,
     CONTEXT_COMMAND,
+    BuildNotSupported,
     BuildSettings,
     DockerfileError,
     build_engine,
     build_job,
+    check_engine,
 )
 from lamina.domain.build_outcome import judge_build
 from lamina.domain.buildah_job import (
@@ -144,6 +147,7 @@ def test_operator_settings_for_buildah_come_from_the_environment() -> None:
     config = OperatorConfig.from_env(
         {
             "LAMINA_DEFAULT_BUILD_ENGINE": "buildah",
+            "LAMINA_BUILDAH_ENABLED": "true",
             "LAMINA_BUILDAH_IMAGE": "quay.io/buildah/stable:v1.28.2",
             "LAMINA_BUILDAH_STORAGE_DRIVER": "vfs",
             "LAMINA_NAMESPACE": "lamina-system",
@@ -467,3 +471,22 @@ def test_buildahs_results_are_judged_like_buildkits(message: str, reason: str | 
     assert (result.digest, result.reason) == ((D1, None) if reason is None else (None, reason))
     if reason is not None:
         assert message.splitlines()[-1] in result.message
+
+
+def test_buildah_is_off_unless_the_administrator_enables_it() -> None:
+    """Buildah's chroot isolation is weaker than BuildKit's runc containers (SECURITY.md)."""
+    with pytest.raises(ValueError, match="needs LAMINA_BUILDAH_ENABLED=true"):
+        OperatorConfig.from_env({"LAMINA_DEFAULT_BUILD_ENGINE": "buildah", "LAMINA_NAMESPACE": "x"})
+    assert OperatorConfig.from_env({"LAMINA_NAMESPACE": "x"}).buildah_enabled is False
+    image = ImageSpec.model_validate(
+        {
+            "parent": {"ref": "registry.example/base:1"},
+            "build": {"steps": ["RUN true"], "engine": "buildah"},
+            "output": {"repository": "registry.example/team/app"},
+        }
+    )
+    off = BuildSettings(namespace="lamina-system", builder_image="bk", deadline_seconds=1800)
+    with pytest.raises(BuildNotSupported, match="buildah is not enabled on this cluster"):
+        check_engine(image, off)
+    on = replace(off, buildah=BuildahSettings(enabled=True))
+    check_engine(image, on)

@@ -174,6 +174,7 @@ __all__ = [
     "buildkitd_toml",
     "cache_args",
     "cache_ref",
+    "check_engine",
     "check_git",
     "context_config_map",
     "context_digest",
@@ -239,6 +240,15 @@ def build_engine(spec: ImageSpec, settings: BuildSettings) -> BuildEngine:
     """The engine of this build: the spec's, else the operator's default (at each build)."""
     engine = spec.build.engine if spec.build is not None else None
     return engine or settings.default_engine
+
+
+def check_engine(spec: ImageSpec, settings: BuildSettings) -> None:
+    """Raises BuildNotSupported for an engine the administrator has not enabled."""
+    if build_engine(spec, settings) == "buildah" and not settings.buildah.enabled:
+        raise BuildNotSupported(
+            "spec.build.engine: buildah is not enabled on this cluster (the administrator "
+            "sets LAMINA_BUILDAH_ENABLED=true, the chart's buildahEnabled); use buildkit"
+        )
 
 
 def cache_ref(spec: ImageSpec, cache_tag: str) -> str:

@@ -82,6 +82,9 @@ class BuildahSettings:
 
     image: str = DEFAULT_IMAGE
     storage_driver: str = "overlay"
+    # Off unless the administrator enables it (LAMINA_BUILDAH_ENABLED): Buildah's chroot
+    # isolation of RUN steps is weaker than BuildKit's runc containers.
+    enabled: bool = False
     mirrors: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     insecure: frozenset[str] = frozenset()
 

@@ -35,6 +35,7 @@ from lamina.domain.build_job import (
     build_job,
     buildkitd_toml,
     cache_args,
+    check_engine,
     context_config_map,
     context_digest,
     dockerfile_for,
@@ -426,6 +427,7 @@ class BuildExecutor:
         try:
             dockerfile = dockerfile_for(spec, action.parent, source_commit)
             cache_args(spec, self.settings.cache_tag)  # a cache tag the Image pushes: refused
+            check_engine(spec, self.settings)  # Buildah only where the administrator enabled it
             docker_config = await self._docker_config(record)
             files, binary_files = await self._context_files(record)
             authorization = (

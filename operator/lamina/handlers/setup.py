@@ -63,6 +63,7 @@ def reconciler_for(memo: Any) -> Reconciler:
                 buildah=BuildahSettings(
                     image=config.buildah_image,
                     storage_driver=config.buildah_storage_driver,
+                    enabled=config.buildah_enabled,
                     mirrors=dict(hosts.mirrors),
                     insecure=hosts.insecure,
                 ),
