@@ -18,6 +18,7 @@ from lamina.domain.build_job import (
     dockerfile_for,
     git_secret,
 )
+from lamina.handlers.builds import _mounts_secret
 
 PARENT = "registry.example/base@sha256:" + "1" * 64
 COMMIT = "c" * 40
@@ -133,3 +134,11 @@ def test_a_configmap_context_keeps_its_copying_container() -> None:
     assert init["command"] == CONTEXT_COMMAND
     output = next(a for a in buildctl_args(image, PARENT) if a.startswith("--output="))
     assert "image.source" not in output and "image.revision" not in output
+
+
+def test_the_credentials_copy_is_found_from_the_job_not_the_spec() -> None:
+    """Collecting a build deletes the copy its Job uses, whatever the spec says by then."""
+    with_secret = job(spec(), secret="lamina-build-abc-git")
+    assert _mounts_secret(with_secret, "lamina-build-abc-git")
+    assert not _mounts_secret(with_secret, "lamina-build-other-git")
+    assert not _mounts_secret(job(spec()), "lamina-build-abc-git")

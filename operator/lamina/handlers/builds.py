@@ -657,10 +657,10 @@ class BuildExecutor:
         if job is None:
             return []  # gone meanwhile: the next pass says BuildJobLost
         result = judge_build(await job_outcome(self.kube, job))
-        spec = record.spec
-        if spec and spec.build and spec.build.context and spec.build.context.git:
+        if _mounts_secret(job, f"{action.job}-git"):
             # The git credentials' copy is needed no longer: gone now, not with its Job a day
-            # later (the garbage collector's, should this delete fail).
+            # later (the garbage collector's, should this delete fail).  Asked of the Job, not
+            # the spec: the spec may have dropped its git context since the build started.
             try:
                 await self.kube.delete_secret(self.settings.namespace, f"{action.job}-git")
             except ApiException as error:
@@ -778,3 +778,14 @@ async def build_pod_event(*, labels: kopf.Labels, memo: Any, **_: Any) -> None:
     reconciler = getattr(memo, "reconciler", None)
     if reconciler is not None:
         reconciler.touch(labels.get(LABEL_IMAGE_NAMESPACE))
+
+
+def _mounts_secret(job: Mapping[str, Any], name: str) -> bool:
+    """Whether the Job's pod takes environment from the Secret ``name``."""
+    pod = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+    for container in [*(pod.get("initContainers") or []), *(pod.get("containers") or [])]:
+        for variable in container.get("env") or []:
+            ref = (variable.get("valueFrom") or {}).get("secretKeyRef") or {}
+            if ref.get("name") == name:
+                return True
+    return False
