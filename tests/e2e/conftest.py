@@ -226,6 +226,7 @@ CHART_VALUES = {
     "LAMINA_CONTAINERD_ROOT": "containerd.root",
     "LAMINA_CONTAINERD_STATE": "containerd.state",
     "LAMINA_SIGNING_SECRET": "signing.secret",
+    "LAMINA_BUILDAH_ENABLED": "buildahEnabled",
 }
 # The operators installed now, for the failure report: (namespace, deployment).
 RUNNING: list[tuple[NodeCluster, str, str]] = []
