@@ -127,7 +127,7 @@ def decided(*images: ImageRecord, polled: dict[str, datetime] | None = None) -> 
 def test_when_a_git_source_is_polled(
     status: dict[str, Any], polled_ago: timedelta | None, due: bool
 ) -> None:
-    polled = {source_key(URL, "main"): NOW - polled_ago} if polled_ago else None
+    polled = {source_key(URL, "main", "ns", "src"): NOW - polled_ago} if polled_ago else None
     actions = decided(src(**status), polled=polled)
     resolving = [a for a in actions if isinstance(a, ResolveSource)]
     assert bool(resolving) == due
@@ -136,7 +136,7 @@ def test_when_a_git_source_is_polled(
 
 
 def test_the_poll_is_jittered_stably_and_only_later() -> None:
-    key = source_key(URL, "main")
+    key = source_key(URL, "main", "ns", "src")
     jitter = poll_jitter(key, timedelta(minutes=1))
     assert timedelta(0) < jitter < timedelta(seconds=6)  # at most 10% of the interval
     assert poll_jitter(key, timedelta(minutes=1)) == jitter  # no random state
@@ -305,3 +305,10 @@ def test_a_held_source_change_says_what_moved() -> None:
         f"the git source moved to {C2} (built at {C1}); the Manual policy holds the rebuild: "
         "set annotation lamina.dev/rebuild to a new value to build"
     )
+
+
+def test_another_images_short_poll_does_not_stop_this_one_being_due() -> None:
+    """Tenant A's Image on the same public URL polls every second; B's own clock holds."""
+    b = src(source=source(C1, NOW - timedelta(minutes=2)))
+    others = {source_key(URL, "main", "tenant-a", "greedy"): NOW - timedelta(seconds=1)}
+    assert any(isinstance(a, ResolveSource) for a in decided(b, polled=others))

@@ -105,10 +105,15 @@ class ResolveSource:
     secret: str | None = None
 
 
-def source_key(url: str, revision: str) -> str:
-    """The poll-clock key of one git source (``+`` is in no image reference, so it never
-    collides with a parent ref's key)."""
-    return f"git+{url}#{revision}"
+def source_key(url: str, revision: str, namespace: str, name: str) -> str:
+    """The poll-clock key of one Image's git source (``+`` is in no image reference, so it
+    never collides with a parent ref's key).
+
+    Per Image, not per URL: the answer goes only to the Images that asked (each with its own
+    credentials), so a shared clock would let another Image's short ``pollInterval`` (any
+    tenant's, naming the same public URL) keep this one from ever being due.  Requests for
+    one URL in one pass are still made once (``SourceResolver``)."""
+    return f"git+{url}#{revision}@{namespace}/{name}"
 
 
 @dataclass(frozen=True)
@@ -290,7 +295,7 @@ def _source_too_old_to_build_on(record: ImageRecord, state: ClusterState) -> boo
         return True
     if source.resolved_at is None or source.commit is None:
         return True
-    key = source_key(git.url, git.revision)
+    key = source_key(git.url, git.revision, record.namespace, record.name)
     last = max(source.resolved_at, state.polled.get(key, source.resolved_at))
     return state.now - last > FRESH_ENOUGH_TO_BUILD_ON
 
@@ -307,7 +312,7 @@ def _source_due(
     git = spec.build.context.git if spec.build.context else None
     if git is None:
         return None
-    key = source_key(git.url, git.revision)
+    key = source_key(git.url, git.revision, record.namespace, record.name)
     source = record.status.source
     same = source is not None and (source.url, source.revision) == (git.url, git.revision)
     last = [source.resolved_at] if same and source and source.resolved_at else []

@@ -338,8 +338,10 @@ class BuildExecutor:
             if answer is None:
                 continue
             answers[key] = (answer.commit, answer.message)
-            if answer.asked:  # the poll clock is per source, not per Image asking for it
-                self.resolver.checked[source_key(action.url, action.revision)] = state.now
+            if answer.asked:  # each Image that got the answer is polled anew
+                self.resolver.checked[
+                    source_key(action.url, action.revision, action.namespace, action.name)
+                ] = state.now
         outcomes: list[Outcome] = []
         for action in actions:
             if (action.namespace, action.name) not in answers:
