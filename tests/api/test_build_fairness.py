@@ -54,7 +54,9 @@ def test_a_cascade_in_one_namespace_leaves_a_slot_for_another(
         kube.apply(image(name, {"ref": ref}, registry), busy)
     kube.apply(image("solo", {"ref": ref}, registry), quiet)
 
-    extra = {"LAMINA_MAX_CONCURRENT_BUILDS": limit}
+    # Only these two namespaces: an earlier case's namespaces may still be terminating, with
+    # their Images, and would take slots.
+    extra = {"LAMINA_MAX_CONCURRENT_BUILDS": limit, "LAMINA_NAMESPACES": f"{busy},{quiet}"}
     if per_namespace:
         extra["LAMINA_MAX_BUILDS_PER_NAMESPACE"] = per_namespace
 

@@ -102,7 +102,14 @@ def test_a_changed_last_step_reuses_the_cached_earlier_step(
     log = build_log(kube, operator_ns, second["build"]["job"])
     step = re.search(r"^#(\d+) \[\d+/\d+\] " + re.escape(RANDOM_STEP) + "$", log, re.M)
     assert step, log[-3000:]
-    assert re.search(rf"^#{step.group(1)} CACHED$", log, re.M), log[-3000:]
+    # BuildKit says CACHED when it needs nothing of the step, and shows the cached layers being
+    # pulled and extracted when the next (changed) step runs on them: either is the cache.
+    # The proof that the step did not run again is its layer digest, asserted above.
+    number = step.group(1)
+    from_cache = re.search(rf"^#{number} CACHED$", log, re.M) or re.search(
+        rf"^#{number} extracting sha256:", log, re.M
+    )
+    assert from_cache, log[-3000:]
     assert status(kube, ns, "cached")["layers"][-2]["digest"] == first_layers[-2]
 
 
