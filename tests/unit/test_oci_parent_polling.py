@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from lamina.api.image import ResolvedParent
+from lamina.domain.attestation_index import attested_image
 from lamina.domain.parent_polling import poll_jitter
 from lamina.handlers.parent_resolver import ParentResolver, resolved_status
 from lamina.oci.hosts import RegistryHosts
@@ -156,6 +157,118 @@ async def test_an_index_is_checked_for_the_platform_without_another_pull(
         "manifest in the index; it has ['linux/arm64']"
     )
     assert asked(hostile) == ["HEAD", "GET"]
+
+
+def lamina_index(image: bytes, built_at: str) -> bytes:
+    """The index Lamina pushes under a tag: the image manifest and an attestation manifest
+    about it whose statement has a timestamp, so each rebuild gives another index digest."""
+    statement = {
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": "x", "digest": {"sha256": sha(image)[7:]}}],
+        "predicateType": "https://slsa.dev/provenance/v1",
+        "predicate": {"runDetails": {"metadata": {"startedOn": built_at}}},
+    }
+    return attested_image(
+        manifest_digest=sha(image),
+        manifest_size=len(image),
+        manifest_media_type=OCI_MANIFEST,
+        platform={"architecture": "amd64", "os": "linux"},
+        statement=statement,
+    ).index
+
+
+def serve_index(hostile: Hostiles, index: bytes) -> None:
+    hostile.plain.on("*", PATH, manifest(index, OCI_INDEX))
+
+
+async def test_an_index_tag_pins_its_image_manifest_not_the_index(
+    hostile: Hostiles, clock: Clock
+) -> None:
+    """Issue 9, 6: a rebuild that gives the same image manifest (a reproducible build) moves
+    the tag to a new index (new attestation timestamps) and is no parent change."""
+    image = small_image_manifest("image")
+    first = lamina_index(image, "2026-12-01T09:00:00Z")
+    serve_index(hostile, first)
+    resolver = resolver_for(hostile, clock)
+    (answer,) = (await resolver.resolve_refs({"busybox": None})).values()
+    assert answer.digest == sha(image) != sha(first)
+    assert answer.message is None and answer.fetched
+    assert asked(hostile) == ["HEAD", "GET"]  # the index's entry is read, the image not pulled
+    status = ResolvedParent.model_validate(resolved_status("busybox", None, answer, clock.now))
+
+    hostile.log.clear()  # unchanged index: one HEAD, the pin from the last GET
+    (answer,) = (await resolver.resolve_refs({"busybox": sha(image)})).values()
+    assert (answer.digest, answer.fetched, asked(hostile)) == (sha(image), False, ["HEAD"])
+
+    rebuilt = lamina_index(image, "2026-12-01T10:00:00Z")
+    assert sha(rebuilt) != sha(first)
+    serve_index(hostile, rebuilt)
+    hostile.log.clear()  # the index moved: fetched, and the same image manifest found
+    (answer,) = (await resolver.resolve_refs({"busybox": sha(image)})).values()
+    assert (answer.digest, answer.fetched, asked(hostile)) == (sha(image), True, ["HEAD", "GET"])
+    assert resolved_status("busybox", status, answer, clock.now) is None  # nothing to write
+
+    hostile.log.clear()  # and the new index is remembered: one HEAD again
+    (answer,) = (await resolver.resolve_refs({"busybox": sha(image)})).values()
+    assert (answer.digest, asked(hostile)) == (sha(image), ["HEAD"])
+
+    changed = small_image_manifest("changed")
+    serve_index(hostile, lamina_index(changed, "2026-12-01T11:00:00Z"))
+    hostile.log.clear()  # a new image manifest: that is a parent change
+    (answer,) = (await resolver.resolve_refs({"busybox": sha(image)})).values()
+    assert (answer.digest, asked(hostile)) == (sha(changed), ["HEAD", "GET"])
+    assert resolved_status("busybox", status, answer, clock.now) is not None
+
+
+async def test_a_restarted_operator_reads_an_index_once_to_confirm_the_pin(
+    hostile: Hostiles, clock: Clock
+) -> None:
+    """A HEAD of an index tag reports the index's digest, not the image manifest Images are
+    pinned to: a fresh resolver fetches the index once, then HEADs."""
+    image = small_image_manifest("image")
+    serve_index(hostile, lamina_index(image, "2026-12-01T09:00:00Z"))
+    resolver = resolver_for(hostile, clock)
+    for expected in (["HEAD", "GET"], ["HEAD"]):
+        hostile.log.clear()
+        (answer,) = (await resolver.resolve_refs({"busybox": sha(image)})).values()
+        assert (answer.digest, asked(hostile)) == (sha(image), expected)
+
+
+async def test_attestation_entries_are_never_the_pin_whatever_platform_they_claim(
+    hostile: Hostiles, clock: Clock
+) -> None:
+    """Registry input: an attestation manifest listed first and claiming linux/amd64 is still
+    not an image; an index of attestations only is refused, naming no platform it lacks."""
+    image = small_image_manifest("image")
+    attestation = {
+        "mediaType": OCI_MANIFEST,
+        "digest": sha(b"attestation"),
+        "size": 1,
+        "platform": {"os": "linux", "architecture": "amd64"},
+        "annotations": {
+            "vnd.docker.reference.type": "attestation-manifest",
+            "vnd.docker.reference.digest": sha(image),
+        },
+    }
+    entry = {
+        "mediaType": OCI_MANIFEST,
+        "digest": sha(image),
+        "size": len(image),
+        "platform": {"os": "linux", "architecture": "amd64"},
+    }
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [attestation, entry]}
+    hostile.plain.on("*", PATH, manifest(index, OCI_INDEX))
+    (answer,) = (await resolver_for(hostile, clock).resolve_refs({"busybox": None})).values()
+    assert answer.digest == sha(image)
+
+    only = {**index, "manifests": [attestation]}
+    hostile.plain.on("*", PATH, manifest(only, OCI_INDEX))
+    (answer,) = (await resolver_for(hostile, clock).resolve_refs({"busybox": None})).values()
+    assert answer.digest is None
+    assert answer.message == (
+        f"RegistryResponseInvalid: {hostile.plain.address}: library/busybox: no linux/amd64 "
+        "manifest in the index; it has []"
+    )
 
 
 async def test_429_pauses_the_registry_for_its_retry_after_and_says_so(

@@ -1,4 +1,5 @@
-"""The pure parts of parent polling: when a ref is due, its jitter, and registry pauses."""
+"""The pure parts of parent polling: when a ref is due, its jitter, registry pauses, and when a
+HEAD answer confirms the pin without fetching the manifest."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from lamina.domain.parent_polling import (
     MAX_JITTER,
     MAX_PAUSE,
     RegistryPause,
+    TagAnswer,
     active_pause,
     pause_after_failure,
+    pin_from_head,
     poll_due,
     poll_jitter,
     retry_after_seconds,
@@ -108,3 +111,34 @@ def test_pauses(retry_after: float | None, failures_before: int, wait: timedelta
 )
 def test_retry_after(header: str | None, seconds: float | None) -> None:
     assert retry_after_seconds(header, NOW) == seconds
+
+
+INDEX, INDEX2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+IMAGE, IMAGE2 = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+
+
+@pytest.mark.parametrize(
+    ("head", "pinned", "last", "expected"),
+    [
+        # The index this resolver fetched last, unchanged: its image manifest, no GET.
+        pytest.param(INDEX, {IMAGE}, TagAnswer(INDEX, IMAGE), IMAGE, id="same-index"),
+        # The index moved (a rebuild's new attestations): fetch, even if the image did not.
+        pytest.param(INDEX2, {IMAGE}, TagAnswer(INDEX, IMAGE), None, id="index-moved"),
+        # After a restart the pinned image manifest is not what a HEAD of an index reports.
+        pytest.param(INDEX, {IMAGE}, None, None, id="index-after-restart"),
+        # A tag naming an image manifest: the pin itself, also after a restart.
+        pytest.param(IMAGE, {IMAGE}, None, IMAGE, id="manifest-after-restart"),
+        pytest.param(IMAGE, {IMAGE}, TagAnswer(IMAGE, IMAGE), IMAGE, id="manifest-unchanged"),
+        pytest.param(IMAGE2, {IMAGE}, TagAnswer(IMAGE, IMAGE), None, id="manifest-moved"),
+        # Pinned to the index by an earlier Lamina: kept until the tag moves (no rebuild for
+        # an upgrade).
+        pytest.param(INDEX, {INDEX}, None, INDEX, id="index-pinned-before"),
+        # No digest in the HEAD answer: nothing is confirmed.
+        pytest.param(None, {IMAGE}, TagAnswer(INDEX, IMAGE), None, id="no-head-digest"),
+        pytest.param(INDEX, set(), None, None, id="nothing-known"),
+    ],
+)
+def test_a_head_answer_confirms_the_pin_only_when_it_names_what_is_known(
+    head: str | None, pinned: set[str], last: TagAnswer | None, expected: str | None
+) -> None:
+    assert pin_from_head(head, pinned, last) == expected

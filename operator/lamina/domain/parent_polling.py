@@ -10,6 +10,15 @@ Pure: the clock is passed in.  The I/O (HEAD, then GET only when the digest move
   text (a stable hash, up to 10% of the interval and at most 5 minutes), so it needs no random
   state, every Image naming one ref shares one schedule (one request serves them all), and two
   refs rarely share a second.  It only ever delays: a poll is never earlier than asked for.
+- **What a parent is pinned to**: the ``linux/amd64`` image manifest, not the index a tag may
+  name.  An index also holds attestation manifests (BuildKit's SBOM and provenance, Lamina's
+  own, each with a timestamp), so the index digest of an image Lamina built moves on every
+  rebuild even when the image is byte for byte the same (a reproducible build): pinned by the
+  index, every child would see a parent change and rebuild for nothing.  Pinned by the image
+  manifest, an unchanged image is no parent change, as for a parent Image (whose
+  ``status.digest`` is its image manifest's).  A HEAD reports the digest of what the tag names
+  (the index), so :func:`pin_from_head` says when that answer alone confirms the pin and when
+  the index must be fetched to read the image manifest's digest from it.
 - **Backoff** per registry on 429 and 5xx (and on no answer within the poll's timeout): the
   registry is not asked again until its pause ends: its ``Retry-After`` when it gave one (at
   least 5 s, at most 30 minutes), else 30 s doubling per consecutive failure up to 30
@@ -20,6 +29,7 @@ Pure: the clock is passed in.  The I/O (HEAD, then GET only when the digest move
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -55,6 +65,44 @@ def poll_due(
         return True
     wait = interval if resolved_digest else RETRY_UNRESOLVED
     return now - resolved_at >= wait + poll_jitter(ref, wait)
+
+
+@dataclass(frozen=True)
+class TagAnswer:
+    """What a GET of a parent reference found.
+
+    ``named``: the digest of the document the reference names (an index or an image
+    manifest), which is what a HEAD reports; ``image``: the digest of the platform image
+    manifest the parent is pinned to (``named`` itself when that is an image manifest).
+    """
+
+    named: str
+    image: str
+
+
+def pin_from_head(
+    head_digest: str | None, pinned: Collection[str], last_fetched: TagAnswer | None
+) -> str | None:
+    """The pin a HEAD answer confirms without a GET, or None when the manifest must be fetched.
+
+    ``pinned``: the digests the Images naming the reference are pinned to now (their
+    ``status.resolved.digest``); ``last_fetched``: what this resolver's last GET of it found
+    (None after a restart).
+
+    - HEAD names what the last GET fetched: its image manifest is still the pin, with no GET
+      (an unchanged index costs one HEAD, like an unchanged manifest).
+    - HEAD names a digest the Images are already pinned to: a tag naming an image manifest
+      that did not move (also after a restart), or an index pinned as such by an earlier
+      version of Lamina, which stays as it is until the tag moves (no rebuild for an upgrade).
+    - Otherwise (the digest moved, an index not fetched since a restart, or no digest in the
+      HEAD answer): fetch, and pin the image manifest the answer names, which is the old pin
+      again when only the index around it changed.
+    """
+    if head_digest is None:
+        return None
+    if last_fetched is not None and last_fetched.named == head_digest:
+        return last_fetched.image
+    return head_digest if head_digest in pinned else None
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,18 @@ to, and gets one :class:`Resolution` per ref text back:
 - **Once per pass**: refs are grouped by what is actually asked for (normalised, mirrors
   applied), so ``busybox`` and ``docker.io/library/busybox:latest`` named by a thousand Images
   cost one request.
-- **HEAD first**: the manifest's ``Docker-Content-Digest`` from a HEAD (which Docker Hub does
-  not count as a pull) is compared with the digests already known; the manifest is fetched (a
-  GET, bounded to 4 MiB, media type checked, an index checked to have ``linux/amd64``) only
-  when the digest moved or the registry's HEAD did not give one.  The digests this resolver
-  fetched and checked itself are remembered, so after the first pass an unchanged tag costs
-  one HEAD.
+- **Pinned to the image manifest**: a tag naming an index (an image Lamina or BuildKit built
+  with attestations, or a multi-platform image) pins the parent to the index's
+  ``linux/amd64`` image manifest, never to the index or an attestation manifest in it: the
+  index digest moves with every attestation's timestamp, the image manifest only when the
+  image does, so a reproducible rebuild of a parent is no parent change for its children
+  (see :mod:`lamina.domain.parent_polling`).
+- **HEAD first**: the ``Docker-Content-Digest`` from a HEAD (which Docker Hub does not count
+  as a pull) is compared with what the last GET found and with the digests already pinned
+  (:func:`~lamina.domain.parent_polling.pin_from_head`); the manifest or index is fetched (a
+  GET, bounded to 4 MiB, media type checked, an index's ``linux/amd64`` entry read from it)
+  only when the digest moved or the registry's HEAD did not give one.  What each GET found is
+  remembered, so after the first pass an unchanged tag costs one HEAD, an index tag too.
 - **Per-registry backoff**: a 429 or 5xx pauses that registry (its Retry-After honoured,
   bounded; see :mod:`lamina.domain.parent_polling`); refs on it are not requested until the
   pause ends and their Images keep their last digest with the registry's answer as message.
@@ -45,8 +51,10 @@ from lamina.api.image import ResolvedParent
 from lamina.domain.conditions import REGISTRY_UNAVAILABLE
 from lamina.domain.parent_polling import (
     RegistryPause,
+    TagAnswer,
     active_pause,
     pause_after_failure,
+    pin_from_head,
     poll_due,
     retry_after_seconds,
 )
@@ -76,7 +84,8 @@ def _now() -> datetime:
 class Resolution:
     """What one ref resolved to in this pass."""
 
-    # The digest now; the last known one when the registry could not say (None if none).
+    # The digest the parent is pinned to now (the linux/amd64 image manifest's, also when the
+    # reference names an index); the last known one when the registry could not say.
     digest: str | None
     # Why it is not freshly resolved ("Reason: text", quoted in WaitingForParent); None if it is.
     message: str | None = None
@@ -119,8 +128,9 @@ class ParentResolver:
     clock: Callable[[], datetime] = _now
     ssl_context: ssl.SSLContext | None = None
     pauses: dict[str, RegistryPause] = field(default_factory=dict)
-    # Digests this resolver fetched and checked itself, per asked-for reference.
-    verified: dict[Reference, str] = field(default_factory=dict)
+    # What this resolver's last GET of each asked-for reference found (the digest a HEAD
+    # reports, and the image manifest pinned): an unchanged index then costs one HEAD.
+    fetched: dict[Reference, TagAnswer] = field(default_factory=dict)
     # When each ref text was last asked for (status.resolved is written only on a change).
     checked: dict[str, datetime] = field(default_factory=dict)
 
@@ -224,20 +234,21 @@ class ParentResolver:
     async def _head_then_get(
         self, client: RegistryClient, key: Reference, known: set[str | None]
     ) -> Resolution:
-        seen = known | ({self.verified[key]} if key in self.verified else set())
         try:
-            digest = await client.head_manifest(key)
+            head = await client.head_manifest(key)
         except RegistryError as error:
             if error.status not in _HEAD_UNSUPPORTED:
                 raise
-            digest = None
-        if digest is not None and digest in seen:
-            return Resolution(digest)
+            head = None
+        pinned = {digest for digest in known if digest is not None}
+        if (pin := pin_from_head(head, pinned, self.fetched.get(key))) is not None:
+            return Resolution(pin)
         top = await client.get_manifest(key)
-        if top.media_type in INDEXES:
-            platform_descriptor(key, top)  # an index without linux/amd64 cannot be built on
-        self.verified[key] = top.digest
-        return Resolution(top.digest, fetched=True)
+        # An index: its linux/amd64 image manifest (attestation entries are never chosen; an
+        # index without that platform cannot be built on and is this ref's error).
+        image = platform_descriptor(key, top) if top.media_type in INDEXES else top.digest
+        self.fetched[key] = TagAnswer(named=top.digest, image=image)
+        return Resolution(image, fetched=True)
 
     def _pause(self, registry: str, error: RegistryError) -> RegistryPause:
         retry_after = (
