@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from lamina.domain.rebase import RebaseRefused, rebase
 
 
@@ -93,3 +95,65 @@ def test_refused_when_config_and_layers_disagree() -> None:
         new_parent_name="registry.local/base",
     )
     assert isinstance(result, RebaseRefused)
+
+
+HOSTILE = "registry answers of the wrong shape are a refusal, never an exception"
+
+
+@pytest.mark.parametrize(
+    ("documents", "reason"),
+    [
+        # Finding 1c of the attack review: the new parent's config (a blob its registry
+        # chooses; only its digest is checked) with rootfs not an object raised AttributeError,
+        # which the rebase handler did not catch.
+        (
+            {"new_parent_config": {"rootfs": ["hostile"]}},
+            "the new parent config has a rootfs that is not an object",
+        ),
+        (
+            {"new_parent_config": {"rootfs": {"diff_ids": "sha256:x"}}},
+            "in the new parent config's rootfs, diff_ids is not a list",
+        ),
+        (
+            {"new_parent_config": {"rootfs": {"diff_ids": [1, 2]}}},
+            "the new parent config has a diff_id that is not a string",
+        ),
+        (
+            {"new_parent_config": {**NEW_PARENT_CONFIG, "history": ["RUN x"]}},
+            "the new parent config has a history entry that is not an object",
+        ),
+        # A manifest whose layers hold strings raised TypeError in the handler's own loop.
+        (
+            {"new_parent_manifest": {**NEW_PARENT, "layers": ["sha256:" + "3" * 64]}},
+            "the new parent manifest has a layer that is not a descriptor",
+        ),
+        (
+            {"new_parent_manifest": {**NEW_PARENT, "layers": {"digest": digest("3")}}},
+            "in the new parent manifest, layers is not a list",
+        ),
+        (
+            {"new_parent_manifest": manifest("1", "3", "4")},
+            "the new parent config's diff_ids do not match its layers",
+        ),
+        (
+            {"old_parent_manifest": {"layers": [{"size": 1}]}},
+            "the old parent manifest has a layer that is not a descriptor",
+        ),
+        (
+            {"image_config": {**IMAGE_CONFIG, "rootfs": "layers"}},
+            "the image config has a rootfs that is not an object",
+        ),
+    ],
+)
+def test_hostile_documents_are_refused(documents: dict[str, object], reason: str) -> None:
+    arguments: dict[str, object] = {
+        "image_manifest": IMAGE,
+        "image_config": IMAGE_CONFIG,
+        "old_parent_manifest": OLD_PARENT,
+        "new_parent_manifest": NEW_PARENT,
+        "new_parent_config": NEW_PARENT_CONFIG,
+        "new_parent_digest": digest("5"),
+        "new_parent_name": "registry.local/base",
+        **documents,
+    }
+    assert rebase(**arguments) == RebaseRefused(reason), HOSTILE  # type: ignore[arg-type]
