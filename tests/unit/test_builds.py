@@ -166,6 +166,26 @@ def test_slots_are_shared_between_namespaces(
     assert big == [f"big-{n}" for n in range(len(big))]
 
 
+def test_a_chain_of_1100_images_whose_leaf_sorts_first_is_planned() -> None:
+    """Finding 1 of the attack review: planning recursed once per ancestor, and a chain
+    whose leaf is planned first (its name sorts first) raised RecursionError, which stopped
+    the build pass for every namespace (SECURITY.md: graph algorithms are iterative)."""
+    chain = [
+        replace(
+            APP,
+            name=f"c{k:04d}",
+            uid=f"u{k}",
+            parent_image=f"c{k + 1:04d}" if k + 1 < 1100 else "missing",
+        )
+        for k in range(1100)
+    ]
+    plans = plan_namespace(chain)
+    assert len(plans) == 1100
+    assert {plan.action for plan in plans.values()} == {"wait-parent"}
+    assert plans["c0000"].waiting_on == "c0001"
+    assert plans["c1099"].waiting_on == "missing"
+
+
 def test_depth_survives_cycles() -> None:
     assert depth_of("c", {"a": None, "b": "a", "c": "b"}) == 2
     assert depth_of("a", {"a": "b", "b": "a"}) == 1

@@ -1,0 +1,208 @@
+"""Regressions from the tenant-attack review: one tenant must not stall or flood the others.
+
+Each case reproduced a hole on the day of the review (branch h/attack, as xfail(strict)) and
+passes now:
+
+- A chain of 1,100 Images (each naming the next as its parent, the leaf's name sorting first)
+  made planning recurse past Python's limit, and the RecursionError stopped every build pass
+  in every namespace.
+- An Image whose context copy is over the API server's object limit made the build pass fail
+  on its ConfigMap, every pass, for every namespace.
+- 25 ContainerCommits on one pod made 25 privileged commit Jobs at once, on the node the
+  tenant picked, none with resource limits.
+
+Each operator watches only its test's namespaces (LAMINA_NAMESPACES): an earlier test's
+namespaces may still be terminating, with objects that would take slots.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.api.build_loop import build_loop_operator
+from tests.api.test_build_planning import build_jobs, image, push
+from tests.api.test_commit_flow import commit, jobs_in, reason_of, running_pod
+from tests.api.test_failures_visible import Operator
+from tests.api.test_tree_reconcile import condition
+from tests.conftest import REPO, KubeCluster, start_operator, stop_operator, wait_for
+from tests.integration.conftest import Registry
+
+pytestmark = pytest.mark.api
+
+CHAIN = 1100
+COMMITS = 25
+# What the operator logs when a whole pass fails (every namespace waits for the next one).
+PASS_FAILED = "reconcile pass (retrying) failed"
+
+
+class Tenants:
+    def __init__(self, operator: Operator, registry: Registry, ref: str, **names: str) -> None:
+        self.operator, self.registry, self.ref = operator, registry, ref
+        self.chain, self.big, self.victim = names["chain"], names["big"], names["victim"]
+
+    def victim_job(self, name: str) -> bool:
+        return any(
+            job["metadata"]["annotations"].get("lamina.dev/image-name") == name
+            for job in build_jobs(self.operator.kube, self.operator.home, self.victim)
+        )
+
+
+@pytest.fixture(scope="module")
+def tenants(
+    crds_installed: KubeCluster, registry: Registry, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Tenants]:
+    """Two attacking namespaces and a victim's, and an operator with build slots to spare."""
+    kube = crds_installed
+    tag = uuid.uuid4().hex[:6]
+    names = {"chain": f"aaa-{tag}", "big": f"aab-{tag}", "victim": f"victim-{tag}"}
+    home = f"lamina-{tag}"
+    for namespace in (home, *names.values()):
+        kube.kubectl("create", "namespace", namespace, check=True)
+    work = tmp_path_factory.mktemp("stalls")
+    repository = f"parents/{tag}"
+    push(registry, repository, "1", "one", work)
+    try:
+        with build_loop_operator(
+            kube,
+            registry,
+            work,
+            home,
+            LAMINA_MAX_CONCURRENT_BUILDS="10",
+            LAMINA_NAMESPACES=",".join(names.values()),
+        ) as operator:
+            yield Tenants(operator, registry, registry.ref(repository, "1"), **names)
+    finally:
+        for namespace in (home, *names.values()):
+            kube.kubectl("delete", "namespace", namespace, "--wait=false")
+
+
+def _chain_manifest(registry: Registry) -> str:
+    items = [
+        json.loads(
+            image(
+                f"c{k:04d}",
+                {"image": f"c{k + 1:04d}" if k + 1 < CHAIN else "missing"},
+                registry,
+            )
+        )
+        for k in reversed(range(CHAIN))  # root first: each event sees a short chain
+    ]
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+
+
+def test_a_deep_chain_in_one_namespace_does_not_stop_builds_elsewhere(tenants: Tenants) -> None:
+    kube, registry = tenants.operator.kube, tenants.registry
+    # Baseline: the victim's builds start while the attacker has nothing.
+    kube.apply(image("before", {"ref": tenants.ref}, registry), tenants.victim)
+    wait_for(lambda: tenants.victim_job("before"), timeout=60, what="baseline Job")
+
+    kube.kubectl(
+        "apply", "-n", tenants.chain, "-f", "-", input=_chain_manifest(registry), check=True
+    )
+    # The operator decided the whole chain: the leaf (sorting first, 1,099 ancestors above
+    # it) is stalled on the missing root like every other link.
+    leaf = wait_for(
+        lambda: condition(kube.get("image", "c0000", tenants.chain), "Stalled"),
+        timeout=120,
+        what="the chain's leaf decided",
+    )
+    assert (leaf["status"], leaf["reason"]) == ("True", "AncestorStalled")
+    assert leaf["message"] == (
+        f'ancestor c1099 is stalled: its parent Image "missing" does not exist in namespace '
+        f'"{tenants.chain}"'
+    )
+    kube.apply(image("after", {"ref": tenants.ref}, registry), tenants.victim)
+    # What SECURITY.md promises: the victim's second Image gets its build Job.
+    wait_for(
+        lambda: tenants.victim_job("after"),
+        timeout=60,
+        what="the victim's build Job while the attacker's chain exists",
+    )
+    said = tenants.operator.log.read_text(errors="replace")
+    assert "RecursionError" not in said
+    assert PASS_FAILED not in said
+
+
+def test_an_oversized_build_context_does_not_stop_builds_elsewhere(tenants: Tenants) -> None:
+    kube, registry = tenants.operator.kube, tenants.registry
+    # A valid ConfigMap (just under the 1 MiB limit) and a valid 60 KiB Dockerfile: the copy
+    # Lamina makes of both in its namespace is over the limit.
+    context = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "ctx"},
+        "data": {"blob.txt": "x" * 1_040_000},
+    }
+    kube.kubectl("create", "-n", tenants.big, "-f", "-", input=json.dumps(context), check=True)
+    big = json.loads(image("big", {"ref": tenants.ref}, registry))
+    big["spec"]["build"] = {
+        "dockerfile": "FROM base\n" + ("# " + "y" * 998 + "\n") * 60 + "RUN true\n",
+        "context": {"configMap": {"name": "ctx"}},
+    }
+    kube.kubectl("create", "-n", tenants.big, "-f", "-", input=json.dumps(big), check=True)
+
+    # The attacker's Image says what the API server refused; nobody else notices.
+    def refused() -> dict[str, Any] | None:
+        ready = condition(kube.get("image", "big", tenants.big), "Ready") or {}
+        return ready if ready.get("reason") == "Refused" else None
+
+    ready = wait_for(refused, timeout=60, what="the big Image refused")
+    assert "Too long: may not be more than 1048576 bytes" in ready["message"], ready
+    kube.apply(image("after-big", {"ref": tenants.ref}, registry), tenants.victim)
+    wait_for(
+        lambda: tenants.victim_job("after-big"),
+        timeout=60,
+        what="the victim's build Job while the attacker's Image exists",
+    )
+    assert PASS_FAILED not in tenants.operator.log.read_text(errors="replace")
+
+
+def test_commits_of_one_tenant_are_bounded(
+    crds_installed: KubeCluster, namespace: str, tmp_path: Path
+) -> None:
+    """The operator as the chart starts it (its default commit slots and resources): a flood
+    of commits gets a bounded number of Jobs, each with limits; the others wait, saying so."""
+    kube = crds_installed
+    values = yaml.safe_load((REPO / "charts" / "lamina" / "values.yaml").read_text())
+    limit = int(values["maxConcurrentCommits"])
+    home = f"lamina-{uuid.uuid4().hex[:6]}"
+    kube.kubectl("create", "namespace", home, check=True)
+    log = tmp_path / "operator.log"
+    env = {
+        "LAMINA_NAMESPACE": home,
+        "LAMINA_NAMESPACES": namespace,
+        "LAMINA_COMMITTER_IMAGE": "lamina:test",
+        "LAMINA_MAX_CONCURRENT_COMMITS": str(limit),
+        "LAMINA_COMMIT_RESOURCES": json.dumps(values["commitResources"]),
+    }
+    process = start_operator(kube.kubeconfig, log, "--metrics-port=0", "--health-port=0", env=env)
+    try:
+        running_pod(kube, namespace)  # a tenant may set spec.nodeName: it picks the node
+        kube.apply("---\n".join(commit(f"flood-{k}") for k in range(COMMITS)), namespace)
+
+        def reasons() -> list[str | None]:
+            return [reason_of(kube, f"flood-{k}", namespace) for k in range(COMMITS)]
+
+        wait_for(
+            lambda: (
+                sorted(map(str, reasons()))
+                == ["CommitQueued"] * (COMMITS - limit) + ["Committing"] * limit
+            ),
+            timeout=90,
+            what=f"{limit} commits running, the others queued",
+        )
+        jobs = jobs_in(kube, home)
+        assert len(jobs) == limit
+        containers = [job["spec"]["template"]["spec"]["containers"][0] for job in jobs]
+        assert all(c["securityContext"]["privileged"] for c in containers)
+        assert all(c["resources"] == values["commitResources"] for c in containers)
+    finally:
+        stop_operator(process, log)
+        kube.kubectl("delete", "namespace", home, "--wait=false")
