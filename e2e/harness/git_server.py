@@ -11,6 +11,10 @@ unless the request carries HTTP Basic credentials equal to ``USER:PASSWORD``.  T
 fetch a commit by its id.  Every request is one line on stderr (method, path, status, whether
 it was authenticated; never the credentials).  When ready it writes its port to
 ``--ready-file`` (port 0 picks a free one).  The tests start it and stop it by its PID.
+
+Imported (``harness.git_server``), it is the tests' one way to make and serve repositories:
+:func:`serving` runs this file as a child process and yields its URL; :func:`bare_repository`,
+:func:`commit_files` and :func:`git` make the repositories it serves.
 """
 
 from __future__ import annotations
@@ -21,11 +25,75 @@ import hmac
 import os
 import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import IO
 from urllib.parse import unquote, urlsplit
 
 MAX_BODY = 16 * 1024 * 1024
+# The tests' commits name this identity: no global git configuration is assumed.
+GIT = ("git", "-c", "user.name=lamina-test", "-c", "user.email=test@lamina.invalid")
+
+
+def git(*args: str | Path) -> str:
+    """``git ARGS`` with the tests' identity; its output, stripped (a failure raises)."""
+    done = subprocess.run([*GIT, *map(str, args)], capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+def commit_files(work: Path, files: Mapping[str, str], message: str) -> str:
+    """Write ``files`` (paths relative to the work tree) and commit everything; the commit."""
+    for name, text in files.items():
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        (work / name).write_text(text)
+    git("-C", work, "add", "-A")
+    git("-C", work, "commit", "-qm", message)
+    return git("-C", work, "rev-parse", "HEAD")
+
+
+def bare_repository(root: Path, name: str, work: Path) -> Path:
+    """An empty ``root/NAME.git`` on branch main, and a work tree at ``work`` whose
+    ``origin`` it is (commit there, then ``git push -q origin main``); the work tree."""
+    git("init", "-q", "--bare", "-b", "main", root / f"{name}.git")
+    git("init", "-q", "-b", "main", work)
+    git("-C", work, "remote", "add", "origin", root / f"{name}.git")
+    return work
+
+
+@contextmanager
+def serving(
+    root: Path,
+    *,
+    listen: str = "127.0.0.1",
+    private: Mapping[str, str] | None = None,
+    log: IO[str] | int = subprocess.DEVNULL,
+    timeout: float = 20.0,
+) -> Iterator[str]:
+    """This server on ``listen`` (a free port) for the repositories under ``root``, as a
+    child process; yields ``http://ADDRESS:PORT``, stops it by its PID.  ``private``:
+    ``{"private.git": "USER:PASSWORD"}``; ``log``: where its request lines go."""
+    with tempfile.TemporaryDirectory(prefix="git-server-") as scratch:
+        ready = Path(scratch) / "port"
+        argv = [sys.executable, __file__, "--listen", listen, "--root", str(root)]
+        for repository, credentials in (private or {}).items():
+            argv += ["--private", f"{repository}={credentials}"]
+        server = subprocess.Popen(
+            [*argv, "--ready-file", str(ready)], stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            while not (ready.exists() and ready.read_text()):
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"git_server.py did not start on {listen}")
+                time.sleep(0.05)
+            yield f"http://{listen}:{ready.read_text()}"
+        finally:
+            server.terminate()
+            server.wait(10)
 
 
 class GitHandler(BaseHTTPRequestHandler):

@@ -7,9 +7,11 @@ loop's decisions (Jobs, statuses, events, metrics).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from tests.api.test_failures_visible import Operator, _up, free_port
 from tests.conftest import KubeCluster, start_operator, stop_operator, wait_for
@@ -45,3 +47,20 @@ def build_loop_operator(
         yield operator
     finally:
         stop_operator(process, log)
+
+
+def as_built(kube: KubeCluster, name: str, namespace: str, status: dict[str, Any]) -> None:
+    """Write the Image's status as a finished build would have left it (``digest``,
+    ``builtFrom``, ...), before an operator starts, so it plans no first build."""
+    kube.kubectl(
+        "patch",
+        "image",
+        name,
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": status}),
+        check=True,
+    )

@@ -16,10 +16,11 @@ from typing import Any
 
 import pytest
 
+from tests.api.build_loop import build_loop_operator
 from tests.api.test_build_planning import push
 from tests.api.test_crd_validation import image
 from tests.api.test_hostile_specs import image as json_image
-from tests.conftest import KubeCluster, start_operator, stop_operator, wait_for
+from tests.conftest import KubeCluster, wait_for
 from tests.integration.conftest import Registry
 
 pytestmark = pytest.mark.api
@@ -68,65 +69,57 @@ def test_the_operators_default_engine_builds_an_image_that_names_none(
     kube = crds_installed
     operator_ns = f"lamina-{uuid.uuid4().hex[:6]}"
     kube.kubectl("create", "namespace", operator_ns, check=True)
-    settings = tmp_path / "registries.yaml"
-    settings.write_text(f'registries:\n  "{registry.address}":\n    insecure: true\n')
-    log = tmp_path / "operator.log"
-    process = start_operator(
-        kube.kubeconfig,
-        log,
-        "--metrics-port=0",
-        "--health-port=0",
-        env={
-            "LAMINA_NAMESPACE": operator_ns,
-            "LAMINA_REGISTRY_CONFIG": str(settings),
-            "LAMINA_BUILD_POLL_SECONDS": "1",
-            "LAMINA_BUILDER_IMAGE": "builder:test",
-            "LAMINA_BUILDAH_IMAGE": "buildah:test",
-            "LAMINA_DEFAULT_BUILD_ENGINE": "buildah",
-            "LAMINA_BUILDAH_ENABLED": "true",
-        },
-    )
     try:
-        repository = f"parents/{uuid.uuid4().hex[:8]}"
-        push(registry, repository, "1", "one", tmp_path)
-        parent = {"ref": registry.ref(repository, "1"), "pollInterval": "1s"}
-        for name, build in (
-            ("unset", {"steps": ["RUN true"], "args": {"MODE": "$(touch /pwned)"}}),
-            ("named", {"steps": ["RUN true"], "engine": "buildkit"}),
-        ):
-            output = {"repository": f"{registry.address}/out/{name}", "insecure": True}
-            created = kube.apply(
-                json_image(name=name, parent=parent, build=build, output=output), namespace
-            )
-            assert created.returncode == 0, created.stderr
+        with build_loop_operator(
+            kube,
+            registry,
+            tmp_path,
+            operator_ns,
+            LAMINA_BUILDAH_IMAGE="buildah:test",
+            LAMINA_DEFAULT_BUILD_ENGINE="buildah",
+            LAMINA_BUILDAH_ENABLED="true",
+        ) as operator:
+            repository = f"parents/{uuid.uuid4().hex[:8]}"
+            push(registry, repository, "1", "one", tmp_path)
+            parent = {"ref": registry.ref(repository, "1"), "pollInterval": "1s"}
+            for name, build in (
+                ("unset", {"steps": ["RUN true"], "args": {"MODE": "$(touch /pwned)"}}),
+                ("named", {"steps": ["RUN true"], "engine": "buildkit"}),
+            ):
+                output = {"repository": f"{registry.address}/out/{name}", "insecure": True}
+                created = kube.apply(
+                    json_image(name=name, parent=parent, build=build, output=output), namespace
+                )
+                assert created.returncode == 0, created.stderr
 
-        def jobs() -> dict[str, dict[str, Any]]:
-            listed = kube.kubectl("get", "jobs", "-n", operator_ns, "-o", "json", check=True)
-            found = {
-                job["metadata"]["annotations"].get("lamina.dev/image-name"): job
-                for job in json.loads(listed.stdout)["items"]
-            }
-            return found if {"unset", "named"} <= set(found) else {}
+            def jobs() -> dict[str, dict[str, Any]]:
+                listed = kube.kubectl("get", "jobs", "-n", operator_ns, "-o", "json", check=True)
+                found = {
+                    job["metadata"]["annotations"].get("lamina.dev/image-name"): job
+                    for job in json.loads(listed.stdout)["items"]
+                }
+                return found if {"unset", "named"} <= set(found) else {}
 
-        found = wait_for(jobs, timeout=60, what="the build Jobs of both Images")
-        unset, named = found["unset"], found["named"]
-        assert unset["metadata"]["annotations"]["lamina.dev/build-engine"] == "buildah"
-        assert named["metadata"]["annotations"]["lamina.dev/build-engine"] == "buildkit"
-        (build,) = unset["spec"]["template"]["spec"]["containers"]
-        assert build["image"] == "buildah:test"
-        assert build["command"][:2] == ["/bin/sh", "-c"] and build["command"][3:] == [
-            "lamina-build"
-        ]
-        assert "buildah build" in build["command"][2] and "$(touch" not in build["command"][2]
-        assert "--build-arg=MODE=$(touch /pwned)" in build["args"]
-        assert build["securityContext"] == {"privileged": True}
-        # The registries.conf the builder reads: the operator's plain-HTTP registry only.
-        conf = unset["spec"]["template"]["metadata"]["annotations"]["lamina.dev/registries-conf"]
-        assert f'location = "{registry.address}"\ninsecure = true' in conf
-        (other,) = named["spec"]["template"]["spec"]["containers"]
-        assert other["image"] == "builder:test"
-        assert any(arg.startswith("--opt=build-arg:") for arg in other["args"])
+            found = wait_for(jobs, timeout=60, what="the build Jobs of both Images")
+            unset, named = found["unset"], found["named"]
+            assert unset["metadata"]["annotations"]["lamina.dev/build-engine"] == "buildah"
+            assert named["metadata"]["annotations"]["lamina.dev/build-engine"] == "buildkit"
+            (build,) = unset["spec"]["template"]["spec"]["containers"]
+            assert build["image"] == "buildah:test"
+            assert build["command"][:2] == ["/bin/sh", "-c"] and build["command"][3:] == [
+                "lamina-build"
+            ]
+            assert "buildah build" in build["command"][2] and "$(touch" not in build["command"][2]
+            assert "--build-arg=MODE=$(touch /pwned)" in build["args"]
+            assert build["securityContext"] == {"privileged": True}
+            # The registries.conf the builder reads: the operator's plain-HTTP registry only.
+            conf = unset["spec"]["template"]["metadata"]["annotations"][
+                "lamina.dev/registries-conf"
+            ]
+            assert f'location = "{registry.address}"\ninsecure = true' in conf
+            (other,) = named["spec"]["template"]["spec"]["containers"]
+            assert other["image"] == "builder:test"
+            assert any(arg.startswith("--opt=build-arg:") for arg in other["args"])
     finally:
-        stop_operator(process, log)
         kube.kubectl("delete", "namespace", operator_ns, "--wait=false")
-    assert "Traceback" not in log.read_text()
+    assert "Traceback" not in operator.log.read_text()

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,14 +21,15 @@ from typing import Any
 
 import pytest
 
+from harness.git_server import bare_repository, commit_files, git, serving
+from tests.api.build_loop import build_loop_operator
 from tests.api.test_build_planning import push
-from tests.conftest import REPO, KubeCluster, start_operator, stop_operator, wait_for
+from tests.conftest import KubeCluster, wait_for
 from tests.integration.conftest import Registry
 
 pytestmark = pytest.mark.api
 
 PASSWORD = "api-tier-pw-never-shown"
-GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid"]
 
 
 @dataclass
@@ -39,50 +38,18 @@ class GitRepo:
     work: Path
 
     def commit(self, text: str) -> str:
-        (self.work / "docker").mkdir(exist_ok=True)
-        (self.work / "docker" / "msg.txt").write_text(text)
-        subprocess.run([*GIT, "-C", str(self.work), "add", "-A"], check=True)
-        subprocess.run([*GIT, "-C", str(self.work), "commit", "-qm", text], check=True)
-        subprocess.run([*GIT, "-C", str(self.work), "push", "-q", "origin", "main"], check=True)
-        return subprocess.run(
-            ["git", "-C", str(self.work), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        commit = commit_files(self.work, {"docker/msg.txt": text}, text)
+        git("-C", self.work, "push", "-q", "origin", "main")
+        return commit
 
 
 @pytest.fixture
 def private_repo(tmp_path: Path) -> Iterator[GitRepo]:
     root = tmp_path / "root"
     root.mkdir()
-    bare = root / "private.git"
-    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
-    work = tmp_path / "work"
-    subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True)
-    subprocess.run(["git", "-C", str(work), "remote", "add", "origin", str(bare)], check=True)
-    ready = tmp_path / "port"
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            str(REPO / "e2e" / "harness" / "git_server.py"),
-            "--listen",
-            "127.0.0.1",
-            "--root",
-            str(root),
-            "--private",
-            f"private.git=robot:{PASSWORD}",
-            "--ready-file",
-            str(ready),
-        ],
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(lambda: ready.exists() and ready.read_text(), timeout=10, what="git server")
-        yield GitRepo(f"http://127.0.0.1:{ready.read_text()}/private.git", work)
-    finally:
-        server.terminate()
-        server.wait(10)
+    work = bare_repository(root, "private", tmp_path / "work")
+    with serving(root, private={"private.git": f"robot:{PASSWORD}"}) as url:
+        yield GitRepo(f"{url}/private.git", work)
 
 
 def image(name: str, parent_ref: str, registry: Registry, git: dict[str, Any]) -> str:
@@ -134,27 +101,12 @@ def git_operator(
     ns, operator_ns = f"git-{suffix}", f"lamina-{suffix}"
     for namespace in (ns, operator_ns):
         kube.kubectl("create", "namespace", namespace, check=True)
-    settings = tmp_path / "registries.yaml"
-    settings.write_text(f'registries:\n  "{registry.address}":\n    insecure: true\n')
-    log = tmp_path / "operator.log"
     parent = f"parents/{suffix}"
     push(registry, parent, "1", "p", tmp_path)
-    process = start_operator(
-        kube.kubeconfig,
-        log,
-        "--metrics-port=0",
-        "--health-port=0",
-        env={
-            "LAMINA_NAMESPACE": operator_ns,
-            "LAMINA_REGISTRY_CONFIG": str(settings),
-            "LAMINA_BUILD_POLL_SECONDS": "1",
-            "LAMINA_BUILDER_IMAGE": "builder:test",
-        },
-    )
     try:
-        yield Operator(kube, ns, operator_ns, registry.ref(parent, "1"), log)
+        with build_loop_operator(kube, registry, tmp_path, operator_ns) as operator:
+            yield Operator(kube, ns, operator_ns, registry.ref(parent, "1"), operator.log)
     finally:
-        stop_operator(process, log)
         kube.kubectl("delete", "namespace", operator_ns, "--wait=false")
         kube.kubectl("delete", "namespace", ns, "--wait=false")
 

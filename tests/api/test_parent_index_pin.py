@@ -15,13 +15,14 @@ import hashlib
 import json
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from lamina.domain.attestation_index import attested_image
-from tests.api.build_loop import build_loop_operator
+from tests.api.build_loop import as_built, build_loop_operator
 from tests.api.test_build_planning import build_jobs, push, status_of
 from tests.api.test_tree_reconcile import condition
 from tests.conftest import KubeCluster, wait_for
@@ -124,18 +125,7 @@ def create_built_child(
     """The Image "child" on ``ref``, its status as a finished build on ``built_from`` would
     have left it (written before the operator starts, so it never plans a first build)."""
     kube.apply(image_object("child", ref, repository), namespace)
-    kube.kubectl(
-        "patch",
-        "image",
-        "child",
-        "-n",
-        namespace,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps({"status": {"digest": digest, "builtFrom": built_from}}),
-        check=True,
-    )
+    as_built(kube, "child", namespace, {"digest": digest, "builtFrom": built_from})
 
 
 def test_a_new_index_around_the_same_image_manifest_is_no_parent_change(
@@ -172,8 +162,10 @@ def test_a_new_index_around_the_same_image_manifest_is_no_parent_change(
     def ready_reason() -> str | None:
         return (condition(kube.get("image", "child", namespace), "Ready") or {}).get("reason")
 
-    def witness_resolved(digest: str) -> bool:
-        return status_of(kube, "witness", namespace).get("resolved", {}).get("digest") == digest
+    def witness_at(digest: str) -> Callable[[], bool]:
+        return lambda: (
+            status_of(kube, "witness", namespace).get("resolved", {}).get("digest") == digest
+        )
 
     try:
         with build_loop_operator(kube, registry, tmp_path, home, LAMINA_MAX_CONCURRENT_BUILDS="4"):
@@ -187,7 +179,7 @@ def test_a_new_index_around_the_same_image_manifest_is_no_parent_change(
             assert second_index != first_index
             for step in ("w1", "w2"):  # two polls of the witness after the new index
                 moved = push(registry, witnessed, "1", step, tmp_path)
-                wait_for(lambda d=moved: witness_resolved(d), what=f"witness at {step}")
+                wait_for(witness_at(moved), what=f"witness at {step}")
             status = status_of(kube, "child", namespace)
             assert status["resolved"]["digest"] == sha(image)
             assert status["builtFrom"] == built_from

@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
+from tests.api.build_loop import as_built, build_loop_operator
 from tests.api.test_build_planning import push
-from tests.conftest import KubeCluster, start_operator, stop_operator, wait_for
+from tests.conftest import KubeCluster, wait_for
 from tests.integration.conftest import Registry, lamina_snapshot
 
 pytestmark = pytest.mark.api
@@ -70,61 +71,36 @@ def test_a_moved_parent_is_rebased_without_a_build(
         },
     }
     kube.apply(json.dumps(image), namespace)
-    kube.kubectl(
-        "patch",
-        "image",
+    as_built(
+        kube,
         "child",
-        "-n",
         namespace,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps(
-            {
-                "status": {
-                    "digest": child_digest,
-                    "builtFrom": {"generation": 1, "parentDigest": first},
-                }
-            }
-        ),
-        check=True,
+        {"digest": child_digest, "builtFrom": {"generation": 1, "parentDigest": first}},
     )
     operator_ns = f"lamina-{uuid.uuid4().hex[:6]}"
     kube.kubectl("create", "namespace", operator_ns, check=True)
-    settings = tmp_path / "registries.yaml"
-    settings.write_text(f'registries:\n  "{registry.address}":\n    insecure: true\n')
-    log = tmp_path / "operator.log"
-    process = start_operator(
-        kube.kubeconfig,
-        log,
-        "--metrics-port=0",
-        "--health-port=0",
-        env={
-            "LAMINA_NAMESPACE": operator_ns,
-            "LAMINA_REGISTRY_CONFIG": str(settings),
-            "LAMINA_BUILD_POLL_SECONDS": "1",
-        },
-    )
     try:
+        with build_loop_operator(kube, registry, tmp_path, operator_ns):
 
-        def ready_reason() -> str | None:
-            for c in (kube.get("image", "child", namespace) or {}).get("status", {}).get(
-                "conditions"
-            ) or []:
-                if c["type"] == "Ready":
-                    return str(c["reason"])
-            return None
+            def ready_reason() -> str | None:
+                for c in (kube.get("image", "child", namespace) or {}).get("status", {}).get(
+                    "conditions"
+                ) or []:
+                    if c["type"] == "Ready":
+                        return str(c["reason"])
+                return None
 
-        wait_for(lambda: ready_reason() == "UpToDate", what="child up to date on the first parent")
-        moved = push(registry, parents, "1", "two", tmp_path)
+            wait_for(
+                lambda: ready_reason() == "UpToDate", what="child up to date on the first parent"
+            )
+            moved = push(registry, parents, "1", "two", tmp_path)
 
-        def rebased() -> dict[str, object] | None:
-            status = (kube.get("image", "child", namespace) or {}).get("status") or {}
-            return status if status.get("digest") not in (None, child_digest) else None
+            def rebased() -> dict[str, object] | None:
+                status = (kube.get("image", "child", namespace) or {}).get("status") or {}
+                return status if status.get("digest") not in (None, child_digest) else None
 
-        status = wait_for(rebased, timeout=60, what="child rebased")
+            status = wait_for(rebased, timeout=60, what="child rebased")
     finally:
-        stop_operator(process, log)
         kube.kubectl("delete", "namespace", operator_ns, "--wait=false")
 
     assert status["builtFrom"] == {"generation": 1, "parentDigest": moved}

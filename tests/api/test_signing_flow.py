@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from lamina.oci.cosign_keys import signing_key
+from tests.api.build_loop import as_built, build_loop_operator
 from tests.api.test_build_planning import push
 from tests.api.test_commit_flow import (
     commit,
@@ -30,7 +31,7 @@ from tests.api.test_commit_flow import (
     running_pod,
 )
 from tests.api.test_helm_chart import CHART, IMAGE, can, helm, restricted_namespace, run_helm
-from tests.conftest import KubeCluster, start_operator, stop_operator, wait_for
+from tests.conftest import KubeCluster, wait_for
 from tests.cosign_tool import generate_key_pair, verify
 from tests.integration.conftest import Registry, lamina_snapshot
 
@@ -86,19 +87,11 @@ def child(
         ),
         namespace,
     )
-    kube.kubectl(
-        "patch",
-        "image",
+    as_built(
+        kube,
         name,
-        "-n",
         namespace,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps(
-            {"status": {"digest": digest, "builtFrom": {"generation": 1, "parentDigest": first}}}
-        ),
-        check=True,
+        {"digest": digest, "builtFrom": {"generation": 1, "parentDigest": first}},
     )
     return repository, digest
 
@@ -149,45 +142,36 @@ def test_rebased_images_are_signed_and_unusable_keys_are_conditions(  # noqa: PL
         "lamina-signing",
         **{"cosign.key": default_key, "cosign.password": "default-pw"},
     )
-    settings = tmp_path / "registries.yaml"
-    settings.write_text(f'registries:\n  "{registry.address}":\n    insecure: true\n')
-    log = tmp_path / "operator.log"
-    process = start_operator(
-        kube.kubeconfig,
-        log,
-        "--metrics-port=0",
-        "--health-port=0",
-        env={
-            "LAMINA_NAMESPACE": operator_ns,
-            "LAMINA_REGISTRY_CONFIG": str(settings),
-            "LAMINA_BUILD_POLL_SECONDS": "1",
-            "LAMINA_SIGNING_SECRET": "lamina-signing",
-        },
-    )
     try:
-        for name in made:
-            wait_for(
-                lambda name=name: (
-                    condition(kube, name, namespace, "Ready").get("reason") == "UpToDate"
-                ),
-                what=f"{name} up to date on the first parent",
-            )
-        moved = push(registry, parents, "1", "two", tmp_path)
+        with build_loop_operator(
+            kube,
+            registry,
+            tmp_path,
+            operator_ns,
+            LAMINA_SIGNING_SECRET="lamina-signing",
+        ):
+            for name in made:
+                wait_for(
+                    lambda name=name: (
+                        condition(kube, name, namespace, "Ready").get("reason") == "UpToDate"
+                    ),
+                    what=f"{name} up to date on the first parent",
+                )
+            moved = push(registry, parents, "1", "two", tmp_path)
 
-        def settled(name: str) -> dict[str, Any] | None:
-            status = (kube.get("image", name, namespace) or {}).get("status") or {}
-            if status.get("digest") != made[name][1]:
-                return status  # rebased and recorded
-            if (status.get("build") or {}).get("phase") == "Failed":
-                return status
-            return None
+            def settled(name: str) -> dict[str, Any] | None:
+                status = (kube.get("image", name, namespace) or {}).get("status") or {}
+                if status.get("digest") != made[name][1]:
+                    return status  # rebased and recorded
+                if (status.get("build") or {}).get("phase") == "Failed":
+                    return status
+                return None
 
-        statuses = {
-            name: wait_for(lambda name=name: settled(name), timeout=90, what=f"{name} settled")
-            for name in made
-        }
+            statuses = {
+                name: wait_for(lambda name=name: settled(name), timeout=90, what=f"{name} settled")
+                for name in made
+            }
     finally:
-        stop_operator(process, log)
         kube.kubectl("delete", "namespace", operator_ns, "--wait=false")
 
     # Signed with the tenant's key: status says so, cosign agrees, another key does not.

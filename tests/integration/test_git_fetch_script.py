@@ -13,22 +13,19 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from harness.git_server import bare_repository, commit_files, git, serving
 from lamina.domain.build_job import CONTEXT_DIR, GIT_DIR, GIT_SCRIPT
 from lamina.domain.git_refs import basic_authorization
 from tests.integration.conftest import run
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
-GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid"]
 PASSWORD = "integration-pw"
 
 
@@ -64,45 +61,17 @@ class Server:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     base = tmp_path_factory.mktemp("repos")
-    work = base / "work"
-    run("git", "init", "-q", "-b", "main", work)
-    commits = []
-    for text in ("one", "two"):
-        (work / "docker").mkdir(exist_ok=True)
-        (work / "docker" / "msg.txt").write_text(f"{text}\n")
-        (work / "top.txt").write_text("outside\n")
-        subprocess.run([*GIT, "-C", str(work), "add", "-A"], check=True)
-        subprocess.run([*GIT, "-C", str(work), "commit", "-qm", text], check=True)
-        commits.append(run("git", "-C", work, "rev-parse", "HEAD").stdout.strip())
     root = base / "root"
     root.mkdir()
-    for name in ("app", "private"):
-        run("git", "clone", "-q", "--bare", work, root / f"{name}.git")
-    ready = base / "port"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            str(REPO / "e2e" / "harness" / "git_server.py"),
-            "--listen",
-            "127.0.0.1",
-            "--root",
-            str(root),
-            "--private",
-            f"private.git=robot:{PASSWORD}",
-            "--ready-file",
-            str(ready),
-        ],
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while not (ready.exists() and ready.read_text()):
-            assert time.monotonic() < deadline, "git_server.py did not start"
-            time.sleep(0.05)
-        yield Server(f"http://127.0.0.1:{ready.read_text()}", commits)
-    finally:
-        process.terminate()
-        process.wait(10)
+    work = bare_repository(root, "app", base / "work")
+    commits = [
+        commit_files(work, {"docker/msg.txt": f"{text}\n", "top.txt": "outside\n"}, text)
+        for text in ("one", "two")
+    ]
+    git("-C", work, "push", "-q", "origin", "main")
+    git("clone", "-q", "--bare", root / "app.git", root / "private.git")
+    with serving(root, private={"private.git": f"robot:{PASSWORD}"}) as url:
+        yield Server(url, commits)
 
 
 def fetch(

@@ -13,7 +13,6 @@ import asyncio
 import base64
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,6 +21,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from harness.git_server import bare_repository, commit_files, git, serving
 from lamina.domain.git_refs import GitRefsError, basic_authorization, resolve_revision
 from lamina.git.remote import ADVERTISEMENT_TYPE, advertised_refs
 from lamina.handlers.source_resolver import SourceRequest, SourceResolver
@@ -38,8 +38,6 @@ from tests.hostile_registry import (
 
 __all__ = ["hostile", "hostile_ca", "hostile_thread"]
 
-REPO = Path(__file__).resolve().parents[2]
-GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid"]
 PASSWORD = "s3cret-pw"
 
 
@@ -53,64 +51,25 @@ def free_port() -> int:
 def repos(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     """Bare repositories app.git and private.git: main, an annotated tag, a branch."""
     base = tmp_path_factory.mktemp("git")
-    work = base / "work"
-    subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True)
-    (work / "f").write_text("1\n")
-    subprocess.run([*GIT, "-C", str(work), "add", "f"], check=True)
-    subprocess.run([*GIT, "-C", str(work), "commit", "-qm", "one"], check=True)
-    subprocess.run([*GIT, "-C", str(work), "tag", "-a", "v1", "-m", "v1"], check=True)
-    (work / "f").write_text("2\n")
-    subprocess.run([*GIT, "-C", str(work), "checkout", "-qb", "dev"], check=True)
-    subprocess.run([*GIT, "-C", str(work), "commit", "-qam", "two"], check=True)
-
-    def rev(what: str) -> str:
-        return subprocess.run(
-            ["git", "-C", str(work), "rev-parse", what], capture_output=True, text=True, check=True
-        ).stdout.strip()
-
     root = base / "root"
     root.mkdir()
-    for name in ("app", "private"):
-        subprocess.run(
-            ["git", "clone", "-q", "--bare", str(work), str(root / f"{name}.git")], check=True
-        )
-        subprocess.run(
-            ["git", "-C", str(root / f"{name}.git"), "symbolic-ref", "HEAD", "refs/heads/main"],
-            check=True,
-        )
-    return root, {"main": rev("main"), "v1": rev("v1^{commit}"), "dev": rev("dev")}
+    work = bare_repository(root, "app", base / "work")
+    git("-C", work, "remote", "add", "private", root / "private.git")
+    git("init", "-q", "--bare", "-b", "main", root / "private.git")
+    main = commit_files(work, {"f": "1\n"}, "one")
+    git("-C", work, "tag", "-a", "v1", "-m", "v1")
+    git("-C", work, "checkout", "-qb", "dev")
+    dev = commit_files(work, {"f": "2\n"}, "two")
+    for remote in ("origin", "private"):
+        git("-C", work, "push", "-q", remote, "main", "dev", "v1")
+    return root, {"main": main, "v1": main, "dev": dev}
 
 
 @pytest.fixture(scope="module")
-def http_server(
-    repos: tuple[Path, dict[str, str]], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
+def http_server(repos: tuple[Path, dict[str, str]]) -> Iterator[str]:
     root, _ = repos
-    ready = tmp_path_factory.mktemp("srv") / "port"
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            str(REPO / "e2e" / "harness" / "git_server.py"),
-            "--listen",
-            "127.0.0.1",
-            "--root",
-            str(root),
-            "--private",
-            f"private.git=robot:{PASSWORD}",
-            "--ready-file",
-            str(ready),
-        ],
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while not (ready.exists() and ready.read_text()):
-            assert time.monotonic() < deadline, "git_server.py did not start"
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{ready.read_text()}"
-    finally:
-        server.terminate()
-        server.wait(10)
+    with serving(root, private={"private.git": f"robot:{PASSWORD}"}) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
