@@ -236,3 +236,32 @@ def test_attestation_layers_are_dsse_and_bounded() -> None:
     }
     assert attestation_layers({"layers": [descriptor, _layer()]}) == [layer]
     assert attestation_layers({"layers": [{**descriptor, "size": 10**12}]}) == []
+
+
+def test_only_a_statement_whose_single_subject_is_the_image_is_signed() -> None:
+    """A statement naming the image among other subjects would vouch for those too, with
+    the operator's key: refused, saying why; one about another image is just not ours."""
+    from lamina.domain.signatures import StatementRefused  # noqa: PLC0415
+
+    mine, other = DIGEST.split(":")[1], "00" * 32
+
+    def statement(*subjects: dict[str, str]) -> bytes:
+        return json.dumps(
+            {"_type": "https://in-toto.io/Statement/v1", "subject": [
+                {"name": "x", "digest": digest} for digest in subjects
+            ]}
+        ).encode()  # fmt: skip
+
+    assert statement_about(statement({"sha256": mine}), DIGEST)
+    assert not statement_about(statement({"sha256": other}), DIGEST)
+    assert not statement_about(statement({"sha256": other}, {"sha256": "11" * 32}), DIGEST)
+    for refused, said in (
+        (statement({"sha256": mine}, {"sha256": other}), "names 2 subjects"),
+        (statement({"sha256": other}, {"sha256": mine}), "names 2 subjects"),
+        (statement({"sha256": mine}, {"sha256": mine}), "names 2 subjects"),
+        (statement({"sha256": mine, "sha512": "ab" * 64}), "digests the operator cannot check"),
+    ):
+        with pytest.raises(StatementRefused, match=said) as caught:
+            statement_about(refused, DIGEST)
+        assert f"single subject is {DIGEST}" in str(caught.value) or "sha512" in str(caught.value)
+        assert other not in str(caught.value)  # the other subjects are not echoed

@@ -349,7 +349,7 @@ def test_a_key_that_did_not_decrypt_is_not_derived_again_until_its_secret_change
         assert (await keys.key(source)).fingerprint
         assert len(derivations) == 3
         # The failure cache keeps no key material, only its hash.
-        remembered = repr(keys._failed)  # noqa: SLF001
+        remembered = repr(keys._failed)
         assert "pw-Xq7" not in remembered and cosign_key().decode()[40:80] not in remembered
 
     asyncio.run(scenario())

@@ -327,11 +327,39 @@ def attestation_refs(index: Mapping[str, Any]) -> list[AttestationRef]:
     return found[:MAX_SIGNATURES]
 
 
+class StatementRefused(Exception):
+    """An in-toto statement about this image that the operator will not sign: it names
+    other subjects too (signing it would vouch for them with the operator's key)."""
+
+
 def statement_about(statement: bytes, digest: str) -> bool:
-    """Whether an in-toto statement names ``digest`` among its subjects."""
+    """Whether an in-toto statement is about ``digest`` alone, to be signed as its
+    attestation.
+
+    False for a statement that does not name ``digest`` (another image of the index, or
+    not a statement at all).  A statement whose subjects include ``digest`` is signed only
+    when that is its single subject, named by its sha256 alone: one that names other
+    subjects, or other digests for it, raises :class:`StatementRefused` (a signature over it
+    would vouch, with the operator's key, for images this build did not make).
+    """
     try:
         subjects = json.loads(statement).get("subject")
-        hexes = {subject["digest"]["sha256"] for subject in subjects if isinstance(subject, dict)}
+        digests = [subject["digest"] for subject in subjects if isinstance(subject, dict)]
+        hexes = [found.get("sha256") for found in digests if isinstance(found, dict)]
     except (ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
         return False
-    return digest.removeprefix("sha256:") in hexes
+    wanted = digest.removeprefix("sha256:")
+    if wanted not in hexes:
+        return False
+    if len(subjects) != 1:
+        raise StatementRefused(
+            f"the statement names {len(subjects)} subjects; only a statement whose single "
+            f"subject is {digest} is signed"
+        )
+    if set(digests[0]) != {"sha256"}:
+        others = ", ".join(sorted(str(name)[:20] for name in digests[0] if name != "sha256"))
+        raise StatementRefused(
+            f"the statement's subject {digest} also names digests the operator cannot check "
+            f"({others}); only a sha256 subject is signed"
+        )
+    return True

@@ -25,8 +25,12 @@ from typing import Any
 import aiohttp
 
 from lamina.api.signing import AttestationSignature, SignatureStatus, SignSpec
-from lamina.domain.conditions import SIGNING_FAILED, SIGNING_SECRET_NOT_FOUND
-from lamina.domain.signatures import KeySource, key_source
+from lamina.domain.conditions import (
+    ATTESTATION_REFUSED,
+    SIGNING_FAILED,
+    SIGNING_SECRET_NOT_FOUND,
+)
+from lamina.domain.signatures import KeySource, StatementRefused, key_source
 from lamina.kube import Kube
 from lamina.oci.client import RegistryClient
 from lamina.oci.cosign_keys import (
@@ -64,9 +68,7 @@ class SigningKeys:
         self._cache: OrderedDict[tuple[str, str, str, str], SigningKey] = OrderedDict()
         # Keys that did not decrypt: (namespace, name, uid, resourceVersion, data hash) ->
         # (reason, message).
-        self._failed: OrderedDict[tuple[str, str, str, str, str], tuple[str, str]] = (
-            OrderedDict()
-        )
+        self._failed: OrderedDict[tuple[str, str, str, str, str], tuple[str, str]] = OrderedDict()
         self._lock = asyncio.Lock()
 
     def source(self, namespace: str, sign: SignSpec | None) -> KeySource | None:
@@ -136,10 +138,17 @@ class SigningKeys:
         key = await self.key(source)
         try:
             image = parse_reference(repository)
+            # The attestations first: one that may not be signed leaves nothing signed.
+            attested = await sign_attestations(client, image, digest, key)
             pushed = await sign_image(client, image, digest, key)
             if image_digest is not None and image_digest != digest:
                 await sign_image(client, image, image_digest, key)
-            attested = await sign_attestations(client, image, digest, key)
+        except StatementRefused as error:
+            raise SigningError(
+                ATTESTATION_REFUSED,
+                f"{repository}@{digest} is not signed: an attestation it carries was "
+                f"refused: {error}",
+            ) from error
         except (
             RegistryError,
             InvalidReference,
