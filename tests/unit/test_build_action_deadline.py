@@ -147,3 +147,30 @@ def test_past_its_deadline_an_action_is_that_images_registry_timeout_with_back_o
         retry = failure.failure.retry_at
         assert retry is not None
         assert wait - 2 <= (retry - started).total_seconds() <= wait + 5
+
+
+def test_one_namespaces_registry_actions_take_only_their_share_of_places() -> None:
+    """A cascade of rebases in one namespace starts at most its share at once; another
+    namespace's action still gets a place; the rest are decided again later."""
+    busy = [record("busy", f"i{n}", f"u{n}", "drip.example:5000") for n in range(6)]
+    other = record("other", "web", "w", "registry.example")
+    seconds = {(r.namespace, r.name): 5.0 for r in busy} | {("other", "web"): 0.0}
+    ran = executor(
+        seconds,
+        pass_wait_seconds=0.1,
+        max_registry_actions=3,
+        max_registry_actions_per_namespace=2,
+    )
+    actions = [CollectBuild(r.namespace, r.name, "j") for r in [*busy, other]]
+
+    async def scenario() -> None:
+        outcomes = await ran.execute(actions, state(*busy, other), LOG)
+        assert ran.started == [("busy", "i0"), ("busy", "i1"), ("other", "web")]
+        assert [(o.namespace, o.name) for o in outcomes] == [("other", "web")]  # type: ignore[union-attr]
+        # The next pass: both places of "busy" still taken, the global one free again.
+        await ran.execute(actions, state(*busy, other), LOG)
+        assert ran.started[3:] == [("other", "web")]
+        for task in ran._in_flight.values():
+            task.cancel()
+
+    asyncio.run(scenario())

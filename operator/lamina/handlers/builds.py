@@ -155,6 +155,8 @@ class BuildExecutor:
     # for such actions before going on without them (they finish in the background).
     action_seconds: float = 300.0
     pass_wait_seconds: float = 10.0
+    max_registry_actions: int = 16
+    max_registry_actions_per_namespace: int = 4
     # Called with an Image's namespace when an action that outlived its pass finishes.
     on_finished: Callable[[str], None] | None = None
     _in_flight: dict[tuple[str, str], asyncio.Task[list[Outcome]]] = field(
@@ -183,12 +185,9 @@ class BuildExecutor:
         have their own budgets, run beside them; the API-only actions meanwhile.
         """
         outcomes = self._late_outcomes(state)
-        registry_bound = [
-            a
-            for a in actions
-            if isinstance(a, CollectBuild | RebaseImage)
-            and (a.namespace, a.name) not in self._in_flight
-        ]
+        registry_bound = self._admitted(
+            [a for a in actions if isinstance(a, CollectBuild | RebaseImage)]
+        )
         tasks = [self._launch(action, state, logger) for action in registry_bound]
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
             polled = asyncio.gather(
@@ -217,6 +216,29 @@ class BuildExecutor:
             else:  # a later pass takes its outcomes; its end wakes one
                 task.add_done_callback(functools.partial(self._wake, action.namespace))
         return outcomes
+
+    def _admitted(
+        self, actions: Sequence[CollectBuild | RebaseImage]
+    ) -> list[CollectBuild | RebaseImage]:
+        """The registry actions to start now: not one already running for that Image, at
+        most :attr:`max_registry_actions` running in all and
+        :attr:`max_registry_actions_per_namespace` for one namespace (a tenant's cascade of
+        rebases cannot open a thousand connections, nor take every place).  The others are
+        decided again by a later pass."""
+        running: dict[str, int] = {}
+        for namespace, _ in self._in_flight:
+            running[namespace] = running.get(namespace, 0) + 1
+        admitted: list[CollectBuild | RebaseImage] = []
+        for action in actions:
+            if (action.namespace, action.name) in self._in_flight:
+                continue
+            if sum(running.values()) >= self.max_registry_actions:
+                break
+            if running.get(action.namespace, 0) >= self.max_registry_actions_per_namespace:
+                continue
+            running[action.namespace] = running.get(action.namespace, 0) + 1
+            admitted.append(action)
+        return admitted
 
     def _launch(
         self, action: CollectBuild | RebaseImage, state: ClusterState, logger: Any
