@@ -260,6 +260,12 @@ def test_only_a_statement_whose_single_subject_is_the_image_is_signed() -> None:
         (statement({"sha256": other}, {"sha256": mine}), "names 2 subjects"),
         (statement({"sha256": mine}, {"sha256": mine}), "names 2 subjects"),
         (statement({"sha256": mine, "sha512": "ab" * 64}), "digests the operator cannot check"),
+        # A malformed second subject does not hide the first from the rule.
+        (
+            json.dumps({"subject": [{"digest": {"sha256": mine}}, {"name": "y"}]}).encode(),
+            "names 2 subjects",
+        ),
+        (json.dumps({"subject": [{"digest": {"sha256": mine}}, "x"]}).encode(), "names 2"),
     ):
         with pytest.raises(StatementRefused, match=said) as caught:
             statement_about(refused, DIGEST)

@@ -343,21 +343,24 @@ def statement_about(statement: bytes, digest: str) -> bool:
     would vouch, with the operator's key, for images this build did not make).
     """
     try:
-        subjects = json.loads(statement).get("subject")
-        digests = [subject["digest"] for subject in subjects if isinstance(subject, dict)]
-        hexes = [found.get("sha256") for found in digests if isinstance(found, dict)]
-    except (ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+        document = json.loads(statement)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    subjects = document.get("subject") if isinstance(document, dict) else None
+    if not isinstance(subjects, list):
         return False
     wanted = digest.removeprefix("sha256:")
-    if wanted not in hexes:
+    digests = [s.get("digest") if isinstance(s, dict) else None for s in subjects]
+    named = [d for d in digests if isinstance(d, dict) and d.get("sha256") == wanted]
+    if not named:
         return False
     if len(subjects) != 1:
         raise StatementRefused(
             f"the statement names {len(subjects)} subjects; only a statement whose single "
             f"subject is {digest} is signed"
         )
-    if set(digests[0]) != {"sha256"}:
-        others = ", ".join(sorted(str(name)[:20] for name in digests[0] if name != "sha256"))
+    if set(named[0]) != {"sha256"}:
+        others = ", ".join(sorted(str(name)[:20] for name in named[0] if name != "sha256"))
         raise StatementRefused(
             f"the statement's subject {digest} also names digests the operator cannot check "
             f"({others}); only a sha256 subject is signed"

@@ -50,6 +50,10 @@ class CommitQueue:
             if key != (namespace, name)
         ]
 
+    def forget(self, namespace: str, name: str) -> None:
+        """A commit whose start failed: it asks again at the back, holding no turn now."""
+        self._waiting.pop((namespace, name), None)
+
     def started(self, namespace: str, name: str, now: datetime) -> None:
         self._waiting.pop((namespace, name), None)
         self.served[namespace] = now

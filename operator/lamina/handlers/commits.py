@@ -353,17 +353,21 @@ async def _start(commit: _Commit) -> None:
             f"create the commit Job {settings.namespace}/{commit_job_name(commit.uid)} "
             f"(LAMINA_NAMESPACE={settings.namespace})"
         )
-        job = await commit.kube.create_job(
-            commit_job(
-                namespace=commit.namespace,
-                name=commit.name,
-                uid=commit.uid,
-                spec=spec,
-                target=target,
-                settings=settings,
-                container=check.container,
+        try:
+            job = await commit.kube.create_job(
+                commit_job(
+                    namespace=commit.namespace,
+                    name=commit.name,
+                    uid=commit.uid,
+                    spec=spec,
+                    target=target,
+                    settings=settings,
+                    container=check.container,
+                )
             )
-        )
+        except BaseException:
+            COMMIT_QUEUE.forget(commit.namespace, commit.name)
+            raise
         COMMIT_QUEUE.started(commit.namespace, commit.name, now)
     if docker_config is not None:
         commit.step = f"copy the push Secret next to the commit Job in {settings.namespace}"
