@@ -174,3 +174,24 @@ def test_one_namespaces_registry_actions_take_only_their_share_of_places() -> No
             task.cancel()
 
     asyncio.run(scenario())
+
+
+def test_a_late_outcome_keeps_what_a_poll_wrote_while_its_action_ran() -> None:
+    from dataclasses import replace  # noqa: PLC0415
+
+    from lamina.api.image import ResolvedParent  # noqa: PLC0415
+
+    slow = record("slow", "app", "u1", "drip.example:5000")
+    ran = executor({("slow", "app"): 0.3}, pass_wait_seconds=0.05)
+    polled = ResolvedParent(ref="base.example/base:1", digest="sha256:" + "b" * 64)
+
+    async def scenario() -> None:
+        assert await ran.execute([CollectBuild("slow", "app", "j1")], state(slow), LOG) == []
+        await asyncio.sleep(0.5)
+        now = replace(slow, status=slow.status.model_copy(update={"resolved": polled}))
+        (late,) = await ran.execute([], state(now), LOG)
+        assert isinstance(late, ImageChanged)
+        assert late.status.digest == "sha256:" + "a" * 64  # the action's result
+        assert late.status.resolved == polled  # and the newer poll, not the old status's
+
+    asyncio.run(scenario())

@@ -14,7 +14,7 @@ import asyncio
 import functools
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -162,8 +162,10 @@ class BuildExecutor:
     _in_flight: dict[tuple[str, str], asyncio.Task[list[Outcome]]] = field(
         init=False, default_factory=dict
     )
-    # Those whose pass went on without them, with their Image's uid.
-    _outliving: dict[tuple[str, str], str] = field(init=False, default_factory=dict)
+    # Those whose pass went on without them, with their Image's uid and status then.
+    _outliving: dict[tuple[str, str], tuple[str, ImageStatus]] = field(
+        init=False, default_factory=dict
+    )
     _timeouts: dict[tuple[str, str], int] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -247,7 +249,8 @@ class BuildExecutor:
         task = asyncio.create_task(self._bounded(action, state, logger))
         # Until this pass takes its outcomes, a later one does (should this one fail).
         self._in_flight[key] = task
-        self._outliving[key] = state.images[action.namespace][action.name].uid
+        started = state.images[action.namespace][action.name]
+        self._outliving[key] = (started.uid, started.status)
         return task
 
     def _wake(self, namespace: str, _: object = None) -> None:
@@ -258,14 +261,15 @@ class BuildExecutor:
         """Outcomes of registry actions that outlived their pass, for Images still there
         (the same object: a deleted and re-created Image's old build says nothing)."""
         outcomes: list[Outcome] = []
-        for key, uid in list(self._outliving.items()):
+        for key, (uid, before) in list(self._outliving.items()):
             task = self._in_flight[key]
             if not task.done():
                 continue
             del self._outliving[key], self._in_flight[key]
             record = state.images.get(key[0], {}).get(key[1])
-            if record is not None and record.uid == uid and not task.cancelled():
-                outcomes += task.result()
+            if record is None or record.uid != uid or task.cancelled():
+                continue
+            outcomes += [_with_newer_polls(o, key, record.status, before) for o in task.result()]
         return outcomes
 
     async def _bounded(
@@ -899,6 +903,23 @@ class BuildExecutor:
 
 def _now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
+
+
+def _with_newer_polls(
+    outcome: Outcome, key: tuple[str, str], current: ImageStatus, before: ImageStatus
+) -> Outcome:
+    """A late outcome for ``key``, keeping what polls wrote while its action ran (they are
+    newer than the status the action started from)."""
+    if not isinstance(outcome, ImageChanged) or (outcome.namespace, outcome.name) != key:
+        return outcome
+    newer = {
+        polled: getattr(current, polled)
+        for polled in ("resolved", "source")
+        if getattr(current, polled) != getattr(before, polled)
+    }
+    if not newer:
+        return outcome
+    return replace(outcome, status=outcome.status.model_copy(update=newer))
 
 
 def _registry_hosts(record: ImageRecord, action: CollectBuild | RebaseImage) -> list[str]:
