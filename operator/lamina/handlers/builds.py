@@ -5,7 +5,9 @@ this module does it (resolve a parent ref in the registry, start a build Job, re
 registry, read a finished Job's result back, delete an orphaned Job) and reports what came of
 it as typed outcomes, which the pass folds into its state before deciding the statuses to
 write.  Any error while acting for one Image becomes that Image's outcome (its condition says
-why, with the API's reason and message) and never stops the actions for the others.
+why, with the API's reason and message) and never stops the actions for the others; nor
+does any one Image's slowness: registry-bound actions run concurrently under a deadline
+each, and a pass does not wait for the slow ones (see :meth:`BuildExecutor.execute`).
 """
 
 from __future__ import annotations
