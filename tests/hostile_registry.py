@@ -58,6 +58,10 @@ class Reply:
     body: bytes | Iterable[bytes] = b""
     reason: str | None = None  # the status line's phrase; None: the standard one
     delay: float = 0.0  # seconds to wait before answering at all (a registry that stalls)
+    # Slow drip: the whole answer, status line and headers included, goes out ``drip_bytes``
+    # at a time every ``drip`` seconds (a registry that answers each read just in time).
+    drip: float = 0.0
+    drip_bytes: int = 1
 
 
 Responder = Callable[[Request], Reply]
@@ -67,6 +71,7 @@ Responder = Callable[[Request], Reply]
 class RequestLog:
     requests: list[Request] = field(default_factory=list)
     sent: dict[int, int] = field(default_factory=dict)  # request index -> body bytes sent
+    finished: set[int] = field(default_factory=set)  # request indexes answered in full
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, request: Request) -> int:
@@ -81,6 +86,16 @@ class RequestLog:
         with self.lock:
             self.requests.clear()
             self.sent.clear()
+            self.finished.clear()
+
+    def unfinished(self, origin: str) -> list[Request]:
+        """Requests to ``origin`` whose answer is still being sent (or never was)."""
+        with self.lock:
+            return [
+                r
+                for i, r in enumerate(self.requests)
+                if r.origin == origin and i not in self.finished
+            ]
 
 
 _PHRASES = {
@@ -196,6 +211,8 @@ class HostileRegistry:
         head = f"HTTP/1.1 {reply.status} {phrase}\r\n" + "".join(
             f"{name}: {value}\r\n" for name, value in headers.items()
         )
+        if reply.drip:
+            return await self._drip(writer, method, reply, head.encode("latin-1") + b"\r\n", index)
         writer.write(head.encode("latin-1") + b"\r\n")
         sent = 0
         if method != "HEAD":
@@ -206,7 +223,25 @@ class HostileRegistry:
                 self.log.sent[index] = sent
                 await writer.drain()
         await writer.drain()
+        self.log.finished.add(index)
         return not streamed
+
+    async def _drip(
+        self, writer: asyncio.StreamWriter, method: str, reply: Reply, head: bytes, index: int
+    ) -> bool:
+        body = (
+            b""
+            if method == "HEAD"
+            else b"".join([reply.body] if isinstance(reply.body, bytes | bytearray) else reply.body)
+        )
+        data = head + body
+        for start in range(0, len(data), reply.drip_bytes):
+            writer.write(data[start : start + reply.drip_bytes])
+            await writer.drain()
+            self.log.sent[index] = max(0, start + reply.drip_bytes - len(head))
+            await asyncio.sleep(reply.drip)
+        self.log.finished.add(index)
+        return isinstance(reply.body, bytes | bytearray)
 
 
 class ServerThread:

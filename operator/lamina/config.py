@@ -136,6 +136,16 @@ class OperatorConfig(BaseModel):
     build_poll_seconds: float = Field(
         default=30.0, gt=0, description="How often the build loop looks for due parent refs."
     )
+    registry_action_seconds: float = Field(
+        default=300.0,
+        ge=1,
+        le=3600,
+        description=(
+            "Deadline of one registry-bound build action (collecting a finished build, "
+            "rebasing, signing): past it, that Image is RegistryTimeout and retried later; "
+            "other Images never wait for it."
+        ),
+    )
     signing_secret: str | None = Field(
         default=None,
         pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
@@ -183,6 +193,7 @@ class OperatorConfig(BaseModel):
             ("LAMINA_MAX_CONCURRENT_COMMITS", "max_concurrent_commits"),
             ("LAMINA_MAX_COMMITS_PER_NAMESPACE", "max_commits_per_namespace"),
             ("LAMINA_BUILD_POLL_SECONDS", "build_poll_seconds"),
+            ("LAMINA_REGISTRY_ACTION_SECONDS", "registry_action_seconds"),
             ("LAMINA_BUILD_CACHE_TAG", "build_cache_tag"),
             ("LAMINA_CONTAINERD_ROOT", "containerd_root"),
             ("LAMINA_CONTAINERD_STATE", "containerd_state"),

@@ -182,6 +182,109 @@ def test_service_monitor_is_rendered_only_when_enabled(helm: str) -> None:
     assert "metrics.serviceMonitor.enabled needs metrics.service.enabled" in refused.stderr
 
 
+NETWORK_POLICY = [
+    "--set", "buildNetworkPolicy.enabled=true",
+    "--set", "buildNetworkPolicy.egress[0].cidr=10.20.0.0/24",
+    "--set", "buildNetworkPolicy.egress[0].ports={443,5000}",
+    "--set", "buildNetworkPolicy.egress[1].cidr=0.0.0.0/0",
+    "--set", "buildNetworkPolicy.egress[1].except={169.254.0.0/16,10.0.0.0/8}",
+    "--set", "buildNetworkPolicy.egress[1].ports={443}",
+]  # fmt: skip
+
+
+def _build_pod_labels() -> dict[str, str]:
+    """The labels of a real build pod, as the operator makes its Job."""
+    from lamina.api.image import ImageSpec  # noqa: PLC0415
+    from lamina.domain.build_job import BuildSettings, build_job  # noqa: PLC0415
+
+    spec = ImageSpec.model_validate(
+        {
+            "parent": {"ref": "registry.example/base:1"},
+            "build": {"steps": ["RUN true"]},
+            "output": {"repository": "registry.example/app"},
+        }
+    )
+    job = build_job(
+        namespace="team",
+        name="app",
+        uid="u",
+        inputs="0" * 16,
+        spec=spec,
+        parent="registry.example/base@sha256:" + "1" * 64,
+        settings=BuildSettings(
+            namespace="ops", builder_image="moby/buildkit:test", deadline_seconds=600
+        ),
+        context_config_map="ctx",
+        push_secret_copy=None,
+    )
+    return dict(job["spec"]["template"]["metadata"]["labels"])
+
+
+def test_the_build_network_policy_confines_build_pods_when_enabled(
+    crds_installed: KubeCluster, helm: str
+) -> None:
+    """Off by default; on, it selects the operator's build pods (the labels of a Job the
+    operator makes, not a copy of them), takes all ingress, and lets egress out only to the
+    listed CIDRs and ports and to DNS; the API server accepts it."""
+    default = subprocess.run(
+        [helm, "template", "lamina", str(CHART), *IMAGE], capture_output=True, text=True, check=True
+    ).stdout
+    assert "NetworkPolicy" not in {doc["kind"] for doc in yaml.safe_load_all(default) if doc}
+
+    namespace = restricted_namespace(crds_installed)
+    try:
+        rendered = subprocess.run(
+            [helm, "template", "lamina", str(CHART), "-n", namespace, *IMAGE, *NETWORK_POLICY],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        (policy,) = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "NetworkPolicy"]
+        assert policy["metadata"]["namespace"] == namespace
+        spec = policy["spec"]
+        labels = _build_pod_labels()
+        assert spec["podSelector"]["matchLabels"].items() <= labels.items()
+        assert spec["policyTypes"] == ["Ingress", "Egress"] and spec["ingress"] == []
+        registries, world, dns = spec["egress"]
+        assert registries == {
+            "to": [{"ipBlock": {"cidr": "10.20.0.0/24"}}],
+            "ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 5000}],
+        }
+        assert world["to"] == [
+            {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.0.0/16", "10.0.0.0/8"]}}
+        ]
+        assert dns["ports"] == [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
+        assert dns["to"][0]["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
+        applied = crds_installed.kubectl("apply", "--dry-run=server", "-f", "-", input=rendered)
+        assert applied.returncode == 0, applied.stderr
+        assert "networkpolicy.networking.k8s.io/lamina-builds created (server dry run)" in (
+            applied.stdout
+        )
+    finally:
+        crds_installed.kubectl("delete", "namespace", namespace, "--wait=false")
+
+    for extra, complaint in (
+        (["--set", "buildNetworkPolicy.enabled=true"], "needs buildNetworkPolicy.egress"),
+        (
+            ["--set", "buildNetworkPolicy.egress[0].cidr=everywhere"],
+            "/buildNetworkPolicy/egress/0/cidr",
+        ),
+        (
+            ["--set", "buildNetworkPolicy.egress[0].cidr=10.0.0.0/8",
+             "--set", "buildNetworkPolicy.egress[0].ports={0}"],
+            "/buildNetworkPolicy/egress/0/ports/0",
+        ),
+    ):  # fmt: skip
+        refused = subprocess.run(
+            [helm, "template", "lamina", str(CHART), *IMAGE, *extra],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert refused.returncode != 0, extra
+        assert complaint in refused.stderr, refused.stderr
+
+
 def test_operator_pod_is_admitted_under_restricted(
     crds_installed: KubeCluster, release: tuple[str, str]
 ) -> None:

@@ -29,6 +29,7 @@ from tests.hostile_registry import (
     Hostiles,
     MiB,
     Reply,
+    ServerThread,
     endless,
     hostile,
     hostile_ca,
@@ -270,13 +271,17 @@ async def test_a_host_that_pushes_back_is_paused_with_its_retry_after(
     url = url_on(hostile.plain.origin)
     first = (await resolver.resolve({"ns/a": SourceRequest(url, "main")}))["ns/a"]
     assert first.commit is None and first.asked
+    origin = f"http://{hostile.plain.address}"
     assert first.message == (
-        f"GitSourceUnavailable: {url}: HTTP 503; 127.0.0.1 is not asked again before "
-        "2026-06-01T12:02:00Z (1 failed poll in a row)"
+        f"GitSourceUnavailable: {url}: HTTP 503; the git host {origin} is not asked again "
+        "before 2026-06-01T12:02:00Z (1 failed poll in a row)"
     )
     clock[0] += timedelta(seconds=60)
     paused = (await resolver.resolve({"ns/a": SourceRequest(url, "main")}))["ns/a"]
-    assert not paused.asked and paused.message == first.message
+    assert not paused.asked and paused.message == (
+        f"GitSourceUnavailable: the git host {origin} is paused after failures until "
+        "2026-06-01T12:02:00Z (1 failed poll in a row); not asked meanwhile"
+    )
     assert len(hostile.plain.requests()) == 1  # not asked while paused
     clock[0] += timedelta(seconds=61)
     line = b"a" * 40 + b" refs/heads/main\0\n"
@@ -295,8 +300,47 @@ async def test_a_server_that_stalls_is_timed_out_and_paused(hostile: Hostiles) -
     answer = (await resolver.resolve({"ns/a": SourceRequest(url, "main")}))["ns/a"]
     assert time.monotonic() - started < 3
     assert (answer.message or "").startswith(
-        f"GitSourceUnavailable: {url} did not answer within 0.3 s; 127.0.0.1 is not asked again"
+        f"GitSourceUnavailable: {url}: did not answer within 0.3 s; the git host "
+        f"http://{hostile.plain.address} is not asked again"
     )
+
+
+async def test_a_failing_git_server_pauses_only_itself_and_names_no_other_tenants_url(
+    hostile: Hostiles, hostile_thread: ServerThread
+) -> None:
+    """One tenant's repository on a failing server pauses that server (scheme, host, port),
+    not the host's other ports; the other tenants on that server are told it is paused,
+    never the failing tenant's repository path or what the server said."""
+    hostile.plain.on("GET", r"/.*/info/refs", Reply(503, {"Retry-After": "120"}, b"SECRET-BODY"))
+    line = b"a" * 40 + b" refs/heads/main\0\n"
+    body = b"001e# service=git-upload-pack\n0000" + b"%04x" % (len(line) + 4) + line + b"0000"
+    neighbour = hostile_thread.start(hostile.log)  # the same host, another port
+    neighbour.on("GET", r"/.*/info/refs", advert(body))
+    clock = [datetime(2026, 6, 1, 12, 0, tzinfo=UTC)]
+    resolver = SourceResolver(clock=lambda: clock[0])
+    secret_path = f"{hostile.plain.origin}/team-a/secret-project-x.git"
+    failing = (await resolver.resolve({"a/img": SourceRequest(secret_path, "main")}))["a/img"]
+    assert "secret-project-x" in (failing.message or "")  # its own URL: its own message
+    assert list(resolver.pauses) == [("http", "127.0.0.1", hostile.plain.port)]
+
+    clock[0] += timedelta(seconds=10)
+    others = await resolver.resolve(
+        {
+            "b/img": SourceRequest(f"{hostile.plain.origin}/team-b/app.git", "main"),
+            "c/img": SourceRequest(f"{neighbour.origin}/team-c/app.git", "main"),
+        }
+    )
+    paused = others["b/img"]
+    assert not paused.asked and paused.commit is None
+    assert paused.message == (
+        f"GitSourceUnavailable: the git host http://{hostile.plain.address} is paused after "
+        "failures until 2026-06-01T12:02:00Z (1 failed poll in a row); not asked meanwhile"
+    )
+    for leaked in ("team-a", "secret-project-x", "SECRET-BODY", "503"):
+        assert leaked not in (paused.message or "")
+    # The same host on another port (another server) is not paused.
+    assert others["c/img"].commit == "a" * 40 and others["c/img"].message is None
+    assert [r.path for r in hostile.plain.requests()] == ["/team-a/secret-project-x.git/info/refs"]
 
 
 async def test_a_refused_connection_is_unavailable_not_a_crash(

@@ -236,3 +236,40 @@ def test_attestation_layers_are_dsse_and_bounded() -> None:
     }
     assert attestation_layers({"layers": [descriptor, _layer()]}) == [layer]
     assert attestation_layers({"layers": [{**descriptor, "size": 10**12}]}) == []
+
+
+def test_only_a_statement_about_the_image_alone_is_signed() -> None:
+    """A statement naming the image among other subjects would vouch for those too, with
+    the operator's key: refused, saying why; one about another image is just not ours; the
+    same digest under several names (BuildKit: one subject per tag) is the image alone."""
+    from lamina.domain.signatures import StatementRefused  # noqa: PLC0415
+
+    mine, other = DIGEST.split(":")[1], "00" * 32
+
+    def statement(*subjects: object) -> bytes:
+        return json.dumps(
+            {"_type": "https://in-toto.io/Statement/v1", "subject": [
+                {"name": f"pkg:docker/x@{n}", "digest": digest} for n, digest in enumerate(subjects)
+            ]}
+        ).encode()  # fmt: skip
+
+    assert statement_about(statement({"sha256": mine}), DIGEST)
+    assert statement_about(statement({"sha256": mine}, {"sha256": mine}), DIGEST)
+    assert not statement_about(statement({"sha256": other}), DIGEST)
+    assert not statement_about(statement({"sha256": other}, {"sha256": "11" * 32}), DIGEST)
+    for refused, said in (
+        (statement({"sha256": mine}, {"sha256": other}), "names 2 subjects, 1 of them"),
+        (statement({"sha256": other}, {"sha256": mine}), "names 2 subjects, 1 of them"),
+        (statement({"sha256": mine, "sha512": "ab" * 64}), "names 1 subjects, 1 of them"),
+        (statement({"sha256": mine}, "not-a-digest"), "names 2 subjects, 1 of them"),
+        # A malformed second subject does not hide the first from the rule.
+        (
+            json.dumps({"subject": [{"digest": {"sha256": mine}}, {"name": "y"}]}).encode(),
+            "names 2 subjects",
+        ),
+        (json.dumps({"subject": [{"digest": {"sha256": mine}}, "x"]}).encode(), "names 2"),
+    ):
+        with pytest.raises(StatementRefused, match=said) as caught:
+            statement_about(refused, DIGEST)
+        assert "only a statement about this image alone is signed" in str(caught.value)
+        assert other not in str(caught.value)  # the other subjects are not echoed

@@ -304,3 +304,53 @@ def test_the_default_signing_secret_is_a_setting() -> None:
     assert OperatorConfig.from_env({"LAMINA_SIGNING_SECRET": "k"}).signing_secret == "k"
     with pytest.raises(ValueError, match="signing_secret"):
         OperatorConfig.from_env({"LAMINA_SIGNING_SECRET": "Not/A/Name"})
+
+
+def test_a_key_that_did_not_decrypt_is_not_derived_again_until_its_secret_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A wrong password costs one scrypt derivation, not one per retry; the derivation runs
+    in a worker thread (the event loop goes on); a changed Secret is tried again."""
+    import asyncio  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    from lamina.api.signing import SecretRef, SignSpec  # noqa: PLC0415
+    from lamina.handlers import signing  # noqa: PLC0415
+
+    derivations: list[str] = []
+
+    def counted(pem: bytes, password: bytes) -> object:
+        derivations.append(threading.current_thread().name)
+        return signing_key(pem, password)
+
+    monkeypatch.setattr(signing, "signing_key", counted)
+    kube = SecretsOnly({("team", "k"): key_secret("1", b"pw-Xq7")})
+    keys = signing.SigningKeys(kube, "ops", None)  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        source = keys.source("team", SignSpec(secret_ref=SecretRef(name="k")))
+        assert source is not None
+        said = []
+        for _ in range(3):
+            with pytest.raises(signing.SigningError) as caught:
+                await keys.key(source)
+            said.append((caught.value.reason, str(caught.value)))
+        assert len(derivations) == 1  # three retries, one derivation
+        assert said == [said[0]] * 3
+        assert said[0][0] == SIGNING_PASSWORD_INCORRECT
+        assert 'Secret "k"' in said[0][1] and "pw-Xq7" not in said[0][1]
+        # Data replaced under the same resourceVersion (a restored backup): tried again.
+        kube.secrets[("team", "k")] = key_secret("1", b"also-wrong")
+        with pytest.raises(signing.SigningError):
+            await keys.key(source)
+        assert len(derivations) == 2
+        # The Secret fixed: a new version decrypts.
+        kube.secrets[("team", "k")] = key_secret("2")
+        assert (await keys.key(source)).fingerprint
+        assert len(derivations) == 3
+        # The failure cache keeps no key material, only its hash.
+        remembered = repr(keys._failed)
+        assert "pw-Xq7" not in remembered and cosign_key().decode()[40:80] not in remembered
+
+    asyncio.run(scenario())
+    assert threading.main_thread().name not in derivations

@@ -48,6 +48,7 @@ REASONS: dict[str, str] = {
     "BuildJobLost": STALLED,
     "BuildJobRefused": STALLED,
     "ReconcileFailed": STALLED,
+    "RegistryTimeout": STALLED,
     "SpecInvalid": STALLED,
     "ParentUpdateHeld": PARENT_CURRENT,
     "ParentChanged": PARENT_CURRENT,
@@ -74,6 +75,7 @@ REASONS: dict[str, str] = {
     "SigningKeyInvalid": STALLED,
     "SigningPasswordIncorrect": STALLED,
     "SigningFailed": STALLED,
+    "AttestationRefused": STALLED,
     # A Job's pod that cannot start (lamina.domain.pod_problems), on Images and commits
     "ImagePullBackOff": RECONCILING,
     "ErrImagePull": RECONCILING,
@@ -131,6 +133,8 @@ GIT_SOURCE_UNAVAILABLE = "GitSourceUnavailable"
 # Reasons for a failure while handling one object (it is Stalled with the reason; the others
 # go on).  The message carries the error, or the API server's reason and message.
 RECONCILE_FAILED = "ReconcileFailed"
+# One registry-bound action (collecting a build, rebasing, signing) ran past its deadline.
+REGISTRY_TIMEOUT = "RegistryTimeout"
 SPEC_INVALID = "SpecInvalid"
 BUILD_JOB_REFUSED = "BuildJobRefused"
 
@@ -139,6 +143,7 @@ SIGNING_SECRET_NOT_FOUND = "SigningSecretNotFound"
 SIGNING_KEY_INVALID = "SigningKeyInvalid"
 SIGNING_PASSWORD_INCORRECT = "SigningPasswordIncorrect"
 SIGNING_FAILED = "SigningFailed"
+ATTESTATION_REFUSED = "AttestationRefused"
 
 
 @dataclass(frozen=True)

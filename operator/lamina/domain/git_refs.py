@@ -247,6 +247,19 @@ class GitTarget:
     path: str
     refs_url: str | None
 
+    @property
+    def endpoint(self) -> tuple[str, str, int]:
+        """What a failing server is paused by: a host's other ports and schemes are other
+        servers (and another tenant's, as likely as not)."""
+        return (self.scheme, self.host, self.port)
+
+    @property
+    def origin(self) -> str:
+        """``scheme://host:port``, the port always written: how a paused host is named in
+        every tenant's message (never a path: that is one tenant's repository)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
 
 def git_target(url: str) -> GitTarget:
     """The endpoint of ``url`` (checked by the CRD's pattern; checked again here)."""

@@ -327,11 +327,38 @@ def attestation_refs(index: Mapping[str, Any]) -> list[AttestationRef]:
     return found[:MAX_SIGNATURES]
 
 
+class StatementRefused(Exception):
+    """An in-toto statement about this image that the operator will not sign: it names
+    other subjects too (signing it would vouch for them with the operator's key)."""
+
+
 def statement_about(statement: bytes, digest: str) -> bool:
-    """Whether an in-toto statement names ``digest`` among its subjects."""
+    """Whether an in-toto statement is about ``digest`` alone, to be signed as its
+    attestation.
+
+    False for a statement that does not name ``digest`` (another image of the index, or
+    not a statement at all).  A statement that names ``digest`` is signed only when it is
+    about that one image: every subject names exactly ``{"sha256": digest}`` (BuildKit
+    writes one subject per image name, so an image pushed under two tags has two subjects
+    with the same digest).  One whose subjects name any other digest, or other digest
+    algorithms beside it, or are malformed, raises :class:`StatementRefused`: a signature
+    over it would vouch, with the operator's key, for images this build did not make.
+    """
     try:
-        subjects = json.loads(statement).get("subject")
-        hexes = {subject["digest"]["sha256"] for subject in subjects if isinstance(subject, dict)}
-    except (ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+        document = json.loads(statement)
+    except (ValueError, UnicodeDecodeError):
         return False
-    return digest.removeprefix("sha256:") in hexes
+    subjects = document.get("subject") if isinstance(document, dict) else None
+    if not isinstance(subjects, list):
+        return False
+    wanted = digest.removeprefix("sha256:")
+    digests = [s.get("digest") if isinstance(s, dict) else None for s in subjects]
+    if not any(isinstance(d, dict) and d.get("sha256") == wanted for d in digests):
+        return False
+    others = [d for d in digests if d != {"sha256": wanted}]
+    if others:
+        raise StatementRefused(
+            f"the statement names {len(subjects)} subjects, {len(others)} of them not "
+            f"{digest} alone; only a statement about this image alone is signed"
+        )
+    return True

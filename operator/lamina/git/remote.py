@@ -41,10 +41,15 @@ __all__ = ["GitUnavailable", "advertised_refs"]
 
 
 class GitUnavailable(GitRefsError):
-    """The server did not answer usefully now (5xx, 429, refused connection): try later."""
+    """The server did not answer usefully now (5xx, 429, refused connection): try later.
 
-    def __init__(self, message: str, retry_after: str | None = None) -> None:
-        super().__init__(GIT_SOURCE_UNAVAILABLE, message)
+    ``detail`` is what happened without the URL ("HTTP 503", "ClientConnectorError"): the
+    host's pause may be shown to other tenants, whose messages must not carry this URL.
+    """
+
+    def __init__(self, url: str, detail: str, retry_after: str | None = None) -> None:
+        super().__init__(GIT_SOURCE_UNAVAILABLE, f"{url}: {detail}")
+        self.detail = detail
         self.retry_after = retry_after
 
 
@@ -80,7 +85,7 @@ async def _smart_http(
             if status == 404:
                 raise GitRefsError(GIT_REPOSITORY_NOT_FOUND, f"{url}: HTTP 404, no such repository")
             if status == 429 or status >= 500:
-                raise GitUnavailable(f"{url}: HTTP {status}", response.headers.get("Retry-After"))
+                raise GitUnavailable(url, f"HTTP {status}", response.headers.get("Retry-After"))
             if 300 <= status < 400:
                 raise GitRefsError(
                     GIT_PROTOCOL_ERROR, f"{url}: HTTP {status}, redirects are not followed"
@@ -103,9 +108,9 @@ async def _smart_http(
                     raise _too_large(url)
             return bytes(body)
     except aiohttp.ClientError as error:
-        raise GitUnavailable(f"{url}: {type(error).__name__}") from None
+        raise GitUnavailable(url, type(error).__name__) from None
     except OSError as error:
-        raise GitUnavailable(f"{url}: {type(error).__name__}") from None
+        raise GitUnavailable(url, type(error).__name__) from None
 
 
 def _too_large(url: str) -> GitRefsError:
@@ -124,7 +129,7 @@ async def _git_protocol(target: GitTarget) -> bytes:
     try:
         reader, writer = await asyncio.open_connection(target.host, target.port)
     except OSError as error:
-        raise GitUnavailable(f"{url}: {type(error).__name__}") from None
+        raise GitUnavailable(url, type(error).__name__) from None
     try:
         request = b"git-upload-pack %s\0host=%s\0" % (
             target.path.encode(),
@@ -142,7 +147,7 @@ async def _git_protocol(target: GitTarget) -> bytes:
                 break  # the parser names the malformed length
             if length == 0:
                 if len(data) == 4:
-                    raise GitUnavailable(f"{url}: the server closed the request without refs")
+                    raise GitUnavailable(url, "the server closed the request without refs")
                 break
             if length < 4 or length > MAX_PKT_LENGTH:
                 break
@@ -154,10 +159,10 @@ async def _git_protocol(target: GitTarget) -> bytes:
         return bytes(data)
     except asyncio.IncompleteReadError as error:
         if not error.partial and not data:
-            raise GitUnavailable(f"{url}: the server closed the connection") from None
+            raise GitUnavailable(url, "the server closed the connection") from None
         return bytes(data) + error.partial  # the parser names the truncation
     except OSError as error:
-        raise GitUnavailable(f"{url}: {type(error).__name__}") from None
+        raise GitUnavailable(url, type(error).__name__) from None
     finally:
         writer.close()
         with contextlib.suppress(OSError):

@@ -5,14 +5,18 @@ this module does it (resolve a parent ref in the registry, start a build Job, re
 registry, read a finished Job's result back, delete an orphaned Job) and reports what came of
 it as typed outcomes, which the pass folds into its state before deciding the statuses to
 write.  Any error while acting for one Image becomes that Image's outcome (its condition says
-why, with the API's reason and message) and never stops the actions for the others.
+why, with the API's reason and message) and never stops the actions for the others; nor
+does any one Image's slowness: registry-bound actions run concurrently under a deadline
+each, and a pass does not wait for the slow ones (see :meth:`BuildExecutor.execute`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -58,6 +62,7 @@ from lamina.domain.conditions import (
     BUILD_JOB_REFUSED,
     GIT_CREDENTIALS_NOT_FOUND,
     RECONCILE_FAILED,
+    REGISTRY_TIMEOUT,
 )
 from lamina.domain.git_refs import GitRefsError, authorization_from_secret
 from lamina.domain.image_annotations import base_name
@@ -106,6 +111,8 @@ __all__ = ["BuildExecutor", "api_error", "buildkitd_settings", "duration_seconds
 
 # An action that failed for one object is retried after this long (not on every pass).
 RETRY_FAILED = timedelta(seconds=30)
+# A registry action that keeps running past its deadline is tried again at most this late.
+MAX_TIMEOUT_RETRY = timedelta(minutes=30)
 _REGISTRY_ERRORS = (
     RegistryError,
     InvalidReference,
@@ -146,6 +153,23 @@ class BuildExecutor:
     # clock (``resolver.checked``, keyed by :func:`source_key`, which no ref text can be).
     sources: SourceResolver = field(init=False)
 
+    # One registry-bound action's deadline (collect, rebase, sign), and how long a pass waits
+    # for such actions before going on without them (they finish in the background).
+    action_seconds: float = 300.0
+    pass_wait_seconds: float = 10.0
+    max_registry_actions: int = 16
+    max_registry_actions_per_namespace: int = 4
+    # Called with an Image's namespace when an action that outlived its pass finishes.
+    on_finished: Callable[[str], None] | None = None
+    _in_flight: dict[tuple[str, str], asyncio.Task[list[Outcome]]] = field(
+        init=False, default_factory=dict
+    )
+    # Those whose pass went on without them, with their Image's uid and status then.
+    _outliving: dict[tuple[str, str], tuple[str, ImageStatus]] = field(
+        init=False, default_factory=dict
+    )
+    _timeouts: dict[tuple[str, str], int] = field(init=False, default_factory=dict)
+
     def __post_init__(self) -> None:
         self.resolver = ParentResolver(self.hosts)
         self.signing = SigningKeys(self.kube, self.settings.namespace, self.signing_secret)
@@ -154,23 +178,140 @@ class BuildExecutor:
     async def execute(
         self, actions: Sequence[Action], state: ClusterState, logger: Any
     ) -> list[Outcome]:
-        """Carry out the pass's actions (but Layer deletions, see :meth:`delete_layers`)."""
-        outcomes: list[Outcome] = []
+        """Carry out the pass's actions (but Layer deletions, see :meth:`delete_layers`).
+
+        Registry-bound actions (collecting a build, rebasing: each reads the Image's own
+        registry, and signs there) run concurrently, each under its own deadline
+        (:attr:`action_seconds`); the pass waits for them at most :attr:`pass_wait_seconds`
+        and goes on, so one tenant's registry that answers every read just under the
+        request timeout holds up no other Image.  What those still running bring is folded
+        into a later pass (:attr:`on_finished` wakes one).  Parent and git polling, which
+        have their own budgets, run beside them; the API-only actions meanwhile.
+        """
+        outcomes = self._late_outcomes(state)
+        registry_bound = self._admitted(
+            [a for a in actions if isinstance(a, CollectBuild | RebaseImage)]
+        )
+        tasks = [self._launch(action, state, logger) for action in registry_bound]
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
-            outcomes += await self._resolve_all(
-                session, [a for a in actions if isinstance(a, ResolveParent)], state, logger
-            )
-            outcomes += await self._resolve_sources(
-                [a for a in actions if isinstance(a, ResolveSource)], state, logger
+            polled = asyncio.gather(
+                self._resolve_all(
+                    session, [a for a in actions if isinstance(a, ResolveParent)], state, logger
+                ),
+                self._resolve_sources(
+                    [a for a in actions if isinstance(a, ResolveSource)], state, logger
+                ),
             )
             for action in actions:
-                if isinstance(action, ResolveParent | ResolveSource | DeleteLayer):
-                    continue
-                try:
-                    outcomes += await self._one(session, action, state, logger)
-                except Exception as error:  # one object's failure never stops the others
-                    outcomes.append(self._failed(action, error, state.now, logger))
+                if isinstance(action, StartBuild | DeleteJob):
+                    try:
+                        outcomes += await self._one(session, action, state, logger)
+                    except Exception as error:  # one object's failure never stops the others
+                        outcomes.append(self._failed(action, error, state.now, logger))
+            parents, sources = await polled
+            outcomes += parents + sources
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.pass_wait_seconds)
+        for action, task in zip(registry_bound, tasks, strict=True):
+            key = (action.namespace, action.name)
+            if task.done():
+                del self._in_flight[key], self._outliving[key]
+                outcomes += task.result()
+            else:  # a later pass takes its outcomes; its end wakes one
+                task.add_done_callback(functools.partial(self._wake, action.namespace))
         return outcomes
+
+    def _admitted(
+        self, actions: Sequence[CollectBuild | RebaseImage]
+    ) -> list[CollectBuild | RebaseImage]:
+        """The registry actions to start now: not one already running for that Image, at
+        most :attr:`max_registry_actions` running in all and
+        :attr:`max_registry_actions_per_namespace` for one namespace (a tenant's cascade of
+        rebases cannot open a thousand connections, nor take every place).  The others are
+        decided again by a later pass."""
+        running: dict[str, int] = {}
+        for namespace, _ in self._in_flight:
+            running[namespace] = running.get(namespace, 0) + 1
+        admitted: list[CollectBuild | RebaseImage] = []
+        for action in actions:
+            if (action.namespace, action.name) in self._in_flight:
+                continue
+            if sum(running.values()) >= self.max_registry_actions:
+                break
+            if running.get(action.namespace, 0) >= self.max_registry_actions_per_namespace:
+                continue
+            running[action.namespace] = running.get(action.namespace, 0) + 1
+            admitted.append(action)
+        return admitted
+
+    def _launch(
+        self, action: CollectBuild | RebaseImage, state: ClusterState, logger: Any
+    ) -> asyncio.Task[list[Outcome]]:
+        key = (action.namespace, action.name)
+        task = asyncio.create_task(self._bounded(action, state, logger))
+        # Until this pass takes its outcomes, a later one does (should this one fail).
+        self._in_flight[key] = task
+        started = state.images[action.namespace][action.name]
+        self._outliving[key] = (started.uid, started.status)
+        return task
+
+    def _wake(self, namespace: str, _: object = None) -> None:
+        if self.on_finished is not None:
+            self.on_finished(namespace)
+
+    def _late_outcomes(self, state: ClusterState) -> list[Outcome]:
+        """Outcomes of registry actions that outlived their pass, for Images still there
+        (the same object: a deleted and re-created Image's old build says nothing)."""
+        outcomes: list[Outcome] = []
+        for key, (uid, before) in list(self._outliving.items()):
+            task = self._in_flight[key]
+            if not task.done():
+                continue
+            del self._outliving[key], self._in_flight[key]
+            record = state.images.get(key[0], {}).get(key[1])
+            if record is None or record.uid != uid or task.cancelled():
+                continue
+            outcomes += [_with_newer_polls(o, key, record.status, before) for o in task.result()]
+        return outcomes
+
+    async def _bounded(
+        self, action: CollectBuild | RebaseImage, state: ClusterState, logger: Any
+    ) -> list[Outcome]:
+        """One registry-bound action under its deadline; any failure is its Image's."""
+        key = (action.namespace, action.name)
+        try:
+            async with asyncio.timeout(self.action_seconds) as deadline:
+                async with aiohttp.ClientSession(
+                    timeout=aiohttp.ClientTimeout(total=120)
+                ) as session:
+                    outcomes = await self._one(session, action, state, logger)
+        except TimeoutError as error:
+            if not deadline.expired():
+                return [self._failed(action, error, _now(), logger)]
+            return [self._timed_out(action, state, logger)]
+        except Exception as error:  # one object's failure never stops the others
+            return [self._failed(action, error, _now(), logger)]
+        self._timeouts.pop(key, None)
+        return outcomes
+
+    def _timed_out(
+        self, action: CollectBuild | RebaseImage, state: ClusterState, logger: Any
+    ) -> Outcome:
+        """The action ran past its deadline: that Image's condition names the registry and
+        when it is tried again (30 s, doubling while it keeps timing out, up to 30 min)."""
+        key = (action.namespace, action.name)
+        count = self._timeouts[key] = self._timeouts.get(key, 0) + 1
+        wait = min(RETRY_FAILED * 2 ** min(count - 1, 10), MAX_TIMEOUT_RETRY)
+        hosts = _registry_hosts(state.images[action.namespace][action.name], action)
+        step = _STEPS.get(type(action), type(action).__name__)
+        message = (
+            f"{step} did not finish within {self.action_seconds:g} s: the registry "
+            f"{' or '.join(hosts)} answers too slowly (other Images went on; retried in "
+            f"{int(wait.total_seconds())}s)"
+        )
+        logger.warning(f"{action.namespace}/{action.name}: {REGISTRY_TIMEOUT}: {message}")
+        failure = Failure(REGISTRY_TIMEOUT, message, _now() + wait)
+        return ActionFailed("images", action.namespace, action.name, failure)
 
     async def pods_that_cannot_start(
         self, state: ClusterState, actions: Sequence[Action], logger: Any
@@ -760,6 +901,43 @@ class BuildExecutor:
             index_digest=index.digest if index is not None else None,
         ).model_copy(update={"signature": signature})
         return status, [LayerChanged(layer) for layer in layers]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def _with_newer_polls(
+    outcome: Outcome, key: tuple[str, str], current: ImageStatus, before: ImageStatus
+) -> Outcome:
+    """A late outcome for ``key``, keeping what polls wrote while its action ran (they are
+    newer than the status the action started from)."""
+    if not isinstance(outcome, ImageChanged) or (outcome.namespace, outcome.name) != key:
+        return outcome
+    newer = {
+        polled: getattr(current, polled)
+        for polled in ("resolved", "source")
+        if getattr(current, polled) != getattr(before, polled)
+    }
+    if not newer:
+        return outcome
+    return replace(outcome, status=outcome.status.model_copy(update=newer))
+
+
+def _registry_hosts(record: ImageRecord, action: CollectBuild | RebaseImage) -> list[str]:
+    """The registries an action talks to, by host (the output's; a rebase's parent's too)."""
+    hosts: list[str] = []
+    named = [record.spec.output.repository] if record.spec is not None else []
+    if isinstance(action, RebaseImage):
+        named.append(action.parent_repository)
+    for repository in named:
+        try:
+            host = parse_reference(repository).registry
+        except InvalidReference:
+            continue
+        if host not in hosts:
+            hosts.append(host)
+    return hosts or ["of the output repository"]
 
 
 def _in_operator_namespace(namespace: str | None, memo: Any, **_: Any) -> bool:

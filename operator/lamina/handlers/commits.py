@@ -52,6 +52,7 @@ from lamina.domain.commit_preflight import preflight
 from lamina.domain.commit_slots import COMMIT_QUEUED, CommitSlots, commit_slot_refusal
 from lamina.domain.conditions import Verdict, kstatus, merge_conditions, same_conditions
 from lamina.domain.signatures import KeySource
+from lamina.handlers.commit_queue import QUEUE as COMMIT_QUEUE
 from lamina.handlers.commit_record import record_committed_image
 from lamina.handlers.failures import report_failure
 from lamina.handlers.job_pods import job_pod_problem
@@ -334,7 +335,15 @@ async def _start(commit: _Commit) -> None:
     async with _SLOTS:
         commit.step = f"list the commit Jobs in {settings.namespace}"
         running = await _running_commits(commit.kube, settings.namespace)
-        refusal = commit_slot_refusal(running, commit.namespace, settings.slots)
+        now = _now()
+        refusal = commit_slot_refusal(
+            running,
+            commit.namespace,
+            settings.slots,
+            asking=COMMIT_QUEUE.asking(commit.namespace, commit.name, commit.uid, now),
+            queued=COMMIT_QUEUE.others(commit.namespace, commit.name, now),
+            served=COMMIT_QUEUE.served,
+        )
         if refusal is not None:
             commit.again_after = QUEUED_RECHECK_SECONDS
             queued = kstatus(ready=False, progressing=True, reason=COMMIT_QUEUED, message=refusal)
@@ -344,17 +353,22 @@ async def _start(commit: _Commit) -> None:
             f"create the commit Job {settings.namespace}/{commit_job_name(commit.uid)} "
             f"(LAMINA_NAMESPACE={settings.namespace})"
         )
-        job = await commit.kube.create_job(
-            commit_job(
-                namespace=commit.namespace,
-                name=commit.name,
-                uid=commit.uid,
-                spec=spec,
-                target=target,
-                settings=settings,
-                container=check.container,
+        try:
+            job = await commit.kube.create_job(
+                commit_job(
+                    namespace=commit.namespace,
+                    name=commit.name,
+                    uid=commit.uid,
+                    spec=spec,
+                    target=target,
+                    settings=settings,
+                    container=check.container,
+                )
             )
-        )
+        except BaseException:
+            COMMIT_QUEUE.forget(commit.namespace, commit.name)
+            raise
+        COMMIT_QUEUE.started(commit.namespace, commit.name, now)
     if docker_config is not None:
         commit.step = f"copy the push Secret next to the commit Job in {settings.namespace}"
         owner = {

@@ -16,8 +16,9 @@ from typing import Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from lamina.domain.build_job import MANAGED_BY
+from lamina.domain.build_job import CONTEXT_COMMAND, LABEL_PURPOSE, MANAGED_BY
 from lamina.domain.commit_outcome import JobOutcome
+from lamina.domain.git_fetch import git_fetch_failure
 from lamina.kube import Kube
 
 OWN_JOBS = f"app.kubernetes.io/managed-by={MANAGED_BY}"
@@ -58,6 +59,10 @@ async def job_outcome(kube: Kube, job: Mapping[str, Any]) -> JobOutcome:
             ended = (container.get("state") or {}).get("terminated") or {}
             if ended and ended.get("exitCode") != 0:
                 terminated = ended
+                if _fetches_git(pod, container.get("name")):
+                    # git's stderr carries what the (tenant's) git server said: never shown.
+                    message = git_fetch_failure(ended.get("message"), ended.get("exitCode"))
+                    terminated = {**ended, "message": message}
         for container in pod_status.get("containerStatuses") or []:
             terminated = (container.get("state") or {}).get("terminated") or terminated
     return JobOutcome(
@@ -99,3 +104,15 @@ async def watch_own_jobs(
                 "watching Jobs in %s: %r; again in %.0fs", namespace, error, RETRY_SECONDS
             )
             await asyncio.sleep(RETRY_SECONDS)
+
+
+def _fetches_git(pod: Mapping[str, Any], name: object) -> bool:
+    """Whether the build pod's init container ``name`` may have talked to a git server:
+    any but the ConfigMap copy (failing closed: an unknown one is treated as git's)."""
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    if labels.get(LABEL_PURPOSE) != "build":
+        return False
+    for container in (pod.get("spec") or {}).get("initContainers") or []:
+        if container.get("name") == name:
+            return list(container.get("command") or []) != CONTEXT_COMMAND
+    return True

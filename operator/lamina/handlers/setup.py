@@ -46,7 +46,7 @@ def reconciler_for(memo: Any) -> Reconciler:
     view.job_index = memo.own_build_jobs
     view.layer_index = memo.layer_store
     install(view)
-    return Reconciler(
+    reconciler = Reconciler(
         view=view,
         writer=StatusWriter(memo.kube, view),
         executor=BuildExecutor(
@@ -71,11 +71,16 @@ def reconciler_for(memo: Any) -> Reconciler:
             ),
             hosts=hosts,
             signing_secret=config.signing_secret,
+            action_seconds=config.registry_action_seconds,
         ),
         limit=config.max_concurrent_builds,
         namespace_limit=config.max_builds_per_namespace,
         poll_seconds=config.build_poll_seconds,
     )
+    assert reconciler.executor is not None
+    # A registry action that outlived its pass wakes a pass for its Image's namespace.
+    reconciler.executor.on_finished = reconciler.touch
+    return reconciler
 
 
 # What the operator does in its own namespace (build and commit Jobs, the copies of contexts

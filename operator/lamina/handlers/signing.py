@@ -7,12 +7,16 @@ the namespace of the object that names it (or its own default in its own namespa
 when it signs or checks before a build, decrypts it in memory (scrypt in a worker thread,
 one at a time: its cost is bounded by lamina.oci.cosign_keys) and keeps the decrypted key
 in a small cache keyed by the Secret's uid and resourceVersion, so an edited or replaced
-Secret is read again.
+Secret is read again.  A key that does not decrypt (a wrong password) is remembered the
+same way, by uid, resourceVersion and a hash of the key's and password's bytes (never the
+bytes): an unchanged bad Secret costs no scrypt derivation on each retry, a changed one is
+tried again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import datetime
@@ -21,8 +25,12 @@ from typing import Any
 import aiohttp
 
 from lamina.api.signing import AttestationSignature, SignatureStatus, SignSpec
-from lamina.domain.conditions import SIGNING_FAILED, SIGNING_SECRET_NOT_FOUND
-from lamina.domain.signatures import KeySource, key_source
+from lamina.domain.conditions import (
+    ATTESTATION_REFUSED,
+    SIGNING_FAILED,
+    SIGNING_SECRET_NOT_FOUND,
+)
+from lamina.domain.signatures import KeySource, StatementRefused, key_source
 from lamina.kube import Kube
 from lamina.oci.client import RegistryClient
 from lamina.oci.cosign_keys import (
@@ -58,6 +66,9 @@ class SigningKeys:
         self.operator_namespace = operator_namespace
         self.default_secret = default_secret
         self._cache: OrderedDict[tuple[str, str, str, str], SigningKey] = OrderedDict()
+        # Keys that did not decrypt: (namespace, name, uid, resourceVersion, data hash) ->
+        # (reason, message).
+        self._failed: OrderedDict[tuple[str, str, str, str, str], tuple[str, str]] = OrderedDict()
         self._lock = asyncio.Lock()
 
     def source(self, namespace: str, sign: SignSpec | None) -> KeySource | None:
@@ -88,10 +99,21 @@ class SigningKeys:
             if pem is None:
                 raise SigningKeyError("SigningKeyInvalid", f"has no {PRIVATE_KEY} key in its data")
             password = secret_bytes(secret, PASSWORD, PASSWORD_MAX_BYTES) or b""
+        except SigningKeyError as error:
+            raise SigningError(error.reason, f"{source.describe()}: {error}") from error
+        failed = (*cached, _data_hash(pem, password))
+        if (known := self._failed.get(failed)) is not None:
+            self._failed.move_to_end(failed)
+            raise SigningError(*known)
+        try:
             async with self._lock:  # one key derivation (up to 128 MiB of scrypt) at a time
                 key = await asyncio.to_thread(signing_key, pem, password)
         except SigningKeyError as error:
-            raise SigningError(error.reason, f"{source.describe()}: {error}") from error
+            refusal = (error.reason, f"{source.describe()}: {error}")
+            self._failed[failed] = refusal
+            while len(self._failed) > _CACHE_SIZE:
+                self._failed.popitem(last=False)
+            raise SigningError(*refusal) from error
         self._cache[cached] = key
         while len(self._cache) > _CACHE_SIZE:
             self._cache.popitem(last=False)
@@ -116,10 +138,17 @@ class SigningKeys:
         key = await self.key(source)
         try:
             image = parse_reference(repository)
+            # The attestations first: one that may not be signed leaves nothing signed.
+            attested = await sign_attestations(client, image, digest, key)
             pushed = await sign_image(client, image, digest, key)
             if image_digest is not None and image_digest != digest:
                 await sign_image(client, image, image_digest, key)
-            attested = await sign_attestations(client, image, digest, key)
+        except StatementRefused as error:
+            raise SigningError(
+                ATTESTATION_REFUSED,
+                f"{repository}@{digest} is not signed: an attestation it carries was "
+                f"refused: {error}",
+            ) from error
         except (
             RegistryError,
             InvalidReference,
@@ -149,3 +178,12 @@ class SigningKeys:
             ]
             or None,
         )
+
+
+def _data_hash(pem: bytes, password: bytes) -> str:
+    """What identifies a Secret's key material in the failure cache, without keeping it."""
+    digest = hashlib.sha256()
+    for part in (pem, password):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()

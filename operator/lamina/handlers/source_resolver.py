@@ -6,10 +6,13 @@ The build pass hands over every git context that is due (see
 
 - **Once per pass**: requests are grouped by (URL, credentials), so a hundred Images building
   from one repository cost one ``info/refs`` request, whatever revisions they name.
-- **Per-host backoff**: a 429, a 5xx, no answer within :attr:`SourceResolver.timeout` or a
-  refused connection pause that host (Retry-After honoured, bounded; else 30 s doubling, up to
-  30 minutes: :func:`lamina.domain.parent_polling.pause_after_failure`); its Images keep
-  their last commit with the pause as their message.
+- **Per-server backoff**: a 429, a 5xx, no answer within :attr:`SourceResolver.timeout` or a
+  refused connection pause that server, by (scheme, host, port) (Retry-After honoured,
+  bounded; else 30 s doubling, up to 30 minutes:
+  :func:`lamina.domain.parent_polling.pause_after_failure`); its Images keep their last
+  commit with the pause as their message.  The Image whose request failed is told its URL
+  and what happened; every other Image on that server (maybe another tenant's) is told only
+  ``scheme://host:port`` and until when: never another tenant's repository path.
 - Every failure is that request's message (``Reason: text``: wrong credentials, a missing
   revision, a hostile answer), never a crash and never the server's body.
 
@@ -30,7 +33,13 @@ from typing import TypeVar
 import aiohttp
 
 from lamina.domain.conditions import GIT_SOURCE_UNAVAILABLE
-from lamina.domain.git_refs import Advertisement, GitRefsError, git_target, resolve_revision
+from lamina.domain.git_refs import (
+    Advertisement,
+    GitRefsError,
+    GitTarget,
+    git_target,
+    resolve_revision,
+)
 from lamina.domain.parent_polling import (
     RegistryPause,
     active_pause,
@@ -75,7 +84,8 @@ class SourceResolver:
     timeout: float = 10.0
     budget: float = 60.0
     clock: Callable[[], datetime] = _now
-    pauses: dict[str, RegistryPause] = field(default_factory=dict)
+    # (scheme, host, port) -> its pause; ``answer`` never holds a URL.
+    pauses: dict[tuple[str, str, int], RegistryPause] = field(default_factory=dict)
 
     async def resolve(self, requests: Mapping[Key, SourceRequest]) -> dict[Key, SourceResolution]:
         """``{key: request}`` -> ``{key: resolution}``; keys not answered in the budget are
@@ -114,46 +124,61 @@ class SourceResolver:
         self, session: aiohttp.ClientSession, url: str, authorization: str | None
     ) -> Advertisement | SourceResolution:
         try:
-            host = git_target(url).host
+            target = git_target(url)
         except GitRefsError as error:
             return SourceResolution(None, f"{error.reason}: {error}", asked=False)
-        pause = active_pause(self.pauses.get(host), self.clock())
+        pause = active_pause(self.pauses.get(target.endpoint), self.clock())
         if pause is not None:
-            return SourceResolution(None, _said(pause), asked=False)
+            return SourceResolution(None, paused_message(pause), asked=False)
         try:
             advertisement = await asyncio.wait_for(
                 advertised_refs(session, url, authorization), self.timeout
             )
         except GitUnavailable as error:
-            return SourceResolution(None, self._pause(host, str(error), error.retry_after))
+            return SourceResolution(None, self._pause(target, url, error.detail, error.retry_after))
         except TimeoutError:
-            return SourceResolution(
-                None, self._pause(host, f"{url} did not answer within {self.timeout:g} s", None)
-            )
+            detail = f"did not answer within {self.timeout:g} s"
+            return SourceResolution(None, self._pause(target, url, detail, None))
         except GitRefsError as error:
             return SourceResolution(None, f"{error.reason}: {error}")
-        self.pauses.pop(host, None)
+        self.pauses.pop(target.endpoint, None)
         return advertisement
 
-    def _pause(self, host: str, answer: str, retry_after: str | None) -> str:
+    def _pause(self, target: GitTarget, url: str, detail: str, retry_after: str | None) -> str:
+        """Pause the server; the message for the Image whose request failed."""
         pause = pause_after_failure(
-            self.pauses.get(host),
-            registry=host,
-            answer=answer,
+            self.pauses.get(target.endpoint),
+            registry=target.origin,
+            answer=detail,
             reason=GIT_SOURCE_UNAVAILABLE,
             retry_after=retry_after_seconds(retry_after, self.clock()),
             now=self.clock(),
         )
-        self.pauses[host] = pause
-        log.warning("%s", _said(pause))
-        return _said(pause)
+        self.pauses[target.endpoint] = pause
+        said = (
+            f"{pause.reason}: {_bounded(url)}: {detail}; the git host {pause.registry} is not "
+            f"asked again before {_until(pause)} ({_polls(pause)})"
+        )
+        log.warning("%s", said)
+        return said
 
 
-def _said(pause: RegistryPause) -> str:
-    """A paused git host as the affected Images' message (the pause is the registry kind's)."""
-    until = pause.until.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    polls = f"{pause.failures} failed poll{'s' if pause.failures != 1 else ''} in a row"
+def paused_message(pause: RegistryPause) -> str:
+    """A paused git server as the message of every Image that would have asked it: the
+    server (scheme://host:port) and until when, nothing of the request that failed."""
     return (
-        f"{pause.reason}: {pause.answer}; {pause.registry} is not asked again before "
-        f"{until} ({polls})"
+        f"{pause.reason}: the git host {pause.registry} is paused after failures until "
+        f"{_until(pause)} ({_polls(pause)}); not asked meanwhile"
     )
+
+
+def _until(pause: RegistryPause) -> str:
+    return pause.until.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _polls(pause: RegistryPause) -> str:
+    return f"{pause.failures} failed poll{'s' if pause.failures != 1 else ''} in a row"
+
+
+def _bounded(url: str) -> str:
+    return url if len(url) <= 300 else url[:300] + "..."
