@@ -148,13 +148,19 @@ def test_an_oversized_build_context_does_not_stop_builds_elsewhere(tenants: Tena
     }
     kube.kubectl("create", "-n", tenants.big, "-f", "-", input=json.dumps(big), check=True)
 
-    # The attacker's Image says what the API server refused; nobody else notices.
+    # The attacker's Image says why its context cannot travel, and no Job is made for it;
+    # nobody else notices.
     def refused() -> dict[str, Any] | None:
         ready = condition(kube.get("image", "big", tenants.big), "Ready") or {}
-        return ready if ready.get("reason") == "Refused" else None
+        return ready if ready.get("reason") == "ContextTooLarge" else None
 
     ready = wait_for(refused, timeout=60, what="the big Image refused")
-    assert "Too long: may not be more than 1048576 bytes" in ready["message"], ready
+    assert "one ConfigMap carries at most 1,048,576" in ready["message"], ready
+    assert not [
+        job
+        for job in build_jobs(kube, tenants.operator.home, tenants.big)
+        if job["metadata"]["annotations"].get("lamina.dev/image-name") == "big"
+    ], "a Job was created for a context that cannot travel"
     kube.apply(image("after-big", {"ref": tenants.ref}, registry), tenants.victim)
     wait_for(
         lambda: tenants.victim_job("after-big"),

@@ -7,6 +7,7 @@ the generator's own refusals are exercised, not only the schema's.
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 import os
@@ -23,6 +24,7 @@ from lamina.api.image import BuildContext, GitContext, ImageSpec
 from lamina.domain.build_job import (
     ANNOTATION_IMAGE_NAME,
     BUILDER_COMMAND,
+    CONFIG_MAP_LIMIT,
     CONTEXT_COMMAND,
     CONTEXT_SCRIPT,
     METADATA_FILE,
@@ -35,6 +37,7 @@ from lamina.domain.build_job import (
     buildkitd_toml,
     context_config_map,
     context_digest,
+    context_size_problem,
     dockerfile_for,
     job_name,
 )
@@ -627,3 +630,26 @@ def test_a_cache_tag_the_image_pushes_or_that_is_not_a_tag_is_refused(
     )
     with pytest.raises(DockerfileError, match=re.escape(message)):
         buildctl_args(SAFE, PARENT, settings)
+
+
+@pytest.mark.parametrize(
+    ("text_bytes", "binary_bytes", "refused"),
+    [
+        (1000, 0, False),
+        (CONFIG_MAP_LIMIT - 4096, 0, False),
+        (CONFIG_MAP_LIMIT, 0, True),
+        (600_000, 600_000, True),
+        (0, 900_000, False),
+    ],
+)
+def test_a_context_too_large_for_its_config_map_is_refused_before_anything_is_created(
+    text_bytes: int, binary_bytes: int, refused: bool
+) -> None:
+    files = {"big.txt": "x" * text_bytes}
+    binary = {"blob.bin": base64.b64encode(b"\0" * binary_bytes).decode()}
+    problem = context_size_problem(
+        settings=SETTINGS, dockerfile="FROM scratch\n", files=files, binary_files=binary
+    )
+    assert (problem is not None) is refused
+    if problem:
+        assert "one ConfigMap carries at most 1,048,576" in problem

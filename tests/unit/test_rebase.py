@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lamina.domain.rebase import RebaseRefused, rebase
+from lamina.domain.rebase import RebaseRefused, config_digest, rebase
 
 
 def digest(char: str) -> str:
@@ -157,3 +157,15 @@ def test_hostile_documents_are_refused(documents: dict[str, object], reason: str
         **documents,
     }
     assert rebase(**arguments) == RebaseRefused(reason), HOSTILE  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "manifest", [None, "x", [], {}, {"config": "sha256:1"}, {"config": {"digest": 7}}]
+)
+def test_a_manifest_without_a_config_digest_is_refused_by_name(manifest: object) -> None:
+    with pytest.raises(ValueError, match="the new parent manifest names no config digest"):
+        config_digest(manifest, "new parent")
+
+
+def test_a_config_digest_is_read_from_its_descriptor() -> None:
+    assert config_digest({"config": {"digest": "sha256:ab"}}, "image") == "sha256:ab"

@@ -690,6 +690,33 @@ def git_secret(
     }
 
 
+# What the API server lets one ConfigMap hold: data and binaryData together, keys included.
+CONFIG_MAP_LIMIT = 1024 * 1024
+
+
+def context_size_problem(
+    *,
+    settings: BuildSettings,
+    dockerfile: str,
+    files: dict[str, str],
+    binary_files: dict[str, str] | None = None,
+) -> str | None:
+    """Why the context cannot travel in its ConfigMap, or None.
+
+    Checked before anything is created: the API server would refuse the ConfigMap only after
+    the Job that owns it exists, and the same context would be refused on every retry."""
+    text = {**files, "Dockerfile": dockerfile, "buildkitd.toml": settings.buildkitd_toml}
+    size = sum(len(key) + len(value.encode()) for key, value in text.items())
+    for key, value in (binary_files or {}).items():
+        size += len(key) + len(value) * 3 // 4  # base64 on the wire, bytes in the limit
+    if size <= CONFIG_MAP_LIMIT:
+        return None
+    return (
+        f"the build context is {size:,} bytes with its Dockerfile; one ConfigMap carries at "
+        f"most {CONFIG_MAP_LIMIT:,} (use a git context for larger sources)"
+    )
+
+
 def context_config_map(
     *,
     name: str,

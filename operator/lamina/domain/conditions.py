@@ -41,6 +41,7 @@ REASONS: dict[str, str] = {
     "DockerfileInvalid": STALLED,
     "BuildNotSupported": STALLED,
     "ContextNotFound": STALLED,
+    "ContextTooLarge": STALLED,
     "PushSecretNotFound": STALLED,
     "PushSecretInvalid": STALLED,
     "VerificationFailed": STALLED,
@@ -137,6 +138,8 @@ RECONCILE_FAILED = "ReconcileFailed"
 REGISTRY_TIMEOUT = "RegistryTimeout"
 SPEC_INVALID = "SpecInvalid"
 BUILD_JOB_REFUSED = "BuildJobRefused"
+# The build context (Dockerfile and files) does not fit in the one ConfigMap that carries it.
+CONTEXT_TOO_LARGE = "ContextTooLarge"
 
 # Why an image that was to be signed was not (lamina.oci.cosign_keys, lamina.handlers.signing).
 SIGNING_SECRET_NOT_FOUND = "SigningSecretNotFound"

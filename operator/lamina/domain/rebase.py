@@ -39,6 +39,16 @@ def _list(document: Mapping[str, Any], key: str, what: str) -> list[Any]:
     return found
 
 
+def config_digest(manifest: Any, what: str) -> str:
+    """The digest a manifest names for its config; a registry's answer of another shape is
+    refused here (a ValueError naming ``what``) rather than failing deeper as a TypeError."""
+    config = manifest.get("config") if isinstance(manifest, Mapping) else None
+    digest = config.get("digest") if isinstance(config, Mapping) else None
+    if not isinstance(digest, str):
+        raise _Malformed(f"the {what} manifest names no config digest")
+    return digest
+
+
 def _layers(manifest: Mapping[str, Any], what: str) -> list[dict[str, Any]]:
     """The manifest's layer descriptors, each an object with a string digest."""
     layers = _list(manifest, "layers", f"the {what} manifest")

@@ -42,6 +42,7 @@ from lamina.domain.build_job import (
     check_engine,
     context_config_map,
     context_digest,
+    context_size_problem,
     dockerfile_for,
     git_secret,
     job_name,
@@ -60,6 +61,7 @@ from lamina.domain.build_status import (
 from lamina.domain.commit_job import CommitSettings, push_secret_copy
 from lamina.domain.conditions import (
     BUILD_JOB_REFUSED,
+    CONTEXT_TOO_LARGE,
     GIT_CREDENTIALS_NOT_FOUND,
     RECONCILE_FAILED,
     REGISTRY_TIMEOUT,
@@ -68,7 +70,7 @@ from lamina.domain.git_refs import GitRefsError, authorization_from_secret
 from lamina.domain.image_annotations import base_name
 from lamina.domain.manifest_facts import layer_facts
 from lamina.domain.rebase import RebaseRefused as RebaseNotSafe
-from lamina.domain.rebase import canonical, own_layers, rebase
+from lamina.domain.rebase import canonical, config_digest, own_layers, rebase
 from lamina.domain.reconcile import (
     Action,
     ActionFailed,
@@ -587,6 +589,10 @@ class BuildExecutor:
             return refuse(error.reason, str(error))
         except LookupError as error:
             return refuse("ContextNotFound", str(error))
+        if problem := context_size_problem(
+            settings=self.settings, dockerfile=dockerfile, files=files, binary_files=binary_files
+        ):
+            return refuse(CONTEXT_TOO_LARGE, problem)
         secret_name = f"{name}-push" if docker_config is not None else None
         git_secret_name = f"{name}-git" if authorization is not None else None
         try:
@@ -618,16 +624,26 @@ class BuildExecutor:
             "name": name,
             "uid": job["metadata"]["uid"],
         }
-        await self.kube.create_config_map(
-            context_config_map(
-                name=name,
-                settings=self.settings,
-                dockerfile=dockerfile,
-                files=files,
-                binary_files=binary_files,
-                owner=owner,
+        try:
+            await self.kube.create_config_map(
+                context_config_map(
+                    name=name,
+                    settings=self.settings,
+                    dockerfile=dockerfile,
+                    files=files,
+                    binary_files=binary_files,
+                    owner=owner,
+                )
             )
-        )
+        except ApiException as error:
+            if error.status not in (400, 403, 422):
+                raise
+            # The Job would wait for its context for ever, and the same context is refused
+            # again on every retry: the Job goes, and the Image says why.
+            await self.kube.delete_job(self.settings.namespace, name)
+            return refuse(
+                BUILD_JOB_REFUSED, f"the API server refused the build context: {api_error(error)}"
+            )
         if docker_config is not None:
             copy = push_secret_copy(
                 uid=record.uid,
@@ -702,12 +718,12 @@ class BuildExecutor:
             # An index when the build attached attestations: its image is what is rebased.
             image_manifest, _ = await client.resolve_image(target)
             image_config = json.loads(
-                await client.get_blob(target, image_manifest.json()["config"]["digest"])
+                await client.get_blob(target, config_digest(image_manifest.json(), "image"))
             )
             old_parent, _ = await client.resolve_image(parent_repo.with_digest(old))
             new_parent, _ = await client.resolve_image(parent_repo.with_digest(new))
             new_parent_config = json.loads(
-                await client.get_blob(parent_repo, new_parent.json()["config"]["digest"])
+                await client.get_blob(parent_repo, config_digest(new_parent.json(), "new parent"))
             )
             result = rebase(
                 image_manifest=image_manifest.json(),
@@ -722,10 +738,10 @@ class BuildExecutor:
                 return refused(result.reason)
             manifest, config = result
             config_bytes = canonical(config)
-            config_digest = await client.push_blob(target, config_bytes)
+            pushed_config = await client.push_blob(target, config_bytes)
             manifest["config"] = {
                 **manifest["config"],
-                "digest": config_digest,
+                "digest": pushed_config,
                 "size": len(config_bytes),
             }
             for layer in new_parent.json().get("layers", []):
@@ -863,7 +879,7 @@ class BuildExecutor:
         image, index = await reader.resolve_image(target)
         attestations = await reader.attestations(target, index, image.digest)
         manifest = image.json()
-        config = json.loads(await reader.get_blob(target, manifest["config"]["digest"]))
+        config = json.loads(await reader.get_blob(target, config_digest(manifest, "built image")))
         parent_digest = build.wanted.parent_digest
         images: Mapping[str, ImageRecord] = state.images[record.namespace]
         if spec.parent.image is not None:
