@@ -84,14 +84,17 @@ from lamina.domain.reconcile import (
     StartBuild,
     source_key,
 )
+from lamina.domain.sbom_scan import ScanImage, ScanSettings
 from lamina.domain.snapshot import BuildJobRecord, Failure, ImageRecord
 from lamina.handlers.api_errors import api_error
 from lamina.handlers.failures import report_failure
 from lamina.handlers.job_pods import build_pod_state
 from lamina.handlers.jobs import job_outcome
 from lamina.handlers.parent_resolver import ParentResolver
+from lamina.handlers.provenance import attach_buildah_provenance, is_buildah
 from lamina.handlers.recording import ensure_layers
 from lamina.handlers.registry_access import PushSecretError, docker_config_of
+from lamina.handlers.scans import ScanExecutor
 from lamina.handlers.signing import SigningError, SigningKeys
 from lamina.handlers.source_resolver import SourceRequest, SourceResolver
 from lamina.kube import Kube
@@ -138,6 +141,8 @@ class BuildExecutor:
     hosts: RegistryHosts
     # The operator's default signing Secret (in its namespace), for Images without output.sign.
     signing_secret: str | None = None
+    # The SBOM scans of images without one (None or no scanner image: none).
+    scan_settings: ScanSettings | None = None
     # HEAD-first parent polling, one request per ref per pass, backoff per registry; it
     # remembers across passes what it verified and when it asked.
     resolver: ParentResolver = field(init=False)
@@ -145,11 +150,14 @@ class BuildExecutor:
     # git contexts' revisions; when each was last asked goes on the parent resolver's poll
     # clock (``resolver.checked``, keyed by :func:`source_key`, which no ref text can be).
     sources: SourceResolver = field(init=False)
+    scans: ScanExecutor = field(init=False)
 
     def __post_init__(self) -> None:
         self.resolver = ParentResolver(self.hosts)
         self.signing = SigningKeys(self.kube, self.settings.namespace, self.signing_secret)
         self.sources = SourceResolver()
+        scan = self.scan_settings or ScanSettings(namespace=self.settings.namespace)
+        self.scans = ScanExecutor(self.kube, scan, self.hosts, self.signing)
 
     async def execute(
         self, actions: Sequence[Action], state: ClusterState, logger: Any
@@ -163,8 +171,15 @@ class BuildExecutor:
             outcomes += await self._resolve_sources(
                 [a for a in actions if isinstance(a, ResolveSource)], state, logger
             )
+            outcomes += await self.scans.act(
+                session,
+                [a for a in actions if isinstance(a, ScanImage)],
+                state.images,
+                state.now,
+                logger,
+            )
             for action in actions:
-                if isinstance(action, ResolveParent | ResolveSource | DeleteLayer):
+                if isinstance(action, ResolveParent | ResolveSource | DeleteLayer | ScanImage):
                     continue
                 try:
                     outcomes += await self._one(session, action, state, logger)
@@ -674,11 +689,17 @@ class BuildExecutor:
             )
             return [ImageChanged(record.namespace, record.name, failed)]
         try:
+            pushed = result.digest
+            if is_buildah(job):  # Buildah writes no provenance: the operator does
+                client = self._registry_for(record, await self._docker_config(record), session)
+                pushed = await attach_buildah_provenance(
+                    client, record, job, result.digest, state.now
+                )
             recorded, layers = await self._record(
                 session,
                 record,
                 state,
-                digest=result.digest,
+                digest=pushed,
                 build=build,
                 message=f"pushed {result.digest}",
             )
