@@ -272,7 +272,10 @@ class ScanExecutor:
             logger.info(f"{record.namespace}/{record.name}: SBOM of {digest} attached")
             outcome = self._changed(record, status, scanned(digest, statement_digest), now)
         # Read (or failed): the next scan of this digest is a new Job.
-        await self.kube.delete_job(self.settings.namespace, name)
+        try:
+            await self.kube.delete_job(self.settings.namespace, name)
+        except ApiException as error:  # its TTL removes it; a retry would find it finished
+            logger.warning(f"deleting the scan Job {name}: {api_error(error)}")
         self.jobs.pop(name, None)
         return outcome
 
