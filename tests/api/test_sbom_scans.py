@@ -163,3 +163,58 @@ def test_without_a_scanner_nothing_is_scanned(
     finally:
         stop_operator(process, log)
         kube.kubectl("delete", "namespace", operator_ns, "--wait=false")
+
+
+def test_a_failed_scan_keeps_the_image_ready_says_why_and_is_tried_again(
+    crds_installed: KubeCluster, namespace: str, tmp_path: Path
+) -> None:
+    """No node runs the scan here, so the Job controller fails it at its deadline (30 s, the
+    least the setting takes): the Image stays Ready on its digest, says why there is no SBOM,
+    and a new scan Job follows after the back-off."""
+    kube = crds_installed
+    operator_ns = f"lamina-{uuid.uuid4().hex[:6]}"
+    kube.kubectl("create", "namespace", operator_ns, check=True)
+    committed(kube, namespace, "doomed", {"digest": digest("a")})
+    log = tmp_path / "operator.log"
+    process = start_operator(
+        kube.kubeconfig,
+        log,
+        "--metrics-port=0",
+        "--health-port=0",
+        env={
+            "LAMINA_NAMESPACE": operator_ns,
+            "LAMINA_BUILD_POLL_SECONDS": "1",
+            "LAMINA_SBOM_SCANNER_IMAGE": "syft:test",
+            "LAMINA_SCAN_DEADLINE_SECONDS": "30",
+        },
+    )
+    try:
+        (first,) = wait_for(lambda: scan_jobs(kube, operator_ns), what="a scan Job")
+
+        def failed() -> dict[str, dict[str, Any]] | None:
+            found = conditions(kube, namespace, "doomed")
+            return found if found.get("SBOM", {}).get("reason") == "ScanFailed" else None
+
+        found = wait_for(failed, timeout=180, what="doomed says ScanFailed")
+        message = found["SBOM"]["message"]
+        assert message.startswith(f"{digest('a')} has no SBOM: the scan Job failed"), message
+        assert "DeadlineExceeded" in message
+        assert "scanned again in 30s (attempt 1)" in message
+        assert found["Ready"]["status"] == "True" and found["Ready"]["reason"] == "Committed"
+        image = json.loads(
+            kube.kubectl("get", "image", "doomed", "-n", namespace, "-o", "json", check=True).stdout
+        )
+        assert image["status"]["digest"] == digest("a")
+        assert "attestations" not in image["status"]
+
+        def again() -> list[dict[str, Any]]:
+            jobs = scan_jobs(kube, operator_ns)
+            return [j for j in jobs if j["metadata"]["uid"] != first["metadata"]["uid"]]
+
+        # The failed Job was collected and deleted; after the back-off, a new one scans.
+        (second,) = wait_for(again, timeout=120, what="the scan tried again")
+        assert second["metadata"]["name"] == first["metadata"]["name"]  # the same digest
+    finally:
+        stop_operator(process, log)
+        kube.kubectl("delete", "namespace", operator_ns, "--wait=false")
+    assert "Traceback" not in log.read_text()

@@ -70,6 +70,8 @@ from lamina.oci.reference import InvalidReference, parse_reference
 __all__ = ["ScanExecutor"]
 
 LABEL_PURPOSE = "lamina.dev/purpose"
+# Failing scans remembered at once (the oldest is forgotten first: it is then tried at once).
+_ATTEMPTS_KEPT = 4096
 _FAILURES = (
     ScanResultInvalid,
     SigningError,
@@ -195,6 +197,8 @@ class ScanExecutor:
         count = (self.attempts[key].count if key in self.attempts else 0) + 1
         delay = retry_delay(count)
         self.attempts[key] = _Attempts(count, now + delay)
+        while len(self.attempts) > _ATTEMPTS_KEPT:  # Images deleted while failing
+            del self.attempts[next(iter(self.attempts))]
         return self._changed(record, record.status, scan_failed(digest, why, count, delay), now)
 
     async def _docker_config(self, record: ImageRecord) -> str | None:
