@@ -39,7 +39,7 @@ def committed(kube: KubeCluster, namespace: str, name: str, status: dict[str, An
             "output": {"repository": f"registry.example/team/{name}", "tags": ["v1"]},
         },
     }
-    assert kube.apply(body, namespace).returncode == 0
+    assert kube.apply(json.dumps(body), namespace).returncode == 0
     kube.kubectl(
         "patch", "image", name, "-n", namespace, "--subresource=status", "--type=merge",
         "-p", json.dumps({"status": status}), check=True,

@@ -72,7 +72,14 @@ __all__ = ["ScanExecutor"]
 LABEL_PURPOSE = "lamina.dev/purpose"
 # Failing scans remembered at once (the oldest is forgotten first: it is then tried at once).
 _ATTEMPTS_KEPT = 4096
+
+
+class ScanJobFailed(Exception):
+    """The scan Job ended without an SBOM (the message has its reason and last words)."""
+
+
 _FAILURES = (
+    ScanJobFailed,
     ScanResultInvalid,
     SigningError,
     PushSecretError,
@@ -85,10 +92,6 @@ _FAILURES = (
     ValueError,
     KeyError,
 )
-
-
-class ScanJobFailed(Exception):
-    """The scan Job ended without an SBOM (the message has its reason and last words)."""
 
 
 @dataclass
