@@ -158,6 +158,12 @@ def test_the_scan_job_runs_syft_on_the_digest_unprivileged_without_a_token() -> 
     assert "SYFT_REGISTRY_INSECURE_USE_HTTP" not in env  # TLS unless the registry is plain
     assert "DOCKER_CONFIG" not in env
     assert body["spec"]["backoffLimit"] == 0
+    # None of a build Job's labels: selecting an Image's build Jobs never finds its scans.
+    assert body["metadata"]["labels"] == {
+        "app.kubernetes.io/managed-by": "lamina",
+        "lamina.dev/purpose": "scan",
+        "lamina.dev/scanned-image-uid": "uid-snap",
+    }
     assert body["spec"]["activeDeadlineSeconds"] == SETTINGS.deadline_seconds
     assert scan_of(body["metadata"]["labels"], body["metadata"]["annotations"]) == (
         "ns",

@@ -76,9 +76,7 @@ SCAN_PURPOSE = "scan"
 SCAN_CONTAINER = "scan"
 MANAGED_BY = "lamina"
 LABEL_PURPOSE = "lamina.dev/purpose"
-LABEL_IMAGE_NAMESPACE = "lamina.dev/image-namespace"
-LABEL_IMAGE_NAME = "lamina.dev/image-name"
-LABEL_IMAGE_UID = "lamina.dev/image-uid"
+LABEL_SCANNED_UID = "lamina.dev/scanned-image-uid"
 ANNOTATION_IMAGE_NAME = "lamina.dev/image-name"
 ANNOTATION_IMAGE_NAMESPACE = "lamina.dev/image-namespace"
 ANNOTATION_DIGEST = "lamina.dev/scanned-digest"
@@ -168,12 +166,12 @@ def scan_job(
         raise ValueError(f"{repository[:200]!r} is not a repository")
     if not _DIGEST.match(digest):
         raise ValueError(f"{digest[:80]!r} is not a sha256 digest")
+    # Not the build Jobs' image-name/-namespace/-uid labels: whoever selects an Image's build
+    # Jobs by them must not get its scans too.
     labels = {
         "app.kubernetes.io/managed-by": MANAGED_BY,
         LABEL_PURPOSE: SCAN_PURPOSE,
-        LABEL_IMAGE_NAMESPACE: label_value(namespace),
-        LABEL_IMAGE_NAME: label_value(name),
-        LABEL_IMAGE_UID: label_value(uid),
+        LABEL_SCANNED_UID: label_value(uid),
     }
     annotations = {
         ANNOTATION_IMAGE_NAME: name,
