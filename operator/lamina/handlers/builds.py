@@ -171,13 +171,6 @@ class BuildExecutor:
             outcomes += await self._resolve_sources(
                 [a for a in actions if isinstance(a, ResolveSource)], state, logger
             )
-            outcomes += await self.scans.act(
-                session,
-                [a for a in actions if isinstance(a, ScanImage)],
-                state.images,
-                state.now,
-                logger,
-            )
             for action in actions:
                 if isinstance(action, ResolveParent | ResolveSource | DeleteLayer | ScanImage):
                     continue
@@ -185,6 +178,14 @@ class BuildExecutor:
                     outcomes += await self._one(session, action, state, logger)
                 except Exception as error:  # one object's failure never stops the others
                     outcomes.append(self._failed(action, error, state.now, logger))
+            # Last: an SBOM never holds up a build.
+            outcomes += await self.scans.act(
+                session,
+                [a for a in actions if isinstance(a, ScanImage)],
+                state.images,
+                state.now,
+                logger,
+            )
         return outcomes
 
     async def pods_that_cannot_start(
