@@ -22,6 +22,9 @@
 #                                          syft-scanner.sh, which speaks BuildKit's scanner
 #                                          protocol (docker/buildkit-syft-scanner itself is not
 #                                          served by the Go module proxy), busybox
+#   anchore/syft:{$SYFT_VERSION,latest}  the operator's SBOM scanner (LAMINA_SBOM_SCANNER_IMAGE):
+#                                          the same syft binary as its entrypoint, busybox, as
+#                                          upstream's image has syft as its entrypoint
 #   buildah/stable:{$BUILDAH_VERSION,latest} (as quay.io/buildah/stable through the mirror)
 #                                          a minimal Debian (debootstrap --variant=minbase)
 #                                          + Debian's buildah package at $BUILDAH_DEBIAN_VERSION
@@ -215,6 +218,25 @@ build_syft_scanner() {
     -- "$d/base.tar" "$d/scanner.tar"
 }
 
+build_syft_image() {
+  # What docker.io/anchore/syft is to the operator: an image whose entrypoint is syft.  The
+  # binary is build_syft's (cached): a cold run costs only the packing (seconds).
+  local key="syft$SYFT_VERSION-v1"
+  if [ -f "$images/syft-$key/.done" ]; then echo "$images/syft-$key"; return; fi
+  local syft d
+  syft="$(build_syft)"
+  d="$work/syft-image"
+  rm -rf "$d" && mkdir -p "$d/base" "$d/syft/usr/bin"
+  busybox_tree "$d/base"
+  tar_dir "$d/base" "$d/base.tar"
+  cp "$syft/syft" "$d/syft/usr/bin/syft"
+  tar_dir "$d/syft" "$d/syft.tar"
+  oci_image syft "$key" --config.entrypoint /usr/bin/syft \
+    --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    --config.env SYFT_CHECK_FOR_APP_UPDATE=false \
+    -- "$d/base.tar" "$d/syft.tar"
+}
+
 # --- buildah (debootstrap) -------------------------------------------------------------------
 buildah_rootfs() {  # prints the cached rootfs tarball, made once per buildah package version
   local key tarball
@@ -320,6 +342,7 @@ busybox="$(build_busybox)"
 buildkit="$(build_buildkit_image)"
 python="$(build_python)"
 syft_scanner="$(build_syft_scanner)"
+syft_image="$(build_syft_image)"
 buildah="$(build_buildah)"
 [ "$build_only" = 1 ] && { log "images ready in $images ($((SECONDS - t0))s)"; exit 0; }
 push "$pause" pause "$PAUSE_VERSION"
@@ -327,5 +350,6 @@ push "$busybox" library/busybox latest 1.35 1.35.0
 push "$buildkit" moby/buildkit "$BUILDKIT_VERSION" latest
 push "$python" library/python 3.11-slim 3.11-slim-bookworm 3.11
 push "$syft_scanner" docker/buildkit-syft-scanner stable-1 "lamina-syft-$SYFT_VERSION"
+push "$syft_image" anchore/syft "$SYFT_VERSION" latest
 push "$buildah" buildah/stable "$BUILDAH_VERSION" latest
 log "images in $registry ($((SECONDS - t0))s)"

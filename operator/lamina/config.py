@@ -76,6 +76,21 @@ class OperatorConfig(BaseModel):
             "empty: provenance only."
         ),
     )
+    sbom_scanner_image: str = Field(
+        default="",
+        pattern=r"^$|^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$",
+        description=(
+            "An image whose entrypoint is syft (e.g. docker.io/anchore/syft): every image "
+            "without an SBOM of its own (rebased, committed, Buildah-built) is scanned by a Job "
+            "running it and gets an SPDX SBOM; empty: no scans."
+        ),
+    )
+    max_concurrent_scans: int = Field(
+        default=2, ge=1, description="Global limit on SBOM scan Jobs running at once."
+    )
+    scan_deadline_seconds: int = Field(
+        default=600, ge=30, description="activeDeadlineSeconds of an SBOM scan Job."
+    )
     default_build_engine: BuildEngine = Field(
         default="buildkit",
         description="The engine of an Image whose spec.build.engine is unset: buildkit or buildah.",
@@ -198,6 +213,9 @@ class OperatorConfig(BaseModel):
             ("LAMINA_CONTAINERD_ROOT", "containerd_root"),
             ("LAMINA_CONTAINERD_STATE", "containerd_state"),
             ("LAMINA_SIGNING_SECRET", "signing_secret"),
+            ("LAMINA_SBOM_SCANNER_IMAGE", "sbom_scanner_image"),
+            ("LAMINA_MAX_CONCURRENT_SCANS", "max_concurrent_scans"),
+            ("LAMINA_SCAN_DEADLINE_SECONDS", "scan_deadline_seconds"),
         ):
             if value := source.get(variable):
                 values[key] = value

@@ -326,6 +326,10 @@ def test_rbac_is_least_privilege(crds_installed: KubeCluster, release: tuple[str
         assert can(crds_installed, account, verb, "jobs", *here), verb
         assert not can(crds_installed, account, verb, "jobs", *elsewhere), verb
         assert not can(crds_installed, account, verb, "jobs"), verb
+    # A scan Job's log (its SBOM): only in the operator's namespace, never a tenant's pods'.
+    assert can(crds_installed, account, "get", "pods", "--subresource=log", *here)
+    assert not can(crds_installed, account, "get", "pods", "--subresource=log", *elsewhere)
+    assert not can(crds_installed, account, "get", "pods", "--subresource=log")
     assert not can(crds_installed, account, "delete", "images.lamina.dev")
     assert not can(crds_installed, account, "delete", "layers.lamina.dev")
     assert not can(crds_installed, account, "create", "pods")

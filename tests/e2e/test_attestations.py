@@ -11,10 +11,15 @@ plain HTTP GETs for the statement blobs, each checked against its digest.
   in the parent's status; the frontend inputs (the Dockerfile, the build args, the context's
   identity) are in it.
 - After a Rebase the tag names a new index: the build's attestations are gone and the
-  provenance is Lamina's rebase's, naming the new parent and the previous image.
+  provenance is Lamina's rebase's, naming the new parent and the previous image; then the
+  operator's scan Job (syft, ``LAMINA_SBOM_SCANNER_IMAGE``) gives the rebased image an SPDX
+  SBOM of its own, in the same attestation manifest, whose packages are the NEW parent's (a
+  package the old parent had at 1.0.0 and the new one at 2.0.0), signed with the app's key:
+  ``cosign verify-attestation --type spdxjson`` verifies it.
 - A committed image's provenance names the pod, the container, the image digest it ran and the
-  ContainerCommit, and says it is not reproducible.
-- ``status.attestations`` lists what the registry holds, digest for digest.
+  ContainerCommit, and says it is not reproducible; it gets its SBOM the same way.
+- ``status.attestations`` lists what the registry holds, digest for digest, and the ``SBOM``
+  condition says ``Scanned``.
 """
 
 from __future__ import annotations
@@ -25,11 +30,13 @@ import json
 import subprocess
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import wait_for
+from tests.cosign_tool import cosign, generate_key_pair
 from tests.e2e.conftest import NodeCluster, node_operator
 from tests.e2e.conftest import lamina_image as built_lamina_image
 from tests.e2e.test_image_builds import image, ready, status
@@ -43,6 +50,45 @@ ATTESTATION = "attestation-manifest"
 BUILDKIT_BUILDER = "https://lamina.dev/builders/buildkit"
 REBASE_BUILDER = "https://lamina.dev/builders/rebase"
 COMMIT_BUILDER = "https://lamina.dev/builders/container-commit"
+PROBE = "/usr/lib/python3/dist-packages"
+
+
+def probe_step(version: str) -> str:
+    """A RUN step installing a Python package's metadata (what syft catalogues in an image
+    and in a directory alike) at ``version``."""
+    metadata = f"{PROBE}/lamina_probe-{version}.dist-info"
+    return (
+        f"RUN mkdir -p {metadata} && printf "
+        f"'Metadata-Version: 2.1\\nName: lamina-probe\\nVersion: {version}\\n' "
+        f"> {metadata}/METADATA"
+    )
+
+
+def with_sbom(kube: NodeCluster, ns: str, name: str, digest: str) -> dict[str, Any]:
+    """The Image's status once an SPDX statement about ``digest`` is recorded (and its SBOM
+    condition says so); a failed scan fails at once with its message."""
+
+    def attached() -> dict[str, Any] | None:
+        found = status(kube, ns, name)
+        condition = {c["type"]: c for c in found.get("conditions") or []}.get("SBOM") or {}
+        if condition.get("reason") == "ScanFailed":
+            raise AssertionError(f"{name}: {condition['message']}")
+        recorded = [
+            entry
+            for entry in found.get("attestations") or []
+            if entry["predicateType"] == SPDX and entry["subject"] == digest
+        ]
+        return found if recorded and condition.get("reason") == "Scanned" else None
+
+    result: dict[str, Any] = wait_for(attached, timeout=300, what=f"{name}'s SBOM attached")
+    ready_condition = {c["type"]: c for c in result["conditions"]}["Ready"]
+    assert ready_condition["status"] == "True", ready_condition  # a scan never unreadies it
+    assert result["digest"] == digest  # the image is the same: only its index moved
+    return result
+
+
+def packages(sbom: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(p["name"], p.get("versionInfo", "")) for p in sbom["predicate"]["packages"]}
 
 
 @pytest.fixture(scope="module")
@@ -147,18 +193,26 @@ def key(entries: list[dict[str, str]]) -> list[tuple[str, str]]:
 
 
 def test_builds_rebases_and_commits_carry_their_own_attestations(
-    attest_operator: NodeCluster, ns: str
+    attest_operator: NodeCluster, ns: str, tmp_path: Path
 ) -> None:
     kube = attest_operator
+    _, public_key = generate_key_pair(tmp_path / "key", "app-pw")
+    kube.ok(
+        "create", "secret", "generic", "app-signing", "-n", ns,
+        f"--from-file=cosign.key={tmp_path / 'key' / 'cosign.key'}",
+        "--from-literal=cosign.password=app-pw",
+    )  # fmt: skip
     busybox = {"ref": BUSYBOX, "pollInterval": "1h"}
     app = image("app", {"image": "base"}, ["RUN echo two > /two"], kube.registry, ns)
     app["spec"]["build"]["args"] = {"GREETING": "hello attestations"}
     app["spec"]["rebuild"] = {"strategy": "Rebase"}
-    kube.apply_objects(ns, image("base", busybox, ["RUN echo one > /one"], kube.registry, ns), app)
+    app["spec"]["output"]["sign"] = {"secretRef": {"name": "app-signing"}}
+    base = image("base", busybox, [probe_step("1.0.0")], kube.registry, ns)
+    kube.apply_objects(ns, base, app)
     base = wait_for(lambda: ready(kube, ns, "base"), timeout=600, what="base built")
     built = wait_for(lambda: ready(kube, ns, "app"), timeout=600, what="app built")
     check_build(kube, ns, base, built)
-    rebased = check_rebase(kube, ns, base, built)
+    rebased = check_rebase(kube, ns, base, built, public_key)
     check_commit(kube, ns, rebased)
 
 
@@ -195,9 +249,15 @@ def check_build(kube: NodeCluster, ns: str, base: dict[str, Any], app: dict[str,
 
 
 def check_rebase(
-    kube: NodeCluster, ns: str, base: dict[str, Any], app: dict[str, Any]
+    kube: NodeCluster, ns: str, base: dict[str, Any], app: dict[str, Any], public_key: Path
 ) -> dict[str, Any]:
-    """base moves; app is rebased: the build's attestations dropped, the rebase's own."""
+    """base moves; app is rebased: the build's attestations dropped, the rebase's own, then
+    an SBOM of the rebased image (the new parent's packages), signed."""
+    # The BuildKit build's SBOM (made by BuildKit's generator) lists the old parent's package.
+    _, built_statements, _ = attestations(
+        kube.registry, f"{kube.registry}/e2e/{ns}/app", "latest", app["digest"]
+    )
+    assert ("lamina-probe", "1.0.0") in packages(built_statements[SPDX])
     kube.ok(
         "patch",
         "image",
@@ -206,7 +266,7 @@ def check_rebase(
         ns,
         "--type=merge",
         "-p",
-        json.dumps({"spec": {"build": {"steps": ["RUN echo one-fixed > /one"]}}}),
+        json.dumps({"spec": {"build": {"steps": [probe_step("2.0.0")]}}}),
     )
 
     def moved(name: str, old: str) -> dict[str, Any] | None:
@@ -218,12 +278,41 @@ def check_rebase(
         lambda: moved("app", app["digest"]), timeout=300, what="app rebased"
     )
     assert "rebased onto" in rebased["build"]["message"], rebased["build"]
+    # The rebase's own provenance is in the index at once; the build's SBOM never is (its
+    # packages were the old parent's): the SBOM that follows is the rebased image's own.
+    assert SLSA in {entry["predicateType"] for entry in rebased["attestations"]}
+    assert all(entry["subject"] == rebased["digest"] for entry in rebased["attestations"]), (
+        "a rebase carries the build's SBOM or provenance"
+    )
+    rebased = with_sbom(kube, ns, "app", rebased["digest"])
     index_digest, statements, recorded = attestations(
         kube.registry, f"{kube.registry}/e2e/{ns}/app", "latest", rebased["digest"]
     )
-    assert list(statements) == [SLSA], "a rebase carries the build's SBOM or provenance"
+    assert set(statements) == {SLSA, SPDX}
     assert rebased["indexDigest"] == index_digest
     assert key(rebased["attestations"]) == key(recorded)
+    found = packages(statements[SPDX])
+    assert ("lamina-probe", "2.0.0") in found and ("lamina-probe", "1.0.0") not in found, found
+    assert statements[SPDX]["predicate"]["spdxVersion"].startswith("SPDX-2.")
+    # Signed with the app's key, the new index and the SBOM statement: cosign verifies both.
+    assert rebased["signature"]["signedDigest"] == index_digest
+    repository = f"{kube.registry}/e2e/{ns}/app"
+    checked = cosign(
+        "verify-attestation", "--key", str(public_key), "--type", "spdxjson",
+        "--insecure-ignore-tlog=true", "--allow-http-registry=true",
+        "--allow-insecure-registry=true", f"{repository}@{rebased['digest']}",
+        cwd=public_key.parent,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stderr
+    envelopes = [json.loads(line) for line in checked.stdout.splitlines() if line.strip()]
+    verified = [json.loads(base64.b64decode(e["payload"])) for e in envelopes]
+    assert any(
+        v["predicateType"] == SPDX
+        and {s["digest"]["sha256"] for s in v["subject"]} == {rebased["digest"][7:]}
+        and ("lamina-probe", "2.0.0")
+        in {(p["name"], p.get("versionInfo", "")) for p in v["predicate"]["packages"]}
+        for v in verified
+    ), "cosign verified no SBOM of the rebased image"
     provenance = statements[SLSA]
     assert provenance["predicate"]["runDetails"]["builder"]["id"] == REBASE_BUILDER
     deps = {
@@ -273,13 +362,19 @@ def check_commit(kube: NodeCluster, ns: str, app: dict[str, Any]) -> None:
 
     commit = wait_for(committed, timeout=300, what="the commit pushed")
     uid = kube.ok("get", "containercommit", "snap", "-n", ns, "-o", "jsonpath={.metadata.uid}")
+    # The commit records what it pushed (its provenance); the committed Image then gets its
+    # SBOM beside it, and the tag moves to that index.
+    assert [e["predicateType"] for e in commit["attestations"]] == [SLSA]
+    snap = with_sbom(kube, ns, "snap", commit["image"]["digest"])
     index_digest, statements, recorded = attestations(
         kube.registry, commit_repo, "v1", commit["image"]["digest"]
     )
-    assert list(statements) == [SLSA]
-    assert commit["indexDigest"] == index_digest
-    assert key(commit["attestations"]) == key(recorded)
-    assert key(status(kube, ns, "snap")["attestations"]) == key(recorded)
+    assert set(statements) == {SLSA, SPDX}
+    assert snap["indexDigest"] == index_digest
+    assert key(snap["attestations"]) == key(recorded)
+    assert set(key(commit["attestations"])) < set(key(recorded))
+    # The committed image is app's (rebased on the new base) plus the container's layer.
+    assert ("lamina-probe", "2.0.0") in packages(statements[SPDX])
     provenance = statements[SLSA]["predicate"]
     assert provenance["runDetails"]["builder"]["id"] == COMMIT_BUILDER
     parameters = provenance["buildDefinition"]["externalParameters"]

@@ -6,8 +6,11 @@ build arg, a ConfigMap context and a RUN step; the image runs in a pod and print
 build wrote.  Its manifest names and pins its parent and says it was created at the epoch,
 as BuildKit's do, and its first layers are busybox's own (shared, not rewritten).  A child
 built by BuildKit on it carries the lineage the same way: lineage does not depend on the
-engine.  Then ``hello`` is rebuilt by the trigger, which changes no input: a new Buildah Job
-pushes the same digest, and the child is not rebuilt.
+engine.  Buildah writes no attestations, so the operator does: ``hello``'s tag names an index
+of the image, a SLSA provenance the operator wrote (Buildah as the builder, the pinned parent,
+the build args, the context's digest) and the SBOM its scan Job made of the pushed digest.
+Then ``hello`` is rebuilt by the trigger, which changes no input: a new Buildah Job pushes the
+same digest, and the child is not rebuilt.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import pytest
 
 from tests.conftest import REPO, wait_for
 from tests.e2e.conftest import NodeCluster, node_operator
+from tests.e2e.test_attestations import SLSA, SPDX, attestations, key, packages, with_sbom
 from tests.e2e.test_build_lineage import BUSYBOX, EPOCH_0, build_jobs, skopeo
 from tests.e2e.test_image_builds import image, ready, run_pod, status
 
@@ -90,6 +94,33 @@ def assert_lineage_whatever_the_engine(
     assert [layer["digest"] for layer in child_manifest["layers"]][: len(layers)] == layers
     own = [entry for entry in built["layers"] if entry.get("own")]
     assert [entry["digest"] for entry in own] == layers[len(parent_layers) :]
+
+
+def assert_attested_by_the_operator(kube: NodeCluster, ns: str, built: dict[str, Any]) -> None:
+    """The provenance the operator wrote of the Buildah build, and the SBOM it scanned."""
+    found = with_sbom(kube, ns, "hello", built["digest"])
+    index_digest, statements, recorded = attestations(
+        kube.registry, f"{kube.registry}/e2e/{ns}/hello", "latest", built["digest"]
+    )
+    assert set(statements) == {SLSA, SPDX}
+    assert found["indexDigest"] == index_digest
+    assert key(found["attestations"]) == key(recorded)
+    provenance = statements[SLSA]["predicate"]
+    assert provenance["runDetails"]["builder"]["id"] == "https://lamina.dev/builders/buildah"
+    definition = provenance["buildDefinition"]
+    assert definition["externalParameters"]["parent"]["digest"] == built["parent"]["digest"]
+    assert definition["externalParameters"]["args"] == {
+        "GREETING": GREETING,
+        "SOURCE_DATE_EPOCH": "0",
+    }
+    assert definition["externalParameters"]["context"]["digest"].startswith("sha256:")
+    assert definition["externalParameters"]["dockerfile"]["digest"].startswith("sha256:")
+    assert {
+        "sha256:" + entry["digest"]["sha256"] for entry in definition["resolvedDependencies"]
+    } == {built["parent"]["digest"]}
+    assert provenance["runDetails"]["metadata"]["invocationId"]
+    # syft found busybox in the pushed image: the SBOM is of the image as pushed.
+    assert any(name == "busybox" for name, _ in packages(statements[SPDX]))
 
 
 def test_a_buildah_image_runs_carries_its_lineage_and_rebuilds_to_the_same_digest(
@@ -164,6 +195,7 @@ def test_a_buildah_image_runs_carries_its_lineage_and_rebuilds_to_the_same_diges
     assert evil.returncode != 0
 
     assert_lineage_whatever_the_engine(kube, ns, built, on_top)
+    assert_attested_by_the_operator(kube, ns, built)
 
     # The same inputs, built again by a new Buildah Job: the same digest, no child rebuild.
     hello_uid = kube.ok("get", "image", "hello", "-n", ns, "-o", "jsonpath={.metadata.uid}")

@@ -7,7 +7,9 @@ and ``vnd.docker.reference.digest: <image manifest digest>``, whose layers are i
 statements (``application/vnd.in-toto+json``, each annotated with its
 ``in-toto.io/predicate-type``).  Docker, ``buildx imagetools``, Syft, Trivy and Docker Scout
 read that layout, and it needs no Referrers API from the registry (Debian's registry has
-none), so Lamina writes its own provenance (rebase, commit) the same way.
+none), so Lamina writes its own provenance (rebase, commit, Buildah) and its own SBOMs the
+same way.  An SBOM scanned after the image was pushed joins the statements already attached
+(:func:`reattested_image`): one attestation manifest per image, as BuildKit writes it.
 
 Here: telling an index's platform images from its attestation manifests (an attestation
 manifest is never an image: no Layers are recorded for it, it never becomes a parent), the
@@ -49,7 +51,9 @@ __all__ = [
     "attested_image",
     "canonical",
     "is_attestation",
+    "kept_statements",
     "platform_of",
+    "reattested_image",
     "with_attestation",
 ]
 
@@ -167,12 +171,16 @@ def attestation_manifest(statements: Sequence[Statement]) -> tuple[bytes, bytes]
     As BuildKit writes one: an OCI image manifest whose config says ``unknown/unknown`` (no
     runtime can mistake it for an image) and lists the statements' digests as diff_ids.
     """
+    return _attestation_manifest([s.descriptor() for s in statements])
+
+
+def _attestation_manifest(layers: Sequence[Mapping[str, Any]]) -> tuple[bytes, bytes]:
     config = canonical(
         {
             "architecture": "unknown",
             "os": "unknown",
             "config": {},
-            "rootfs": {"type": "layers", "diff_ids": [s.digest for s in statements]},
+            "rootfs": {"type": "layers", "diff_ids": [layer["digest"] for layer in layers]},
         }
     )
     manifest = canonical(
@@ -180,10 +188,62 @@ def attestation_manifest(statements: Sequence[Statement]) -> tuple[bytes, bytes]
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
             "config": {"mediaType": OCI_CONFIG, "digest": _sha256(config), "size": len(config)},
-            "layers": [s.descriptor() for s in statements],
+            "layers": [dict(layer) for layer in layers],
         }
     )
     return config, manifest
+
+
+def kept_statements(manifest: Mapping[str, Any], replaced: str) -> list[dict[str, Any]]:
+    """The statement layers of an attestation manifest that a new one keeps (by descriptor:
+    their blobs stay in the repository, nothing is fetched): well-formed in-toto layers whose
+    predicate type is not ``replaced`` (the type the new statement takes the place of).
+    Only the descriptor fields a statement needs are kept, so nothing else a registry
+    answered is copied into what the operator signs."""
+    kept: list[dict[str, Any]] = []
+    layers = manifest.get("layers")
+    for layer in layers if isinstance(layers, list) else []:
+        if not isinstance(layer, Mapping) or layer.get("mediaType") != IN_TOTO_LAYER:
+            continue
+        predicate_type = _annotations(layer).get(PREDICATE_TYPE)
+        digest, size = layer.get("digest"), layer.get("size")
+        if (
+            isinstance(predicate_type, str)
+            and _PREDICATE.match(predicate_type)
+            and predicate_type != replaced
+            and isinstance(digest, str)
+            and _DIGEST.match(digest)
+            and type(size) is int
+            and size > 0
+            and digest not in {k["digest"] for k in kept}
+        ):
+            kept.append(
+                {
+                    "mediaType": IN_TOTO_LAYER,
+                    "digest": digest,
+                    "size": size,
+                    "annotations": {PREDICATE_TYPE: predicate_type},
+                }
+            )
+    return kept[: MAX_STATEMENTS - 1]
+
+
+_ANNOTATION_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
+
+
+def _kept_annotations(index: Mapping[str, Any]) -> dict[str, str]:
+    """An index's own annotations (``org.opencontainers.image.*`` lineage), bounded."""
+    found = index.get("annotations")
+    if not isinstance(found, Mapping):
+        return {}
+    return {
+        key: value
+        for key, value in list(found.items())[:32]
+        if isinstance(key, str)
+        and _ANNOTATION_KEY.match(key)
+        and isinstance(value, str)
+        and len(value) <= 1024
+    }
 
 
 def with_attestation(
@@ -260,3 +320,47 @@ def attested_image(
         {"mediaType": OCI_MANIFEST, "digest": _sha256(manifest), "size": len(manifest)},
     )
     return AttestedImage(blob, config, manifest, index)
+
+
+def reattested_image(
+    *,
+    index: Mapping[str, Any] | None,
+    image: Mapping[str, Any],
+    kept: Sequence[Mapping[str, Any]],
+    statement: Mapping[str, Any],
+) -> AttestedImage:
+    """The documents that add ``statement`` to the statements an image already carries.
+
+    ``image`` is the image manifest's descriptor (platform included); ``index`` the index the
+    tags name now (None: they name the image manifest itself, as a Buildah build pushes it);
+    ``kept`` the statement layers to keep (:func:`kept_statements` of the attestation
+    manifests about the image).  The new index holds what the old one held, but its
+    attestation manifests about this image are replaced by one holding ``kept`` and
+    ``statement``: one attestation manifest per image, as BuildKit writes it.
+    """
+    blob = Statement.of(statement)
+    layers = [dict(layer) for layer in kept if layer["digest"] != blob.digest]
+    layers.append(blob.descriptor())
+    config, manifest = _attestation_manifest(layers)
+    attestation = {"mediaType": OCI_MANIFEST, "digest": _sha256(manifest), "size": len(manifest)}
+    if index is None:
+        return AttestedImage(blob, config, manifest, with_attestation(image, attestation))
+    digest = image["digest"]
+    entries: list[dict[str, Any]] = []
+    for entry in _entries(index)[: MAX_STATEMENTS * 2]:
+        if is_attestation(entry) and _annotations(entry).get(REFERENCE_DIGEST) == digest:
+            continue  # replaced by the new attestation manifest
+        entries.append(dict(entry))
+    if not any(entry.get("digest") == digest for entry in entries):
+        entries.insert(0, dict(image))
+    entries.append(
+        {
+            **attestation,
+            "annotations": {REFERENCE_DIGEST: digest, REFERENCE_TYPE: ATTESTATION_MANIFEST},
+            "platform": {"architecture": "unknown", "os": "unknown"},
+        }
+    )
+    document: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
+    if annotations := _kept_annotations(index):
+        document["annotations"] = annotations
+    return AttestedImage(blob, config, manifest, canonical(document))

@@ -79,6 +79,14 @@ LABEL_INPUTS = "lamina.dev/inputs"
 ANNOTATION_IMAGE_NAME = "lamina.dev/image-name"
 # The engine that ran the build: the spec's, or the operator's default when the spec has none.
 ANNOTATION_ENGINE = "lamina.dev/build-engine"
+# What the operator put into the build, for the provenance it writes itself (a Buildah build:
+# lamina.handlers.provenance), read back from its own Job, never from the build pod.
+ANNOTATION_PARENT = "lamina.dev/parent"
+ANNOTATION_DOCKERFILE_DIGEST = "lamina.dev/dockerfile-digest"
+ANNOTATION_CONTEXT_DIGEST = "lamina.dev/context-digest"
+ANNOTATION_GIT_URL = "lamina.dev/git-url"
+ANNOTATION_GIT_REVISION = "lamina.dev/git-revision"
+ANNOTATION_SOURCE_COMMIT = "lamina.dev/source-commit"
 DOCKER_CONFIG_DIR = "/var/run/lamina/docker"
 METADATA_FILE = "/tmp/lamina-build-metadata.json"
 CONTEXT_DIGEST_ARG = "LAMINA_CONTEXT_DIGEST"
@@ -149,8 +157,14 @@ GIT_COMMAND = ["/bin/sh", "-c", GIT_SCRIPT, "lamina-git"]
 GIT_AUTH_KEY = "authorization"
 
 __all__ = [
+    "ANNOTATION_CONTEXT_DIGEST",
+    "ANNOTATION_DOCKERFILE_DIGEST",
     "ANNOTATION_ENGINE",
+    "ANNOTATION_GIT_REVISION",
+    "ANNOTATION_GIT_URL",
     "ANNOTATION_IMAGE_NAME",
+    "ANNOTATION_PARENT",
+    "ANNOTATION_SOURCE_COMMIT",
     "BUILDER_COMMAND",
     "CONTEXT_COMMAND",
     "CONTEXT_DIGEST_ARG",
@@ -520,7 +534,18 @@ def build_job(
         ANNOTATION_IMAGE_NAME: name,
         "lamina.dev/image-namespace": namespace,
         ANNOTATION_ENGINE: engine,
+        ANNOTATION_PARENT: parent,
+        ANNOTATION_DOCKERFILE_DIGEST: "sha256:"
+        + hashlib.sha256(dockerfile_for(spec, parent, source_commit).encode()).hexdigest(),
     }
+    if context is not None:
+        annotations[ANNOTATION_CONTEXT_DIGEST] = context
+    git = spec.build.context.git if spec.build and spec.build.context else None
+    if git is not None:
+        annotations[ANNOTATION_GIT_URL] = git.url
+        annotations[ANNOTATION_GIT_REVISION] = git.revision
+        if source_commit is not None:
+            annotations[ANNOTATION_SOURCE_COMMIT] = source_commit
     env = [{"name": "BUILDKITD_FLAGS", "value": "--config /etc/buildkit/buildkitd.toml"}]
     mounts: list[dict[str, Any]] = [
         {"name": "workspace", "mountPath": CONTEXT_DIR},

@@ -18,9 +18,11 @@ RECONCILING = "Reconciling"
 STALLED = "Stalled"
 PARENT_CURRENT = "ParentCurrent"
 VULNERABLE = "Vulnerable"
+# Whether the image Lamina scanned itself (rebased, committed, Buildah-built) carries its SBOM.
+SBOM = "SBOM"
 
 # Every condition type the operator writes.
-CONDITION_TYPES = frozenset({READY, RECONCILING, STALLED, PARENT_CURRENT, VULNERABLE})
+CONDITION_TYPES = frozenset({READY, RECONCILING, STALLED, PARENT_CURRENT, VULNERABLE, SBOM})
 
 # The catalogue of condition reasons: the words users grep and alert on, and the rows of the
 # README's reason table (tests/unit/test_reason_catalogue.py keeps the two equal).  One reason
@@ -108,6 +110,10 @@ REASONS: dict[str, str] = {
     "GitCredentialsInvalid": STALLED,
     "GitProtocolError": STALLED,
     "GitSourceUnavailable": RECONCILING,
+    # The SBOM of an image without one of its own (lamina.domain.sbom_scan); Ready stays
+    "Scanning": SBOM,
+    "ScanFailed": SBOM,
+    "Scanned": SBOM,
 }
 
 # The registry reasons by name, for lamina.oci.errors.  The message names the registry and
@@ -147,6 +153,11 @@ SIGNING_KEY_INVALID = "SigningKeyInvalid"
 SIGNING_PASSWORD_INCORRECT = "SigningPasswordIncorrect"
 SIGNING_FAILED = "SigningFailed"
 ATTESTATION_REFUSED = "AttestationRefused"
+
+# The scan that gives an image without an SBOM its own (the SBOM condition).
+SCANNING = "Scanning"
+SCAN_FAILED = "ScanFailed"
+SCANNED = "Scanned"
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from lamina.domain.changes import Changes, ChangeSet, Dirty, affected, image_cha
 from lamina.domain.conditions import RECONCILE_FAILED
 from lamina.domain.parent_polling import poll_due
 from lamina.domain.rebuild import PARENT_CHANGED
+from lamina.domain.sbom_scan import ScanImage, scan_due
 from lamina.domain.snapshot import (
     BuildJobRecord,
     Failure,
@@ -78,6 +79,9 @@ class ClusterState:
     # What the cluster holds of an Image whose status an action of this pass changed in
     # memory (the write that follows is the difference).
     written: Mapping[ImageKey, ImageStatus] = field(default_factory=dict)
+    # Whether the operator has a scanner (LAMINA_SBOM_SCANNER_IMAGE): only then does an
+    # Image whose digest has no SBOM get a ScanImage action.
+    scanning: bool = False
 
     @property
     def namespaces(self) -> list[str]:
@@ -168,7 +172,7 @@ class WriteStatus:
     desired: ImageStatus | LayerStatus | None = field(default=None, compare=False, repr=False)
 
 
-ImageAction = ResolveParent | ResolveSource | CollectBuild | StartBuild | RebaseImage
+ImageAction = ResolveParent | ResolveSource | CollectBuild | StartBuild | RebaseImage | ScanImage
 Action = ImageAction | DeleteJob | DeleteLayer
 
 
@@ -414,7 +418,9 @@ def _image_action(
     if source is not None and (not wanted or _source_too_old_to_build_on(record, state)):
         return source
     if not wanted or plan is None:
-        return None
+        # Nothing else to do: a digest without an SBOM of its own gets one (the executor
+        # starts, follows or collects its scan Job; with no scanner configured, nothing).
+        return None if running or not state.scanning else scan_due(record)
     refused = state.rebase_refused.get((record.namespace, record.name))
     note = refused[1] if refused is not None and refused[0] == plan.inputs else None
     if note is None and _rebase_wanted(record, plan):

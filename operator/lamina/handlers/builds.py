@@ -91,14 +91,17 @@ from lamina.domain.reconcile import (
     StartBuild,
     source_key,
 )
+from lamina.domain.sbom_scan import ScanImage, ScanSettings
 from lamina.domain.snapshot import BuildJobRecord, Failure, ImageRecord
 from lamina.handlers.api_errors import api_error
 from lamina.handlers.failures import report_failure
 from lamina.handlers.job_pods import build_pod_state
 from lamina.handlers.jobs import job_outcome
 from lamina.handlers.parent_resolver import ParentResolver
+from lamina.handlers.provenance import attach_buildah_provenance, is_buildah
 from lamina.handlers.recording import ensure_layers
 from lamina.handlers.registry_access import PushSecretError, docker_config_of
+from lamina.handlers.scans import ScanExecutor
 from lamina.handlers.signing import SigningError, SigningKeys
 from lamina.handlers.source_resolver import SourceRequest, SourceResolver
 from lamina.kube import Kube
@@ -132,10 +135,14 @@ def buildkitd_settings(hosts: RegistryHosts) -> str:
 
 
 # What each action asks of the API, as a failure's message names it.
+# Actions that talk to a registry: each runs beside the others under its own deadline.
+RegistryAction = CollectBuild | RebaseImage | ScanImage
+
 _STEPS: dict[type, str] = {
     StartBuild: "create the build Job (in the operator's namespace)",
     CollectBuild: "collect the finished build",
     RebaseImage: "rebase",
+    ScanImage: "attach the SBOM scan",
     DeleteLayer: "delete the unused Layer",
 }
 
@@ -147,6 +154,8 @@ class BuildExecutor:
     hosts: RegistryHosts
     # The operator's default signing Secret (in its namespace), for Images without output.sign.
     signing_secret: str | None = None
+    # The SBOM scans of images without one (None or no scanner image: none).
+    scan_settings: ScanSettings | None = None
     # HEAD-first parent polling, one request per ref per pass, backoff per registry; it
     # remembers across passes what it verified and when it asked.
     resolver: ParentResolver = field(init=False)
@@ -154,6 +163,7 @@ class BuildExecutor:
     # git contexts' revisions; when each was last asked goes on the parent resolver's poll
     # clock (``resolver.checked``, keyed by :func:`source_key`, which no ref text can be).
     sources: SourceResolver = field(init=False)
+    scans: ScanExecutor = field(init=False)
 
     # One registry-bound action's deadline (collect, rebase, sign), and how long a pass waits
     # for such actions before going on without them (they finish in the background).
@@ -176,6 +186,8 @@ class BuildExecutor:
         self.resolver = ParentResolver(self.hosts)
         self.signing = SigningKeys(self.kube, self.settings.namespace, self.signing_secret)
         self.sources = SourceResolver()
+        scan = self.scan_settings or ScanSettings(namespace=self.settings.namespace)
+        self.scans = ScanExecutor(self.kube, scan, self.hosts, self.signing)
 
     async def execute(
         self, actions: Sequence[Action], state: ClusterState, logger: Any
@@ -192,7 +204,7 @@ class BuildExecutor:
         """
         outcomes = self._late_outcomes(state)
         registry_bound = self._admitted(
-            [a for a in actions if isinstance(a, CollectBuild | RebaseImage)]
+            [a for a in actions if isinstance(a, CollectBuild | RebaseImage | ScanImage)]
         )
         tasks = [self._launch(action, state, logger) for action in registry_bound]
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
@@ -223,9 +235,7 @@ class BuildExecutor:
                 task.add_done_callback(functools.partial(self._wake, action.namespace))
         return outcomes
 
-    def _admitted(
-        self, actions: Sequence[CollectBuild | RebaseImage]
-    ) -> list[CollectBuild | RebaseImage]:
+    def _admitted(self, actions: Sequence[RegistryAction]) -> list[RegistryAction]:
         """The registry actions to start now: not one already running for that Image, at
         most :attr:`max_registry_actions` running in all and
         :attr:`max_registry_actions_per_namespace` for one namespace (a tenant's cascade of
@@ -234,7 +244,7 @@ class BuildExecutor:
         running: dict[str, int] = {}
         for namespace, _ in self._in_flight:
             running[namespace] = running.get(namespace, 0) + 1
-        admitted: list[CollectBuild | RebaseImage] = []
+        admitted: list[RegistryAction] = []
         for action in actions:
             if (action.namespace, action.name) in self._in_flight:
                 continue
@@ -247,7 +257,7 @@ class BuildExecutor:
         return admitted
 
     def _launch(
-        self, action: CollectBuild | RebaseImage, state: ClusterState, logger: Any
+        self, action: RegistryAction, state: ClusterState, logger: Any
     ) -> asyncio.Task[list[Outcome]]:
         key = (action.namespace, action.name)
         task = asyncio.create_task(self._bounded(action, state, logger))
@@ -277,7 +287,7 @@ class BuildExecutor:
         return outcomes
 
     async def _bounded(
-        self, action: CollectBuild | RebaseImage, state: ClusterState, logger: Any
+        self, action: RegistryAction, state: ClusterState, logger: Any
     ) -> list[Outcome]:
         """One registry-bound action under its deadline; any failure is its Image's."""
         key = (action.namespace, action.name)
@@ -296,9 +306,7 @@ class BuildExecutor:
         self._timeouts.pop(key, None)
         return outcomes
 
-    def _timed_out(
-        self, action: CollectBuild | RebaseImage, state: ClusterState, logger: Any
-    ) -> Outcome:
+    def _timed_out(self, action: RegistryAction, state: ClusterState, logger: Any) -> Outcome:
         """The action ran past its deadline: that Image's condition names the registry and
         when it is tried again (30 s, doubling while it keeps timing out, up to 30 min)."""
         key = (action.namespace, action.name)
@@ -312,6 +320,10 @@ class BuildExecutor:
             f"{int(wait.total_seconds())}s)"
         )
         logger.warning(f"{action.namespace}/{action.name}: {REGISTRY_TIMEOUT}: {message}")
+        if isinstance(action, ScanImage):  # a scan's failure is its SBOM condition's, not Ready's
+            record = state.images[action.namespace][action.name]
+            why = f"{step} did not finish within {self.action_seconds:g} s ({' or '.join(hosts)})"
+            return self.scans.failed(record, action.digest, why, _now())
         failure = Failure(REGISTRY_TIMEOUT, message, _now() + wait)
         return ActionFailed("images", action.namespace, action.name, failure)
 
@@ -383,6 +395,8 @@ class BuildExecutor:
             return await self._start(record, action, state.now, logger)
         if isinstance(action, RebaseImage):
             return await self._rebase(session, record, action, state, logger)
+        if isinstance(action, ScanImage):
+            return await self.scans.act(session, [action], state.images, state.now, logger)
         return []
 
     async def delete_layers(
@@ -831,11 +845,17 @@ class BuildExecutor:
             )
             return [ImageChanged(record.namespace, record.name, failed)]
         try:
+            pushed = result.digest
+            if is_buildah(job):  # Buildah writes no provenance: the operator does
+                client = self._registry_for(record, await self._docker_config(record), session)
+                pushed = await attach_buildah_provenance(
+                    client, record, job, result.digest, state.now
+                )
             recorded, layers = await self._record(
                 session,
                 record,
                 state,
-                digest=result.digest,
+                digest=pushed,
                 build=build,
                 message=f"pushed {result.digest}",
             )
@@ -940,7 +960,7 @@ def _with_newer_polls(
     return replace(outcome, status=outcome.status.model_copy(update=newer))
 
 
-def _registry_hosts(record: ImageRecord, action: CollectBuild | RebaseImage) -> list[str]:
+def _registry_hosts(record: ImageRecord, action: RegistryAction) -> list[str]:
     """The registries an action talks to, by host (the output's; a rebase's parent's too)."""
     hosts: list[str] = []
     named = [record.spec.output.repository] if record.spec is not None else []

@@ -71,6 +71,8 @@ async def record_committed_image(
                 "tags": [spec.output.tag],
                 "insecure": spec.output.insecure,
                 **({"pushSecret": spec.output.push_secret} if spec.output.push_secret else {}),
+                # The key that signed it signs what is attached later (its SBOM) too.
+                **({"sign": spec.output.sign.wire()} if spec.output.sign else {}),
             },
         },
     }

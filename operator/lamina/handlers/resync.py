@@ -53,6 +53,7 @@ async def listed_state(kube: Kube, namespaces: list[str], base: ClusterState) ->
         rebase_refused=base.rebase_refused,
         failures=base.failures,
         polled=base.polled,
+        scanning=base.scanning,
     )
 
 

@@ -22,6 +22,7 @@ from lamina.config import OperatorConfig
 from lamina.domain.build_job import LABEL_PURPOSE, BuildSettings
 from lamina.domain.buildah_job import BuildahSettings
 from lamina.domain.changes import Changes
+from lamina.domain.sbom_scan import ScanSettings
 from lamina.handlers import commits, kopf_readiness, no_diffbase, resync
 from lamina.handlers.builds import BuildExecutor, buildkitd_settings
 from lamina.handlers.indexes import OwnBuildJobs
@@ -46,6 +47,7 @@ def reconciler_for(memo: Any) -> Reconciler:
     view.job_index = memo.own_build_jobs
     view.layer_index = memo.layer_store
     install(view)
+    view.scanning = bool(config.sbom_scanner_image)
     reconciler = Reconciler(
         view=view,
         writer=StatusWriter(memo.kube, view),
@@ -72,6 +74,15 @@ def reconciler_for(memo: Any) -> Reconciler:
             hosts=hosts,
             signing_secret=config.signing_secret,
             action_seconds=config.registry_action_seconds,
+            scan_settings=ScanSettings(
+                namespace=config.namespace,
+                image=config.sbom_scanner_image,
+                deadline_seconds=config.scan_deadline_seconds,
+                limit=config.max_concurrent_scans,
+                insecure=hosts.insecure,
+                resources=config.build_resources,
+                scratch_size_limit=config.build_state_size_limit,
+            ),
         ),
         limit=config.max_concurrent_builds,
         namespace_limit=config.max_builds_per_namespace,
@@ -147,6 +158,12 @@ async def _on_own_jobs(memo: Any, event: str, jobs: list[Mapping[str, Any]]) -> 
                 # A build Job's phase is its Image's (and so its descendants' plans).
                 one = frozenset({name}) if name else None
                 reconciler.touch(namespace, Changes(one, one) if one else None)
+    executor = reconciler.executor if reconciler is not None else None
+    if reconciler is not None and executor is not None:
+        # A scan Job changed: its Image's next ScanImage collects it, or takes its slot.
+        for namespace, name in executor.scans.saw_jobs(event, jobs):
+            one = frozenset({name})
+            reconciler.touch(namespace, Changes(one, one))
     for job in jobs:
         metadata = job["metadata"]
         labels = metadata.get("labels") or {}

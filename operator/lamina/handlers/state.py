@@ -85,6 +85,8 @@ class ClusterView:
         # records the indexes hold anyway, not copies.
         self.seen_images: dict[Key, ImageRecord] = {}
         self.seen_layers: dict[Key, LayerRecord] = {}
+        # The operator has an SBOM scanner (lamina.handlers.scans): the decision scans.
+        self.scanning = False
 
     def saw(self, record: ImageRecord | LayerRecord) -> Changes:
         """What seeing ``record`` (in a watch event, or our write's answer) changes."""
@@ -178,6 +180,7 @@ class ClusterView:
             rebase_refused=dict(rebase_refused),
             failures=dict(failures),
             polled=dict(polled or {}),
+            scanning=self.scanning,
         )
 
 

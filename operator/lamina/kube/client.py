@@ -279,6 +279,30 @@ class Kube:
         listed = await self._core.list_namespaced_pod(namespace, label_selector=selector)
         return [self._plain(pod) for pod in listed.items]
 
+    async def read_pod_log(
+        self, namespace: str, name: str, container: str, limit_bytes: int
+    ) -> bytes:
+        """A container's log as bytes, at most ``limit_bytes + 1`` of them (the API's own
+        ``limitBytes`` may answer slightly more, so the stream is cut here too: one byte
+        over the limit says the log was larger)."""
+        # Unparsed (the generated client would decode it to a str): the raw response.
+        response: Any = await self._core.read_namespaced_pod_log(
+            name,
+            namespace,
+            container=container,
+            limit_bytes=limit_bytes + 1,
+            _preload_content=False,
+        )
+        try:
+            data = bytearray()
+            async for chunk in response.content.iter_chunked(1 << 16):
+                data += chunk
+                if len(data) > limit_bytes:
+                    break
+            return bytes(data[: limit_bytes + 1])
+        finally:
+            response.release()
+
     async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             return self._plain(await self._core.read_namespaced_secret(name, namespace))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from lamina.domain.attestation_index import attested_image
+from lamina.domain.attestation_index import AttestedImage, attested_image
 from lamina.oci.client import Manifest, RegistryClient
 from lamina.oci.mediatypes import OCI_INDEX, OCI_MANIFEST
 from lamina.oci.reference import Reference
@@ -31,6 +31,14 @@ async def push_attested(
         platform=platform,
         statement=statement,
     )
+    return await push_documents(client, target, attested)
+
+
+async def push_documents(
+    client: RegistryClient, target: Reference, attested: AttestedImage
+) -> Manifest:
+    """Push the new statement, the attestation config and manifest by digest; the index
+    (not pushed: the caller puts it by digest or under tags)."""
     await client.push_blob(target, attested.statement.data)
     await client.push_blob(target, attested.attestation_config)
     attestation = Manifest(attested.attestation_manifest, OCI_MANIFEST, attested.attestation_digest)
