@@ -60,7 +60,6 @@ def buildah_operator(
         log,
         LAMINA_BUILD_POLL_SECONDS=str(POLL_SECONDS),
         LAMINA_BUILDAH_IMAGE=BUILDAH_IMAGE,
-        LAMINA_BUILDAH_ENABLED="true",
     ) as operator_ns:
         yield node_cluster, operator_ns
 
