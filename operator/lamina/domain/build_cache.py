@@ -3,10 +3,10 @@
 The operator turns the cache on (``LAMINA_BUILD_CACHE_TAG``); each Image's cache then lives in
 a repository of its own beside the image, ``LAMINA_BUILD_CACHE_REPOSITORY`` with the Image's
 output repository put in (``{repository}-buildcache`` by default).  Not in the image's own
-repository: BuildKit exports the cache and pushes the image at the same time, and a blob of
-one push that the registry links into the repository while the other's manifest goes up was
-seen to fail that manifest with "manifest blob unknown" (1 of 81 cached builds).  A repository
-per push leaves each with blobs of its own.
+repository: BuildKit exports the cache and pushes the image at the same time, and with both in
+one repository 1 of 81 cached builds failed its push with "manifest blob unknown" (the two
+pushes racing over the blobs they share there).  A repository per push gives each its own
+blob links; the cache stays off by default until repeated cached cascades are measured.
 
 The cache repository is derived, never named by the tenant: it is the output repository with
 a fixed suffix, so it is on the same registry, pushed with the Image's own push credentials,
