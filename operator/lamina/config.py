@@ -84,7 +84,7 @@ class OperatorConfig(BaseModel):
     buildah_image: str = Field(
         default="quay.io/buildah/stable:latest",
         min_length=1,
-        description="Image of Buildah build Jobs: buildah and a POSIX sh.",
+        description="Image of Buildah build Jobs: buildah, a POSIX sh, runc or crun.",
     )
     buildah_storage_driver: Literal["overlay", "vfs"] = Field(
         default="overlay",
