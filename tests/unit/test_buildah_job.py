@@ -456,7 +456,7 @@ def test_a_quote_in_a_registry_setting_stays_in_its_string() -> None:
         (D1, None),
         (
             "STEP 2/2: RUN false\nsubprocess exited with status 1\n"
-            'Error: building at STEP "RUN false": exit status 1',
+            'Error: building at STEP "RUN false": while running runtime: exit status 1',
             "BuildFailed",
         ),
         (
