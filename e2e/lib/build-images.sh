@@ -28,9 +28,11 @@
 #   buildah/stable:{$BUILDAH_VERSION,latest} (as quay.io/buildah/stable through the mirror)
 #                                          a minimal Debian (debootstrap --variant=minbase)
 #                                          + Debian's buildah package at $BUILDAH_DEBIAN_VERSION
-#                                          (checked), storage.conf for the overlay driver; the
-#                                          rootfs tarball is cached in $LAMINA_CACHE/rootfs/
-#                                          keyed by that version
+#                                          (checked) and runc (RUN steps with OCI isolation),
+#                                          storage.conf for the overlay driver, containers.conf
+#                                          (cgroupfs, no systemd); the rootfs tarball is cached
+#                                          in $LAMINA_CACHE/rootfs/ keyed by that version and
+#                                          a hash of the packages and settings
 #   library/python:{3.11-slim,3.11-slim-bookworm,3.11}
 #                                          a minimal Debian (debootstrap --variant=minbase)
 #                                          + python3 + pip; the rootfs tarball is cached in
@@ -238,27 +240,52 @@ build_syft_image() {
 }
 
 # --- buildah (debootstrap) -------------------------------------------------------------------
-buildah_rootfs() {  # prints the cached rootfs tarball, made once per buildah package version
+# RUN steps run with OCI isolation: each in its own runc container (PID, mount, IPC and UTS
+# namespaces, the pod's network as BuildKit's steps have it), not a chroot of the build
+# container.  runc is Debian's package (Buildah recommends crun | runc); there is no systemd in
+# a build pod, so cgroups are cgroupfs and events go to a file.
+# debootstrap resolves no virtual packages: containers-common's container-network-stack is
+# named (steps use the pod's network, but the package must configure).
+BUILDAH_PACKAGES="buildah,runc,containernetworking-plugins,ca-certificates"
+# The driver is chosen per build Job (STORAGE_DRIVER); this is only the default, and no
+# fuse-overlayfs: builds run privileged over an emptyDir, where kernel overlay works.
+BUILDAH_STORAGE_CONF='[storage]
+driver = "overlay"
+runroot = "/run/containers/storage"
+graphroot = "/var/lib/containers/storage"
+'
+BUILDAH_CONTAINERS_CONF='[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+runtime = "runc"
+'
+# The cache key of the rootfs and image: the package version and everything put into them, so
+# a change of packages or settings makes a new image once (the old entry is left alone).
+buildah_key() {
+  printf '%s-%s' "$(printf '%s' "$BUILDAH_DEBIAN_VERSION" | tr -c 'A-Za-z0-9.\n' '_')" \
+    "$(printf '%s\n' "$BUILDAH_PACKAGES" "$BUILDAH_STORAGE_CONF" "$BUILDAH_CONTAINERS_CONF" \
+       | sha256sum | cut -c1-12)"
+}
+
+buildah_rootfs() {  # prints the cached rootfs tarball, made once per buildah_key
   local key tarball
-  key="$(printf '%s' "$BUILDAH_DEBIAN_VERSION" | tr -c 'A-Za-z0-9.\n' '_')"
+  key="$(buildah_key)"
   tarball="$rootfs_cache/debian-$DEBIAN_SUITE-buildah-$key.tar"
   if [ -f "$tarball" ]; then echo "$tarball"; return; fi
-  local d="$work/debootstrap-buildah" t0=$SECONDS got
+  local d="$work/debootstrap-buildah" t0=$SECONDS got runc
   rm -rf "$d"
-  log "debootstrap $DEBIAN_SUITE (minbase + buildah) from $DEBIAN_MIRROR: a few minutes, once"
-  # debootstrap resolves no virtual packages: containers-common's container-network-stack is
-  # named (RUN steps in a chroot use no network plugin, but the package must configure).
-  debootstrap --variant=minbase --include=buildah,containernetworking-plugins,ca-certificates \
+  log "debootstrap $DEBIAN_SUITE (minbase + $BUILDAH_PACKAGES) from $DEBIAN_MIRROR: a few minutes, once"
+  debootstrap --variant=minbase --include="$BUILDAH_PACKAGES" \
     "$DEBIAN_SUITE" "$d" "$DEBIAN_MIRROR" >"$work/debootstrap-buildah.log" 2>&1 \
     || { tail -20 "$work/debootstrap-buildah.log" >&2; exit 1; }
   got="$(chroot "$d" dpkg-query -W -f='${Version}' buildah)"
   [ "$got" = "$BUILDAH_DEBIAN_VERSION" ] \
     || { log "debootstrap installed buildah $got, expected $BUILDAH_DEBIAN_VERSION (versions.sh)"; exit 1; }
-  # The driver is chosen per build Job (--storage-driver); this is only the default, and no
-  # fuse-overlayfs: builds run privileged over an emptyDir, where kernel overlay works.
+  runc="$(chroot "$d" dpkg-query -W -f='${Version}' runc)" \
+    || { log "debootstrap did not install runc"; exit 1; }
   mkdir -p "$d/etc/containers" "$d/var/lib/containers/storage" "$d/var/tmp"
-  printf '[storage]\ndriver = "overlay"\nrunroot = "/run/containers/storage"\ngraphroot = "/var/lib/containers/storage"\n' \
-    > "$d/etc/containers/storage.conf"
+  printf '%s' "$BUILDAH_STORAGE_CONF" > "$d/etc/containers/storage.conf"
+  printf '%s' "$BUILDAH_CONTAINERS_CONF" > "$d/etc/containers/containers.conf"
   rm -rf "$d"/var/lib/apt/lists/* "$d"/var/cache/apt/*.bin "$d"/var/cache/apt/archives/*.deb \
          "$d"/var/log/* "$d"/tmp/* "$d"/root/.cache
   : > "$d/etc/resolv.conf"
@@ -266,20 +293,19 @@ buildah_rootfs() {  # prints the cached rootfs tarball, made once per buildah pa
   tar_dir "$d" "$tarball.tmp"
   mv "$tarball.tmp" "$tarball"
   rm -rf "$d"
-  log "buildah rootfs made in $((SECONDS - t0))s: $tarball"
+  log "buildah rootfs (buildah $got, runc $runc) made in $((SECONDS - t0))s: $tarball"
   echo "$tarball"
 }
 
 build_buildah() {
   local key
-  key="$(printf '%s' "$BUILDAH_DEBIAN_VERSION" | tr -c 'A-Za-z0-9.\n' '_')-v1"
+  key="$(buildah_key)-oci"
   if [ -f "$images/buildah-$key/.done" ]; then echo "$images/buildah-$key"; return; fi
   local tarball
   tarball="$(buildah_rootfs)" || exit 1
-  # BUILDAH_ISOLATION=chroot: RUN steps in a chroot of the build container, no nested runtime.
   oci_image buildah "$key" --config.entrypoint buildah \
     --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    --config.env BUILDAH_ISOLATION=chroot \
+    --config.env BUILDAH_ISOLATION=oci \
     --config.volume /var/lib/containers \
     -- "$tarball"
 }

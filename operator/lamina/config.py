@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from lamina.api.image import BuildEngine
+from lamina.domain.build_cache import CACHE_REPOSITORY_PATTERN, DEFAULT_CACHE_REPOSITORY
 from lamina.domain.job_resources import JobResources, check_size_limit, parse_job_resources
 
 
@@ -98,7 +99,7 @@ class OperatorConfig(BaseModel):
     buildah_image: str = Field(
         default="quay.io/buildah/stable:latest",
         min_length=1,
-        description="Image of Buildah build Jobs: buildah and a POSIX sh.",
+        description="Image of Buildah build Jobs: buildah, a POSIX sh, runc or crun.",
     )
     buildah_storage_driver: Literal["overlay", "vfs"] = Field(
         default="overlay",
@@ -108,12 +109,11 @@ class OperatorConfig(BaseModel):
         ),
     )
     buildah_enabled: bool = Field(
-        default=False,
+        default=True,
         description=(
-            "Whether Images may be built with Buildah ($LAMINA_BUILDAH_ENABLED). Off by default: "
-            "Buildah runs RUN steps with chroot isolation inside a privileged container, which "
-            "is weaker than BuildKit's runc containers (SECURITY.md); enable it only where "
-            "every tenant that may create an Image is trusted with that."
+            "Whether Images may be built with Buildah ($LAMINA_BUILDAH_ENABLED). On by default: "
+            "Buildah runs each RUN step in a runc container of its own (OCI isolation), as "
+            "BuildKit does; false refuses engine: buildah with BuildNotSupported."
         ),
     )
     build_deadline_seconds: int = Field(default=1800, ge=60)
@@ -144,8 +144,19 @@ class OperatorConfig(BaseModel):
         default=None,
         pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$",
         description=(
-            "Registry build cache: each build imports and exports (mode=max) BuildKit's cache "
-            "as this tag of the Image's own output repository; unset builds without a cache."
+            "Registry build cache: each build imports and exports its cache in the Image's "
+            "cache repository (BuildKit's mode=max cache manifest as this tag; Buildah's step "
+            "images by cache key); unset builds without a cache."
+        ),
+    )
+    build_cache_repository: str = Field(
+        default=DEFAULT_CACHE_REPOSITORY,
+        pattern=CACHE_REPOSITORY_PATTERN,
+        max_length=128,
+        description=(
+            "The cache repository of an Image: {repository} (its output repository) and a "
+            "suffix ($LAMINA_BUILD_CACHE_REPOSITORY, e.g. {repository}-buildcache or "
+            "{repository}/buildcache); an Image pushing to such a repository is refused."
         ),
     )
     build_poll_seconds: float = Field(
@@ -210,6 +221,7 @@ class OperatorConfig(BaseModel):
             ("LAMINA_BUILD_POLL_SECONDS", "build_poll_seconds"),
             ("LAMINA_REGISTRY_ACTION_SECONDS", "registry_action_seconds"),
             ("LAMINA_BUILD_CACHE_TAG", "build_cache_tag"),
+            ("LAMINA_BUILD_CACHE_REPOSITORY", "build_cache_repository"),
             ("LAMINA_CONTAINERD_ROOT", "containerd_root"),
             ("LAMINA_CONTAINERD_STATE", "containerd_state"),
             ("LAMINA_SIGNING_SECRET", "signing_secret"),
@@ -239,7 +251,7 @@ class OperatorConfig(BaseModel):
         if config.default_build_engine == "buildah" and not config.buildah_enabled:
             raise ValueError(
                 "LAMINA_DEFAULT_BUILD_ENGINE=buildah needs LAMINA_BUILDAH_ENABLED=true "
-                "(Buildah is off unless the administrator enables it)"
+                "(it is false: the administrator turned Buildah off)"
             )
         return config
 

@@ -77,7 +77,6 @@ def test_the_operators_default_engine_builds_an_image_that_names_none(
             operator_ns,
             LAMINA_BUILDAH_IMAGE="buildah:test",
             LAMINA_DEFAULT_BUILD_ENGINE="buildah",
-            LAMINA_BUILDAH_ENABLED="true",
         ) as operator:
             repository = f"parents/{uuid.uuid4().hex[:8]}"
             push(registry, repository, "1", "one", tmp_path)
@@ -109,8 +108,11 @@ def test_the_operators_default_engine_builds_an_image_that_names_none(
             assert build["command"][:2] == ["/bin/sh", "-c"] and build["command"][3:] == [
                 "lamina-build"
             ]
-            assert "buildah build" in build["command"][2] and "$(touch" not in build["command"][2]
+            script = build["command"][2]
+            assert "buildah --cgroup-manager=cgroupfs build" in script and "$(touch" not in script
             assert "--build-arg=MODE=$(touch /pwned)" in build["args"]
+            # RUN steps in runc containers (Buildah on by default for that reason).
+            assert build["args"][:2] == ["--isolation=oci", "--pid=private"]
             assert build["securityContext"] == {"privileged": True}
             # The registries.conf the builder reads: the operator's plain-HTTP registry only.
             conf = unset["spec"]["template"]["metadata"]["annotations"][

@@ -11,15 +11,23 @@ of the image, a SLSA provenance the operator wrote (Buildah as the builder, the 
 the build args, the context's digest) and the SBOM its scan Job made of the pushed digest.
 Then ``hello`` is rebuilt by the trigger, which changes no input: a new Buildah Job pushes the
 same digest, and the child is not rebuilt.
+
+A RUN step is a runc container of its own (OCI isolation): a step writes what it sees of its
+namespaces into the image, and the test reads it back from the pushed layer.
 """
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
+import os
 import re
 import subprocess
+import tarfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -56,7 +64,6 @@ def buildah_operator(
         log,
         LAMINA_BUILD_POLL_SECONDS=str(POLL_SECONDS),
         LAMINA_BUILDAH_IMAGE=BUILDAH_IMAGE,
-        LAMINA_BUILDAH_ENABLED="true",
     ) as operator_ns:
         yield node_cluster, operator_ns
 
@@ -249,7 +256,11 @@ def test_a_failing_buildah_step_is_reported_with_buildahs_words(
     assert build["failure"] == "BuildFailed"
     lines = build["message"].splitlines()
     assert "STEP 2/2: RUN echo about-to-fail && false" in lines
-    assert lines[-1] == 'Error: building at STEP "RUN echo about-to-fail && false": exit status 1'
+    # OCI isolation: the step ran in a runc container, and Buildah says so.
+    assert lines[-1] == (
+        'Error: building at STEP "RUN echo about-to-fail && false": '
+        "while running runtime: exit status 1"
+    )
     found = status(kube, ns, "broken")
     assert "digest" not in found
     conditions = {c["type"]: c for c in found["conditions"]}
@@ -261,3 +272,80 @@ def test_a_failing_buildah_step_is_reported_with_buildahs_words(
         timeout=60,
     )
     assert pushed.returncode != 0
+
+
+# What a RUN step sees of its own process: its PID (1 in a PID namespace of its own), PID 1's
+# program and command line, every process it can see, its namespaces and its cgroup.  Under
+# chroot isolation PID 1 is the build container's script and buildah's processes are visible.
+PROBE_MARK = "lamina-ns-probe"
+PROBE_STEP = (
+    f"RUN echo {PROBE_MARK} >/dev/null; mkdir /probe; echo $$ > /probe/pid;"
+    " readlink /proc/1/exe > /probe/pid1-exe;"
+    " tr '\\000' ' ' < /proc/1/cmdline > /probe/pid1-cmdline;"
+    " for p in /proc/[0-9]*; do tr '\\000' ' ' < $p/cmdline; echo; done > /probe/processes;"
+    " for n in pid mnt uts ipc net; do echo $n $(readlink /proc/self/ns/$n); done > /probe/ns;"
+    " cat /proc/self/cgroup > /probe/cgroup"
+)
+
+
+def last_layer_files(ref: str, workdir: Path) -> dict[str, str]:
+    """The regular files of the image's last layer (the step's own), read from the registry."""
+    layout = workdir / "layout"
+    subprocess.run(
+        ["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{ref}",
+         f"oci:{layout}:image"],
+        check=True,
+        timeout=120,
+    )  # fmt: skip
+    index = json.loads((layout / "index.json").read_text())
+    (manifest_desc,) = index["manifests"]
+    blob = layout / "blobs" / "sha256"
+    manifest = json.loads((blob / manifest_desc["digest"].removeprefix("sha256:")).read_bytes())
+    layer = (blob / manifest["layers"][-1]["digest"].removeprefix("sha256:")).read_bytes()
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(layer))) as tar:
+        return {
+            member.name.removeprefix("./"): tar.extractfile(member).read().decode()  # type: ignore[union-attr]
+            for member in tar.getmembers()
+            if member.isfile()
+        }
+
+
+def test_a_buildah_run_step_is_a_container_of_its_own(
+    buildah_operator: tuple[NodeCluster, str], ns: str, tmp_path: Path
+) -> None:
+    kube, operator_ns = buildah_operator
+    probe = image("probe", {"ref": BUSYBOX, "pollInterval": "1h"}, [PROBE_STEP], kube.registry, ns)
+    probe["spec"]["build"]["engine"] = "buildah"
+    kube.apply_objects(ns, probe)
+    built = wait_for(lambda: ready(kube, ns, "probe"), timeout=600, what="probe built by buildah")
+    files = last_layer_files(built["imageRef"], tmp_path)
+    seen = {name.removeprefix("probe/"): text for name, text in files.items()}
+    assert set(seen) >= {"pid", "pid1-exe", "pid1-cmdline", "processes", "ns", "cgroup"}, files
+
+    # Its own PID namespace: the step's shell is PID 1 and sees only itself and its children.
+    assert seen["pid"].strip() == "1", seen
+    assert seen["pid1-exe"].strip() == "/bin/busybox", seen
+    assert PROBE_MARK in seen["pid1-cmdline"], seen["pid1-cmdline"]
+    processes = [line for line in seen["processes"].splitlines() if line.strip()]
+    assert processes and all(PROBE_MARK in p or p.startswith("tr ") for p in processes), processes
+    for builder_word in ("buildah", "lamina-build", "set -eu", "/pause"):
+        assert builder_word not in seen["processes"], seen["processes"]
+
+    # Namespaces of its own, not the node host's (this test runs there): PID, mount, UTS, IPC;
+    # the network is the pod's.
+    step_ns = dict(line.split(" ", 1) for line in seen["ns"].splitlines())
+    for kind in ("pid", "mnt", "uts", "ipc", "net"):
+        assert step_ns[kind] != os.readlink(f"/proc/self/ns/{kind}"), (kind, step_ns)
+
+    # Its cgroup is a child of the build pod's own, so the pod's limits hold for the step too.
+    job = built["build"]["job"]
+    pods = json.loads(
+        kube.ok("get", "pods", "-n", operator_ns, "-l", f"job-name={job}", "-o", "json")
+    )
+    (pod,) = pods["items"]
+    memory = next(line for line in seen["cgroup"].splitlines() if ":memory:" in line)
+    path = memory.split(":", 2)[2]
+    pod_uid = pod["metadata"]["uid"]
+    assert re.search(rf"/pod{re.escape(pod_uid)}/[0-9a-f]{{64}}/buildah-[^/]+$", path) or re.search(
+        rf"pod{re.escape(pod_uid.replace('-', '_'))}.*/buildah-[^/]+$", path
+    ), (path, pod_uid)

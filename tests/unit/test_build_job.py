@@ -19,8 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from lamina.api.image import BuildContext, GitContext, ImageSpec
+from lamina.config import OperatorConfig
+from lamina.domain.build_cache import BuildCache
 from lamina.domain.build_job import (
     ANNOTATION_IMAGE_NAME,
     BUILDER_COMMAND,
@@ -35,6 +38,7 @@ from lamina.domain.build_job import (
     build_job,
     buildctl_args,
     buildkitd_toml,
+    cache_args,
     context_config_map,
     context_digest,
     context_size_problem,
@@ -553,49 +557,65 @@ def test_the_context_digest_counts_binary_files_by_their_bytes() -> None:
     assert context_digest({**text, "logo.png": "\x89PNG\r\n\x1a\n"}) != with_logo
 
 
-# -- the registry build cache (operator setting LAMINA_BUILD_CACHE_TAG) ----------------------
+# -- the registry build cache (LAMINA_BUILD_CACHE_TAG, LAMINA_BUILD_CACHE_REPOSITORY) -------
 
 CACHE_EXPORT = "--export-cache=type=registry,ref={ref},mode=max,oci-mediatypes=true{insecure}"
 CACHE_IMPORT = "--import-cache=type=registry,ref={ref}{insecure}"
 
 
 @pytest.mark.parametrize(
-    ("image", "cache_tag", "wanted"),
+    ("image", "cache", "wanted"),
     [
         (SAFE, None, []),
         (
             SAFE,
-            "buildcache",
+            BuildCache("buildcache"),
             [
-                CACHE_EXPORT.format(ref="registry.local/demo/app:buildcache", insecure=""),
-                CACHE_IMPORT.format(ref="registry.local/demo/app:buildcache", insecure=""),
+                CACHE_EXPORT.format(
+                    ref="registry.local/demo/app-buildcache:buildcache", insecure=""
+                ),
+                CACHE_IMPORT.format(
+                    ref="registry.local/demo/app-buildcache:buildcache", insecure=""
+                ),
             ],
         ),
         (
             spec({"steps": ["RUN true"]}, insecure=True, tags=["1", "2"]),
-            "lamina.cache-v1",
+            BuildCache("lamina.cache-v1", "{repository}/cache"),
             [
                 CACHE_EXPORT.format(
-                    ref="registry.local/demo/app:lamina.cache-v1",
+                    ref="registry.local/demo/app/cache:lamina.cache-v1",
                     insecure=",registry.insecure=true",
                 ),
                 CACHE_IMPORT.format(
-                    ref="registry.local/demo/app:lamina.cache-v1",
+                    ref="registry.local/demo/app/cache:lamina.cache-v1",
                     insecure=",registry.insecure=true",
                 ),
             ],
         ),
+        (
+            # The cache has its own repository: the image may push the cache tag's name too.
+            spec({"steps": ["RUN true"]}, tags=["buildcache"]),
+            BuildCache("buildcache", "{repository}.cache"),
+            [
+                CACHE_EXPORT.format(ref="registry.local/demo/app.cache:buildcache", insecure=""),
+                CACHE_IMPORT.format(ref="registry.local/demo/app.cache:buildcache", insecure=""),
+            ],
+        ),
     ],
-    ids=["no-cache", "cache", "cache-insecure-registry"],
+    ids=["no-cache", "default-repository", "own-template-insecure", "same-tag-as-the-image"],
 )
-def test_the_cache_is_a_tag_of_the_images_own_repository(
-    image: ImageSpec, cache_tag: str | None, wanted: list[str]
+def test_the_cache_is_a_repository_beside_the_images_own(
+    image: ImageSpec, cache: BuildCache | None, wanted: list[str]
 ) -> None:
     settings = BuildSettings(
-        namespace="lamina-system", builder_image="bk", deadline_seconds=1800, cache_tag=cache_tag
+        namespace="lamina-system", builder_image="bk", deadline_seconds=1800, cache=cache
     )
     args = buildctl_args(image, PARENT, settings)
     assert [a for a in args if "-cache=" in a] == wanted
+    # Never the image's own repository: the cache export and the image push share no repository.
+    outputs = [a for a in args if a.startswith("--output=")]
+    assert all(f"ref={image.output.repository}:" not in a for a in wanted), outputs
     # The cache flags sit before the metadata file and change nothing else in the argv.
     assert [a for a in args if "-cache=" not in a] == buildctl_args(image, PARENT)
     assert args[-1] == f"--metadata-file={METADATA_FILE}"
@@ -614,22 +634,62 @@ def test_the_cache_is_a_tag_of_the_images_own_repository(
 
 
 @pytest.mark.parametrize(
-    ("cache_tag", "message"),
+    ("repository", "cache", "message"),
     [
-        ("latest", "'latest' is the operator's build cache tag"),
-        ("bad,tag", "is not a tag"),
-        ('x",push=false', "is not a tag"),
-        ("-x", "is not a tag"),
+        ("registry.local/demo/app-buildcache", BuildCache("c"), "is a build cache repository"),
+        ("registry.local/a/cache", BuildCache("c", "{repository}/cache"), "is a build cache"),
+        ("registry.local/" + "a" * 240, BuildCache("c"), "longer than 255 characters"),
+        ("registry.local/demo/app", BuildCache("bad,tag"), "is not a tag"),
+        ("registry.local/demo/app", BuildCache('x",push=false'), "is not a tag"),
+        ("registry.local/demo/app", BuildCache("-x"), "is not a tag"),
+        ("registry.local/demo/app", BuildCache("c", "other/{repository}"), "is not {repository}"),
+        ("registry.local/demo/app", BuildCache("c", "{repository}"), "is not {repository}"),
+        ("registry.local/demo/app", BuildCache("c", "{repository},push=1"), "is not {repository}"),
     ],
 )
-def test_a_cache_tag_the_image_pushes_or_that_is_not_a_tag_is_refused(
-    cache_tag: str, message: str
+def test_an_image_that_cannot_have_a_cache_is_refused_with_the_reason(
+    repository: str, cache: BuildCache, message: str
 ) -> None:
     settings = BuildSettings(
-        namespace="lamina-system", builder_image="bk", deadline_seconds=1800, cache_tag=cache_tag
+        namespace="lamina-system", builder_image="bk", deadline_seconds=1800, cache=cache
     )
     with pytest.raises(DockerfileError, match=re.escape(message)):
-        buildctl_args(SAFE, PARENT, settings)
+        buildctl_args(spec({"steps": ["RUN true"]}, repository=repository), PARENT, settings)
+    with pytest.raises(DockerfileError, match=re.escape(message)):
+        cache_args(spec({"steps": ["RUN true"]}, repository=repository), cache)
+
+
+@pytest.mark.parametrize(
+    ("env", "cache"),
+    [
+        ({}, None),
+        ({"LAMINA_BUILD_CACHE_TAG": "c"}, ("c", "{repository}-buildcache")),
+        (
+            {"LAMINA_BUILD_CACHE_TAG": "c", "LAMINA_BUILD_CACHE_REPOSITORY": "{repository}/bc"},
+            ("c", "{repository}/bc"),
+        ),
+    ],
+)
+def test_the_cache_settings_come_from_the_environment(
+    env: dict[str, str], cache: tuple[str, str] | None
+) -> None:
+    config = OperatorConfig.from_env({"LAMINA_NAMESPACE": "x", **env})
+    found = (
+        (config.build_cache_tag, config.build_cache_repository) if config.build_cache_tag else None
+    )
+    assert found == cache
+
+
+@pytest.mark.parametrize(
+    "template", ["{repository}", "cache/{repository}", "{repository}-Cache", "{repository}//x", ""]
+)
+def test_a_cache_repository_template_that_is_not_a_suffix_stops_the_operator(
+    template: str,
+) -> None:
+    with pytest.raises(ValidationError, match="build_cache_repository"):
+        OperatorConfig.from_env(
+            {"LAMINA_NAMESPACE": "x", "LAMINA_BUILD_CACHE_REPOSITORY": template or " "}
+        )
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from lamina.api.crd import RESOURCE_KINDS, crd_manifest
 from lamina.api.image import ImageSpec
 from lamina.config import OperatorConfig
+from lamina.domain.build_cache import BuildCache
 from lamina.domain.build_job import (
     ANNOTATION_ENGINE,
     BUILDER_COMMAND,
@@ -42,6 +43,7 @@ from lamina.domain.buildah_job import (
     BUILDAH_SCRIPT,
     DIGEST_FILE,
     IMAGE_ID_FILE,
+    ISOLATION_ARGS,
     REGISTRIES_ANNOTATION,
     BuildahSettings,
     registries_conf,
@@ -190,6 +192,11 @@ def test_buildah_argv_holds_each_value_in_one_element() -> None:
         tags=["1", "latest"],
     )
     assert builder(job_for(image))["args"] == [
+        "--isolation=oci",
+        "--pid=private",
+        "--ipc=private",
+        "--uts=private",
+        "--network=host",
         "--layers",
         "--format=oci",
         "--timestamp=0",
@@ -242,7 +249,7 @@ def test_the_buildah_job_is_privileged_in_the_operators_namespace_with_its_own_s
     env = {e["name"]: e["value"] for e in build["env"]}
     assert env == {
         "REGISTRY_AUTH_FILE": "/var/run/lamina/docker/config.json",
-        "BUILDAH_ISOLATION": "chroot",
+        "BUILDAH_ISOLATION": "oci",
         "STORAGE_DRIVER": "overlay",
         "CONTAINERS_REGISTRIES_CONF": "/etc/lamina/registries/registries.conf",
     }
@@ -314,7 +321,7 @@ def fake_buildah(tmp_path: Path, digests: list[str]) -> Path:
             import json, sys
             with open({str(calls)!r}, "a") as out:
                 out.write(json.dumps(sys.argv[1:]) + "\\n")
-            if sys.argv[1] == "build":
+            if sys.argv[1:3] == ["--cgroup-manager=cgroupfs", "build"]:
                 open({str(iid)!r}, "w").write("sha256:{"e" * 64}")
             else:
                 pushed = sum(1 for _ in open({str(calls)!r})) - 2
@@ -364,7 +371,7 @@ def test_the_script_builds_then_pushes_every_tag_and_reports_the_digest(tmp_path
     assert done.returncode == 0, done.stderr
     image_id = "e" * 64
     assert calls == [
-        ["build", *args],
+        ["--cgroup-manager=cgroupfs", "build", *args],
         ["push", f"--digestfile={tmp_path / 'digest'}", image_id,
          "docker://registry.local/demo/app:1"],
         ["push", f"--digestfile={tmp_path / 'digest'}", image_id,
@@ -449,7 +456,7 @@ def test_a_quote_in_a_registry_setting_stays_in_its_string() -> None:
         (D1, None),
         (
             "STEP 2/2: RUN false\nsubprocess exited with status 1\n"
-            'Error: building at STEP "RUN false": exit status 1',
+            'Error: building at STEP "RUN false": while running runtime: exit status 1',
             "BuildFailed",
         ),
         (
@@ -473,11 +480,14 @@ def test_buildahs_results_are_judged_like_buildkits(message: str, reason: str | 
         assert message.splitlines()[-1] in result.message
 
 
-def test_buildah_is_off_unless_the_administrator_enables_it() -> None:
-    """Buildah's chroot isolation is weaker than BuildKit's runc containers (SECURITY.md)."""
+def test_buildah_is_on_unless_the_administrator_turns_it_off() -> None:
+    """Its RUN steps are runc containers, as BuildKit's are (SECURITY.md)."""
+    assert OperatorConfig.from_env({"LAMINA_NAMESPACE": "x"}).buildah_enabled is True
+    assert BuildahSettings().enabled is True
+    off_env = {"LAMINA_BUILDAH_ENABLED": "false", "LAMINA_NAMESPACE": "x"}
+    assert OperatorConfig.from_env(off_env).buildah_enabled is False
     with pytest.raises(ValueError, match="needs LAMINA_BUILDAH_ENABLED=true"):
-        OperatorConfig.from_env({"LAMINA_DEFAULT_BUILD_ENGINE": "buildah", "LAMINA_NAMESPACE": "x"})
-    assert OperatorConfig.from_env({"LAMINA_NAMESPACE": "x"}).buildah_enabled is False
+        OperatorConfig.from_env({**off_env, "LAMINA_DEFAULT_BUILD_ENGINE": "buildah"})
     image = ImageSpec.model_validate(
         {
             "parent": {"ref": "registry.example/base:1"},
@@ -485,8 +495,86 @@ def test_buildah_is_off_unless_the_administrator_enables_it() -> None:
             "output": {"repository": "registry.example/team/app"},
         }
     )
-    off = BuildSettings(namespace="lamina-system", builder_image="bk", deadline_seconds=1800)
+    on = BuildSettings(namespace="lamina-system", builder_image="bk", deadline_seconds=1800)
+    check_engine(image, on)
+    off = replace(on, buildah=BuildahSettings(enabled=False))
     with pytest.raises(BuildNotSupported, match="buildah is not enabled on this cluster"):
         check_engine(image, off)
-    on = replace(off, buildah=BuildahSettings(enabled=True))
-    check_engine(image, on)
+
+
+# -- RUN steps in runc containers: the operator's flags, first and whatever the spec says ----
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        BUILDAH_SPEC,
+        spec({"steps": ["RUN true"], "engine": "buildah", "args": {"X": "--isolation=chroot"}}),
+        spec({"dockerfile": "FROM x\nRUN --network=none true\n", "engine": "buildah"}),
+    ],
+    ids=["plain", "isolation-in-a-value", "dockerfile"],
+)
+def test_every_buildah_build_runs_its_steps_with_oci_isolation(image: ImageSpec) -> None:
+    build = builder(job_for(image))
+    args = build["args"]
+    assert args[: len(ISOLATION_ARGS)] == list(ISOLATION_ARGS)
+    # No spec value is a flag of its own: the isolation flags appear once, as the operator's.
+    for flag in ("--isolation", "--pid", "--ipc", "--uts", "--network", "--userns"):
+        assert [a for a in args if a.startswith(flag + "=")] == [
+            a for a in ISOLATION_ARGS if a.startswith(flag + "=")
+        ]
+    assert {"name": "BUILDAH_ISOLATION", "value": "oci"} in build["env"]
+    assert "buildah --cgroup-manager=cgroupfs build" in BUILDAH_SCRIPT
+    assert build["securityContext"] == {"privileged": True}
+
+
+# -- the registry build cache: Buildah's --cache-to/--cache-from on the cache repository -----
+
+
+@pytest.mark.parametrize(
+    ("cache", "wanted"),
+    [
+        (None, []),
+        (
+            BuildCache("buildcache"),
+            [
+                "--cache-to=registry.local/demo/app-buildcache",
+                "--cache-from=registry.local/demo/app-buildcache",
+            ],
+        ),
+        (
+            BuildCache("buildcache", "{repository}/cache"),
+            [
+                "--cache-to=registry.local/demo/app/cache",
+                "--cache-from=registry.local/demo/app/cache",
+            ],
+        ),
+    ],
+    ids=["no-cache", "default-repository", "own-template"],
+)
+def test_the_buildah_cache_is_the_images_cache_repository(
+    cache: BuildCache | None, wanted: list[str]
+) -> None:
+    image = spec({"steps": ["RUN true"], "engine": "buildah"}, tags=["1"])
+    args = builder(job_for(image, replace(SETTINGS, cache=cache)))["args"]
+    assert [a for a in args if a.startswith("--cache-")] == wanted
+    # Before the context directory, after everything else: the rest of the argv is unchanged.
+    assert [a for a in args if not a.startswith("--cache-")] == builder(job_for(image))["args"]
+    assert args[-1] == "/workspace/context" and "--layers" in args
+
+
+def test_the_script_pushes_no_cache_flag_as_a_tag(tmp_path: Path) -> None:
+    image = spec({"steps": ["RUN true"], "engine": "buildah"}, tags=["1"])
+    args = builder(job_for(image, replace(SETTINGS, cache=BuildCache("c"))))["args"]
+    done, calls, _ = run_script(tmp_path, args, [D1])
+    assert done.returncode == 0, done.stderr
+    assert [call[0] for call in calls] == ["--cgroup-manager=cgroupfs", "push"]
+    assert calls[1][-1] == "docker://registry.local/demo/app:1"
+
+
+def test_an_image_pushing_to_a_cache_repository_is_refused_for_buildah_too() -> None:
+    image = spec(
+        {"steps": ["RUN true"], "engine": "buildah"}, repository="registry.local/demo/x-buildcache"
+    )
+    with pytest.raises(DockerfileError, match="is a build cache repository"):
+        job_for(image, replace(SETTINGS, cache=BuildCache("c")))

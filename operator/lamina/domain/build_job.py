@@ -53,6 +53,7 @@ from lamina.api.durations import InvalidDuration, duration_seconds
 from lamina.api.image import GIT_REVISION_PATTERN, GIT_URL_PATTERN, BuildEngine, ImageSpec
 from lamina.api.meta import REPOSITORY_PATTERN, TAG_PATTERN
 from lamina.api.text import RELATIVE_PATH_PATTERN, build_arg_key_problem, pattern_matches
+from lamina.domain.build_cache import BuildCache, buildkit_cache_args
 from lamina.domain.buildah_job import BuildahSettings, buildah_pod
 from lamina.domain.dockerfile import (
     DockerfileError,
@@ -187,7 +188,6 @@ __all__ = [
     "buildctl_args",
     "buildkitd_toml",
     "cache_args",
-    "cache_ref",
     "check_engine",
     "check_git",
     "context_config_map",
@@ -223,9 +223,10 @@ class BuildSettings:
     # spec.build.engine when the spec leaves it unset; Buildah's image and storage.
     default_engine: BuildEngine = "buildkit"
     buildah: BuildahSettings = field(default_factory=BuildahSettings)
-    # The operator's LAMINA_BUILD_CACHE_TAG: each Image's registry cache is this tag of its own
-    # output repository (:func:`cache_args`); None builds without a cache.
-    cache_tag: str | None = None
+    # The operator's registry build cache (LAMINA_BUILD_CACHE_TAG, _REPOSITORY): each Image's
+    # cache lives in a repository beside its own (:mod:`lamina.domain.build_cache`); None
+    # builds without a cache.
+    cache: BuildCache | None = None
 
 
 def context_digest(files: Mapping[str, str], binary_files: Mapping[str, str] | None = None) -> str:
@@ -265,41 +266,10 @@ def check_engine(spec: ImageSpec, settings: BuildSettings) -> None:
         )
 
 
-def cache_ref(spec: ImageSpec, cache_tag: str) -> str:
-    """Where an Image's build cache lives: a tag of its own output repository.
-
-    Derived, never named by the tenant: the cache is pushed with the Image's own push
-    credentials to a repository it may already write, and one Image can never import the cache
-    another Image's builds wrote (an imported cache is trusted build output).  The tag must
-    not be one the Image pushes, or the cache manifest would replace the image.
-    """
-    output = spec.output
-    if not pattern_matches(TAG_PATTERN, cache_tag):
-        raise DockerfileError(f"the build cache tag {cache_tag[:200]!r} is not a tag")
-    if cache_tag in output.tags:
-        raise DockerfileError(
-            f"spec.output.tags: {cache_tag!r} is the operator's build cache tag "
-            "(LAMINA_BUILD_CACHE_TAG); push the image under another tag"
-        )
-    return f"{output.repository}:{cache_tag}"
-
-
-def cache_args(spec: ImageSpec, cache_tag: str | None) -> list[str]:
-    """BuildKit's registry cache for this Image: import what the last build exported, export
-    every intermediate step (``mode=max``), so a rebuild whose parent and earlier steps did
-    not change runs only the steps after the first changed one.
-
-    The reference is checked like the output names (no quotes, no commas), so it cannot add
-    cache options.  A first build finds no cache to import; BuildKit says so and builds.
-    """
-    if cache_tag is None:
-        return []
-    ref = cache_ref(spec, cache_tag)
-    insecure = ",registry.insecure=true" if spec.output.insecure else ""
-    return [
-        f"--export-cache=type=registry,ref={ref},mode=max,oci-mediatypes=true{insecure}",
-        f"--import-cache=type=registry,ref={ref}{insecure}",
-    ]
+def cache_args(spec: ImageSpec, cache: BuildCache | None) -> list[str]:
+    """BuildKit's registry cache flags for this Image (:mod:`lamina.domain.build_cache`);
+    DockerfileError for an Image that cannot have a cache (its output is a cache repository)."""
+    return buildkit_cache_args(spec, cache)
 
 
 def job_name(inputs: str) -> str:
@@ -456,7 +426,8 @@ def buildctl_args(
     it and, with ``rewrite-timestamp=true``, the file times in the layers it writes); the
     parent's layers are never rewritten, so they stay shared with the parent.
 
-    ``cache_tag`` (the operator's setting) adds the Image's registry cache, :func:`cache_args`.
+    ``settings.cache`` (the operator's setting) adds the Image's registry cache,
+    :func:`cache_args`.
     """
     check_build(spec)
     assert spec.build is not None
@@ -483,7 +454,7 @@ def buildctl_args(
         *(f"--opt=build-arg:{key}={value}" for key, value in sorted(build_args.items())),
         *attestation_options(settings),
         f"--output={image_output}",
-        *cache_args(spec, settings.cache_tag if settings is not None else None),
+        *cache_args(spec, settings.cache if settings is not None else None),
         f"--metadata-file={METADATA_FILE}",
     ]
 
@@ -637,6 +608,7 @@ def build_job(
             annotations=lineage_annotations(spec, parent, source_commit),
             context_dir=CONTEXT_DIR,
             settings=settings.buildah,
+            cache=settings.cache,
         )
     return job
 

@@ -9,13 +9,22 @@ same report: the pushed digest alone in the termination message, which
 :mod:`lamina.domain.build_outcome` reads whatever the engine.
 
 The builder is Debian's ``buildah`` (1.28), privileged in the operator's namespace as BuildKit
-is, with ``BUILDAH_ISOLATION=chroot`` (RUN steps in a chroot of the build container, no nested
-runtime) and its storage in an emptyDir (kernel overlay by default, ``vfs`` as the operator's
-fallback setting).  Rootless Buildah was tried on the node tier (uid 1000 with subuid ranges,
-vfs, chroot isolation) and does not build: under the RuntimeDefault seccomp profile that
-"restricted" requires, ``unshare(CLONE_NEWUSER)`` is refused; with seccomp Unconfined (which
-"baseline" forbids anyway) ``newuidmap`` cannot write the uid map and Buildah's single-ID
-fallback fails every RUN step (``setgroups``).  So it runs as BuildKit does.
+is, its storage in an emptyDir (kernel overlay by default, ``vfs`` as the operator's fallback
+setting).  RUN steps run with OCI isolation (:data:`ISOLATION_ARGS`): each step is a runc
+container of its own, with its own PID, mount, IPC and UTS namespaces, as BuildKit runs its
+steps; the build container's processes, mounts and credentials are not in a step's view.  The
+network is the pod's, as BuildKit's steps have it (its OCI worker's host network: the pod's
+namespace, not the node's).  Cgroups are cgroupfs (a pod has no systemd), under the build
+container's own cgroup, so its limits hold for the steps too.
+
+Rootless Buildah was tried on the node tier (uid 1000 with subuid ranges, vfs, chroot
+isolation) and does not build: under the RuntimeDefault seccomp profile that "restricted"
+requires, ``unshare(CLONE_NEWUSER)`` is refused; with seccomp Unconfined (which "baseline"
+forbids anyway) ``newuidmap`` cannot write the uid map and Buildah's single-ID fallback fails
+every RUN step (``setgroups``).  A user namespace per step (``--userns-uid-map``) fails on
+these nodes even as root with all capabilities (runc: "failed to unshare user namespace:
+Operation not permitted", the builder's rootfs run on the node host), so a step's root is
+root, as in BuildKit's steps.
 
 No spec value reaches a shell as code.  The ``command`` is the constant :data:`BUILDAH_SCRIPT`
 for every Image: it runs ``buildah build "$@"``, then pushes the built image (by the ID
@@ -24,6 +33,9 @@ for every Image: it runs ``buildah build "$@"``, then pushes the built image (by
 ever whole ``--flag=value`` elements of ``args`` (buildah's flags for build args, annotations
 and tags are string arrays: a comma inside a value stays in the value), so the ``case`` on
 ``--tag=*`` can only ever match the elements made here from the checked repository and tags.
+
+The registry build cache, when the operator turns it on, is Buildah's ``--cache-to`` and
+``--cache-from`` on the Image's cache repository (:mod:`lamina.domain.build_cache`).
 
 ``--timestamp`` is the build's epoch: buildah sets the config's and history's created time to
 it and the times of every file it writes into the new layers, so the same inputs push the same
@@ -46,6 +58,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lamina.api.image import ImageSpec
+from lamina.domain.build_cache import BuildCache, buildah_cache_args
 from lamina.domain.dockerfile import DockerfileError
 from lamina.domain.image_annotations import SOURCE_DATE_EPOCH, source_date_epoch
 
@@ -54,6 +67,7 @@ __all__ = [
     "BUILDAH_SCRIPT",
     "DIGEST_FILE",
     "IMAGE_ID_FILE",
+    "ISOLATION_ARGS",
     "REGISTRIES_ANNOTATION",
     "REGISTRIES_CONF",
     "STORAGE_DRIVERS",
@@ -82,17 +96,26 @@ class BuildahSettings:
 
     image: str = DEFAULT_IMAGE
     storage_driver: str = "overlay"
-    # Off unless the administrator enables it (LAMINA_BUILDAH_ENABLED): Buildah's chroot
-    # isolation of RUN steps is weaker than BuildKit's runc containers.
-    enabled: bool = False
+    # The administrator may turn Buildah off (LAMINA_BUILDAH_ENABLED=false).
+    enabled: bool = True
     mirrors: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     insecure: frozenset[str] = frozenset()
 
 
+# Every RUN step a runc container: its own PID, mount, IPC and UTS namespaces, the pod's network.
+ISOLATION_ARGS = (
+    "--isolation=oci",
+    "--pid=private",
+    "--ipc=private",
+    "--uts=private",
+    "--network=host",
+)
+
 # The builder's only shell code: the same for every Image; spec values arrive as "$@".
 BUILDAH_SCRIPT = (
     "set -eu\n"
-    'buildah build "$@"\n'
+    # cgroupfs: no systemd in a build pod; each step's cgroup is under the container's own.
+    'buildah --cgroup-manager=cgroupfs build "$@"\n'
     f'image="$(cat {IMAGE_ID_FILE})"\n'
     'image="${image#sha256:}"\n'
     "first=\n"
@@ -117,13 +140,21 @@ BUILDAH_SCRIPT = (
 BUILDAH_COMMAND = ["/bin/sh", "-c", BUILDAH_SCRIPT, "lamina-build"]
 
 
-def buildah_args(spec: ImageSpec, annotations: Mapping[str, str], context_dir: str) -> list[str]:
+def buildah_args(
+    spec: ImageSpec,
+    annotations: Mapping[str, str],
+    context_dir: str,
+    cache: BuildCache | None = None,
+) -> list[str]:
     """``buildah build`` arguments: one ``--flag=value`` element each, never split or parsed.
 
-    ``spec`` has passed :func:`lamina.domain.build_job.check_build` (tags and repository
+    The operator's constants first (:data:`ISOLATION_ARGS`), then the spec's values.  ``spec``
+    has passed :func:`lamina.domain.build_job.check_build` (tags and repository
     checked, build-arg names checked, no NUL anywhere) and ``annotations`` are the checked
     lineage of :func:`lamina.domain.build_job.lineage_annotations`.  Every ``--build-arg``
     element has its ``=``: buildah takes a bare name's value from its own environment.
+    ``cache`` adds the Image's registry cache
+    (:func:`lamina.domain.build_cache.buildah_cache_args`).
     """
     assert spec.build is not None
     epoch = source_date_epoch(spec)
@@ -133,7 +164,9 @@ def buildah_args(spec: ImageSpec, annotations: Mapping[str, str], context_dir: s
             raise DockerfileError(f"{key[:200]!r} cannot be an annotation")
     output = spec.output
     return [
-        # One layer per step, as BuildKit writes them (each step's layer is its own).
+        *ISOLATION_ARGS,
+        # One layer per step, as BuildKit writes them (each step's layer is its own); the
+        # registry cache needs it too.
         "--layers",
         "--format=oci",
         f"--timestamp={epoch}",
@@ -142,6 +175,7 @@ def buildah_args(spec: ImageSpec, annotations: Mapping[str, str], context_dir: s
         *(f"--annotation={key}={value}" for key, value in sorted(annotations.items())),
         f"--iidfile={IMAGE_ID_FILE}",
         *(f"--tag={output.repository}:{tag}" for tag in output.tags),
+        *buildah_cache_args(spec, cache),
         context_dir,
     ]
 
@@ -189,6 +223,7 @@ def buildah_pod(
     annotations: Mapping[str, str],
     context_dir: str,
     settings: BuildahSettings,
+    cache: BuildCache | None = None,
 ) -> dict[str, Any]:
     """``job`` (the engine-independent build Job) with Buildah as its builder.
 
@@ -221,7 +256,7 @@ def buildah_pod(
             {"name": "REGISTRY_AUTH_FILE", "value": f"{docker_config['mountPath']}/config.json"}
         )
     env += [
-        {"name": "BUILDAH_ISOLATION", "value": "chroot"},
+        {"name": "BUILDAH_ISOLATION", "value": "oci"},
         {"name": "STORAGE_DRIVER", "value": storage_driver},
         {"name": "CONTAINERS_REGISTRIES_CONF", "value": REGISTRIES_CONF},
     ]
@@ -231,7 +266,7 @@ def buildah_pod(
     build.update(
         image=image,
         command=list(BUILDAH_COMMAND),
-        args=buildah_args(spec, annotations, context_dir),
+        args=buildah_args(spec, annotations, context_dir, cache),
         env=env,
         volumeMounts=[m for m in build["volumeMounts"] if m["name"] not in dropped]
         + [

@@ -585,7 +585,7 @@ class BuildExecutor:
         source_commit = plan.wanted.source_commit
         try:
             dockerfile = dockerfile_for(spec, action.parent, source_commit)
-            cache_args(spec, self.settings.cache_tag)  # a cache tag the Image pushes: refused
+            cache_args(spec, self.settings.cache)  # an Image pushing a cache repository: refused
             check_engine(spec, self.settings)  # Buildah only where the administrator enabled it
             docker_config = await self._docker_config(record)
             files, binary_files = await self._context_files(record)

@@ -19,6 +19,7 @@ from typing import Any
 import kopf
 
 from lamina.config import OperatorConfig
+from lamina.domain.build_cache import BuildCache
 from lamina.domain.build_job import LABEL_PURPOSE, BuildSettings
 from lamina.domain.buildah_job import BuildahSettings
 from lamina.domain.changes import Changes
@@ -69,7 +70,11 @@ def reconciler_for(memo: Any) -> Reconciler:
                     mirrors=dict(hosts.mirrors),
                     insecure=hosts.insecure,
                 ),
-                cache_tag=config.build_cache_tag,
+                cache=(
+                    BuildCache(config.build_cache_tag, config.build_cache_repository)
+                    if config.build_cache_tag
+                    else None
+                ),
             ),
             hosts=hosts,
             signing_secret=config.signing_secret,
