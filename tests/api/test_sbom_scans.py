@@ -94,6 +94,7 @@ def test_images_without_an_sbom_get_one_scan_job_at_a_time_and_stay_ready(
         "--health-port=0",
         env={
             "LAMINA_NAMESPACE": operator_ns,
+            "LAMINA_NAMESPACES": namespace,
             "LAMINA_BUILD_POLL_SECONDS": "1",
             "LAMINA_SBOM_SCANNER_IMAGE": "syft:test",
             "LAMINA_MAX_CONCURRENT_SCANS": "1",
@@ -151,7 +152,11 @@ def test_without_a_scanner_nothing_is_scanned(
         log,
         "--metrics-port=0",
         "--health-port=0",
-        env={"LAMINA_NAMESPACE": operator_ns, "LAMINA_BUILD_POLL_SECONDS": "1"},
+        env={
+            "LAMINA_NAMESPACE": operator_ns,
+            "LAMINA_NAMESPACES": namespace,
+            "LAMINA_BUILD_POLL_SECONDS": "1",
+        },
     )
     try:
         wait_for(
@@ -183,6 +188,7 @@ def test_a_failed_scan_keeps_the_image_ready_says_why_and_is_tried_again(
         "--health-port=0",
         env={
             "LAMINA_NAMESPACE": operator_ns,
+            "LAMINA_NAMESPACES": namespace,
             "LAMINA_BUILD_POLL_SECONDS": "1",
             "LAMINA_SBOM_SCANNER_IMAGE": "syft:test",
             "LAMINA_SCAN_DEADLINE_SECONDS": "30",
