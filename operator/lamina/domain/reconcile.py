@@ -263,7 +263,7 @@ def _resolve_due(record: ImageRecord, now: datetime, polled: Mapping[str, dateti
     spec = record.spec
     if spec is None or spec.parent.ref is None or spec.commit is not None:
         return None
-    resolved = record.status.resolved
+    resolved = record.resolved
     if resolved is None or resolved.ref != spec.parent.ref or resolved.resolved_at is None:
         return spec.parent.ref
     every = timedelta(seconds=duration_seconds(spec.parent.poll_interval))
@@ -274,7 +274,7 @@ def _resolve_due(record: ImageRecord, now: datetime, polled: Mapping[str, dateti
 
 def _too_old_to_build_on(record: ImageRecord, state: ClusterState) -> bool:
     """The parent's digest was resolved too long ago (or never) to start a build on it."""
-    resolved = record.status.resolved
+    resolved = record.resolved
     spec = record.spec
     if spec is None or resolved is None or resolved.ref != spec.parent.ref:
         return True
@@ -290,7 +290,7 @@ def _source_too_old_to_build_on(record: ImageRecord, state: ClusterState) -> boo
     starve the build either."""
     spec = record.spec
     git = spec.build.context.git if spec and spec.build and spec.build.context else None
-    source = record.status.source
+    source = record.source
     if git is None or source is None or (source.url, source.revision) != (git.url, git.revision):
         return True
     if source.resolved_at is None or source.commit is None:
@@ -313,7 +313,7 @@ def _source_due(
     if git is None:
         return None
     key = source_key(git.url, git.revision, record.namespace, record.name)
-    source = record.status.source
+    source = record.source
     same = source is not None and (source.url, source.revision) == (git.url, git.revision)
     last = [source.resolved_at] if same and source and source.resolved_at else []
     if same and key in polled:
@@ -336,8 +336,8 @@ def _rebase_wanted(record: ImageRecord, plan: BuildPlan) -> bool:
     return (
         record.spec is not None
         and record.spec.rebuild.strategy == "Rebase"
-        and record.status.digest is not None
-        and record.status.built_from is not None
+        and record.digest is not None
+        and record.built_from is not None
         and bool(plan.reasons)
         and all(reason.kind == PARENT_CHANGED for reason in plan.reasons)
     )
@@ -367,7 +367,7 @@ def _with_job_facts(
     now: datetime,
 ) -> ImageRecord:
     """The record with what the Jobs say and status does not: a lost Job, an adopted one."""
-    build = record.status.build
+    build = record.build_record
     if build is not None and build.phase == "Running" and build.job is not None:
         if build.job not in jobs:
             lost = build_failed(
@@ -395,7 +395,7 @@ def _image_action(
     """The one thing to do for this Image this pass (or a Candidate for a build slot)."""
     if record.spec is None:
         return None
-    build = record.status.build
+    build = record.build_record
     running = build is not None and build.phase == "Running"
     if running and build is not None:
         job = state.jobs.get(build.job or "")
@@ -595,11 +595,12 @@ def _render(
             continue
         rendered.add(("images", namespace, name))
         failure = failed.get((namespace, name)) or _failure_of(state, ("images", namespace, name))
-        observed = state.written.get((namespace, name)) or state.images[namespace][name].status
+        current = records[name].status  # parsed once per render (records keep it packed)
+        observed = state.written.get((namespace, name)) or current
         try:
-            desired = view.image_status(name, state.now, failure)
+            desired = view.image_status(name, state.now, failure, current=current)
         except Exception as error:  # render the failure instead of what could not be decided
-            desired = view.failed_image_status(name, state.now, _failure(error))
+            desired = view.failed_image_status(name, state.now, _failure(error), current=current)
         patch = model_patch(observed, desired)
         if patch is not None:
             writes.append(WriteStatus("images", namespace, name, patch, desired))

@@ -11,6 +11,7 @@ handler) is covered without calling into this module.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,9 +119,10 @@ def image_change(
     return events
 
 
-@kopf.on.event(GROUP, VERSION, "images")
+# Called by the operator's own watch of Images (handlers.image_watch), not by kopf: a kopf
+# handler on Images would make kopf watch (and hold) every Image too.
 async def image_transition(
-    *, type: str, namespace: str | None, name: str, body: kopf.Body, memo: Any, **_: Any
+    *, type: str, namespace: str | None, name: str, body: Mapping[str, Any], memo: Any, **_: Any
 ) -> None:
     state = observed(memo)
     ns = namespace or ""
