@@ -45,5 +45,5 @@ async def watch_images(
     logger: Any,
     on_event: OnEvent | None = None,
 ) -> None:
-    kind = Watched("images", record_of, on_event)
+    kind = Watched("images", record_of, on_event, kind="Image")
     await watch_records(kube, kind, scope, store=store, saw=saw, touch=touch, logger=logger)

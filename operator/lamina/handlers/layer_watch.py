@@ -22,6 +22,7 @@ from typing import Any, Generic, TypeVar
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from lamina.api.meta import GROUP, VERSION
 from lamina.domain.changes import Changes
 from lamina.domain.snapshot import ImageRecord, LayerRecord
 from lamina.handlers.indexes import layer_record
@@ -99,6 +100,7 @@ class Watched(Generic[Record]):
     plural: str
     parse: Callable[[Mapping[str, Any]], Record]
     on_event: OnEvent | None = None
+    kind: str = ""  # for the stand-in body of an object deleted while not watched
 
 
 async def _list(
@@ -126,7 +128,11 @@ async def _list(
         store.drop(namespace, name)
         touch(namespace, saw.forget(kind.plural, namespace, name))
         if kind.on_event is not None:
-            gone = {"metadata": {"namespace": namespace, "name": name}}
+            gone = {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": kind.kind,
+                "metadata": {"namespace": namespace, "name": name},
+            }
             await kind.on_event("DELETED", gone)
     store.listed.add(scope)
     return version
