@@ -37,6 +37,8 @@ from lamina.domain.reconcile import (
     WriteStatus,
     apply,
     decide,
+    decide_again,
+    outcome_changes,
 )
 from lamina.domain.snapshot import BuildJobRecord, ImageRecord, LayerRecord
 
@@ -330,6 +332,34 @@ def test_start_then_the_next_pass_sees_the_build_in_flight() -> None:
     assert ready_reason(image_write(second, "base").patch) == "Building"
     # The write carries the build fields and the conditions in one patch.
     assert image_write(second, "base").patch["build"]["phase"] == "Running"
+
+
+def test_after_outcomes_only_what_they_changed_is_rendered_again() -> None:
+    """A first pass renders everything; one build's start must not render everything again,
+    and the writes it ends with are those a whole second rendering would give."""
+    others = [img(f"app-{n}", "base") for n in range(3)]  # no status yet: each is a write
+    lone = img("lone", "elsewhere")  # not below base: untouched by its build
+    before = state(QUEUED, *others, lone)
+    first = decide(before)
+    (start,) = first.actions
+    assert isinstance(start, StartBuild)
+    outcomes = [
+        ImageChanged("ns", "base", build_started(QUEUED.status, start.plan, "lamina-b", NOW)),
+        JobCreated(job("lamina-b", QUEUED, start.plan.inputs or "")),
+    ]
+    after = apply(before, outcomes)
+    changed = outcome_changes(before, after, outcomes)
+    final = decide_again(first, after, changed)
+    whole = decide(after)
+    key = lambda w: (w.plural, w.namespace, w.name)  # noqa: E731
+    assert sorted(map(key, final.writes)) == sorted(map(key, whole.writes))
+    assert {key(w): w.patch for w in final.writes} == {key(w): w.patch for w in whole.writes}
+    assert final.rendered == whole.rendered
+    assert final.actions == whole.actions
+    # base's subtree (base and the apps below it) is what was rendered again, not lone.
+    below = {("images", "ns", name) for name in ("base", *(o.name for o in others))}
+    assert decide(after, changed).rendered == below
+    assert ("images", "ns", "lone") in final.rendered
 
 
 def test_rebase_and_build_are_never_both_decided_for_one_image() -> None:

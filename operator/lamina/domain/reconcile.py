@@ -540,6 +540,25 @@ def decide(state: ClusterState, dirty: Dirty | Iterable[str] | None = None) -> D
     return Decision(tuple(actions), tuple(writes), failed=failed, rendered=frozenset(rendered))
 
 
+def decide_again(first: Decision, state: ClusterState, changed: Dirty) -> Decision:
+    """The decision after this pass's outcomes (``state``, with ``changed`` what they
+    changed), given ``first``, the decision before them.
+
+    Only what the outcomes changed is rendered again: every other status depends on nothing
+    they touched (see :mod:`lamina.domain.changes`), so ``first``'s writes for it stand.  A
+    first pass renders every object; rendering them all again because one Image's build
+    started doubled a restart's decision time.  Actions are decided again over everything
+    (the build limit is global).
+    """
+    again = decide(state, changed)
+    kept = tuple(
+        write
+        for write in first.writes
+        if (write.plural, write.namespace, write.name) not in again.rendered
+    )
+    return replace(again, writes=kept + again.writes, rendered=first.rendered | again.rendered)
+
+
 def _render_scope(
     state: ClusterState, dirty: Dirty | Iterable[str] | None
 ) -> dict[str, Changes | None]:

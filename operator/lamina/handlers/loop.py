@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from lamina.domain.changes import Changes, ChangeSet, Dirty, merge
+from lamina.domain.changes import Changes, ChangeSet, Dirty
 from lamina.domain.reconcile import (
     ActionFailed,
     ClusterState,
@@ -35,6 +35,7 @@ from lamina.domain.reconcile import (
     WriteStatus,
     apply,
     decide,
+    decide_again,
     outcome_changes,
 )
 from lamina.domain.snapshot import Failure
@@ -180,9 +181,7 @@ class Reconciler:
         if outcomes:
             self._learn(outcomes)
             before, state = state, apply(state, outcomes)
-            changed = outcome_changes(before, state, outcomes)
-            touched = None if dirty is None else merge(dirty, changed)
-            final = decide(state, touched)
+            final = decide_again(first, state, outcome_changes(before, state, outcomes))
         self.last_pass_seconds = time.monotonic() - decided
         self._log_failures(first, logger)
         self._decided_failing = [("images", ns, name) for ns, name in final.failed]
