@@ -542,10 +542,10 @@ def kept_namespace(n: int) -> str | None:
     meta = json.loads(found)["metadata"]
     seeded = (meta.get("annotations") or {}).get(SEEDED, "")
     complete = seeded.isdigit()
+    # What the last run's restart phase added (its Image and the build Job it queued).
+    kubectl("delete", "image", "newcomer", "-n", name, "--ignore-not-found", check=False)
+    kubectl("delete", "jobs", "--all", "-n", name, "--wait=true", check=False)
     if complete and time.time() - int(seeded) < KEPT_FOR_S:
-        # What the last run's restart phase added (its Image and the build Job it queued).
-        kubectl("delete", "image", "newcomer", "-n", name, "--ignore-not-found", check=False)
-        kubectl("delete", "jobs", "--all", "-n", name, "--wait=true", check=False)
         return name
     if not complete:
         return None  # an interrupted seeding: run_one resumes it
@@ -576,7 +576,7 @@ def run_one(
         print(f"  N={n}: creating {n} Images and {len(synthetic.layers)} Layers ...", flush=True)
         began = time.monotonic()
         asyncio.run(create_all(namespace, synthetic, skip=skip))
-        kubectl("annotate", "namespace", namespace, f"{SEEDED}={int(time.time())}")
+        kubectl("annotate", "--overwrite", "namespace", namespace, f"{SEEDED}={int(time.time())}")
         print(f"  N={n}: created in {time.monotonic() - began:.0f}s", flush=True)
     print(f"  N={n}: starting the operator", flush=True)
     try:
