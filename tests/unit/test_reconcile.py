@@ -438,3 +438,29 @@ def test_a_build_queued_behind_the_limit_still_re_polls_its_parent() -> None:
         resolved=resolved(at=NOW - timedelta(seconds=2)),
     )
     assert kinds(decide(state(fresh, limit=0))) == [("ResolveParent", "base")]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        c
+        for c in CASES
+        if c.id
+        in (
+            "a running build whose Job is gone is lost",
+            "a Job for exactly these inputs is adopted, not started again",
+        )
+    ],
+    ids=lambda c: c.id,
+)
+def test_what_the_jobs_change_in_memory_is_in_the_patch(case: Case) -> None:
+    """The patch is against what the cluster holds, not the record the Jobs changed in memory
+    (a lost build, an adopted Job): the build record itself must be written."""
+    decision = decide(case.state)
+    (name,) = case.ready
+    patch = image_write(decision, name).patch
+    assert "build" in patch
+    if case.ready[name] == "BuildJobLost":
+        assert patch["build"]["failure"] == "BuildJobLost"
+    else:
+        assert patch["build"]["phase"] == "Running"

@@ -614,8 +614,14 @@ def _render(
             continue
         rendered.add(("images", namespace, name))
         failure = failed.get((namespace, name)) or _failure_of(state, ("images", namespace, name))
-        current = records[name].status  # parsed once per render (records keep it packed)
-        observed = state.written.get((namespace, name)) or current
+        # What the cluster holds (the patch is against it), and what the render starts from:
+        # the same record unless the Jobs changed it in memory (a lost build, an adopted Job).
+        # Parsed once each (records keep their status packed).
+        record, stored = records[name], state.images[namespace][name]
+        current = record.status
+        observed = state.written.get((namespace, name)) or (
+            current if record is stored else stored.status
+        )
         try:
             desired = view.image_status(name, state.now, failure, current=current)
         except Exception as error:  # render the failure instead of what could not be decided
