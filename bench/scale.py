@@ -9,15 +9,27 @@ it is not up), one namespace per N gets N Images in a forest (roots on external 
 child one to four levels below, 6 to 15 layers each, 2 to 5 of them its own) and their Layers,
 with realistic status: digests, ``builtFrom`` equal to the parent's digest, ``resolved`` for
 the roots (fresh, with a poll interval of an hour: resolution is a no-op for the run, so no
-registry is needed and no build starts), the build record and one history entry.  Conditions,
-lineage and Layer usage are left for the operator, as after an upgrade from a version that
-did not write them.  Then, per N:
+registry is needed and no build starts), the build record and one history entry, and what
+the operator itself renders from those (conditions, lineage, observedGeneration; Layer usage),
+computed with its own pure status functions: the cluster a running Lamina leaves behind, on
+which a start must write nothing.  ``--upgrade`` leaves those rendered fields out, as after an
+upgrade from a version that did not write them (every object is then written once, by
+design).  Then, per N:
 
 1. first start: the operator (``lamina operator -n NS``) is started; measured are the time
-   until every Image is Ready, the time until quiescence (10 s without a status write), the
-   peak RSS, and requests per second while idle (30 s after quiescence);
+   until every Image is Ready, the time until quiescence (10 s without a status write and
+   with the operator's CPU use under 5% of a core: it lists and renders everything even when
+   nothing is to be written), its CPU seconds until then (a figure a loaded machine inflates
+   far less than wall time), the peak RSS, and requests per second while idle (30 s after
+   quiescence);
 2. restart on the synced cluster: the operator is restarted, a new Image is created right
-   away, and the time until it has its lineage is measured, with the writes the restart made.
+   away, and the time until it has its lineage is measured, with the writes the restart made
+   and its CPU seconds.
+
+Seeding is slow on a loaded machine (two requests per object): ``--keep`` keeps the seeded
+namespace (``kept-bench-N``) and the next ``--keep`` run within 45 minutes reuses it (an
+interrupted seeding is resumed).  ``LAMINA_BENCH_PROFILE=1`` samples the operator with py-spy
+(``pip install py-spy`` into the venv) into ``.state/bench-scale/profile-N-PHASE.txt``.
 
 Writes and requests are counted by the API server (``apiserver_request_total``): status PATCHes
 of Images and Layers, and every request on Lamina's resources, Jobs and Pods (what the
@@ -35,6 +47,7 @@ import json
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -175,12 +188,68 @@ def synthesize(n: int, seed: int = 7) -> Synthetic:
     return out
 
 
-async def create_all(namespace: str, synthetic: Synthetic) -> None:
-    """Create the objects and set their status, 16 requests at a time."""
+def render_synced(synthetic: Synthetic) -> None:
+    """Complete each seeded status with what the operator itself renders for it (conditions,
+    lineage, observedGeneration; Layer usage), with its own pure status functions: the
+    cluster a running Lamina leaves behind, so a started operator has nothing to write.
+
+    Without it (``--upgrade``) the bench measures an upgrade from a version that did not
+    write those fields: every object is then written once, by design.
+    """
+    from lamina.api.layer import LayerStatus  # noqa: PLC0415
+    from lamina.domain.snapshot import (  # noqa: PLC0415
+        ImageRecord,
+        LayerRecord,
+        NamespaceSnapshot,
+        parse_status,
+    )
+
+    meta = {"generation": 1, "uid": "", "resourceVersion": "1"}
+    images = [
+        ImageRecord.parse(
+            "bench",
+            body["metadata"]["name"],
+            body["spec"],
+            synthetic.statuses[body["metadata"]["name"]],
+            meta,
+        )
+        for body in synthetic.images
+    ]
+    layers = [
+        LayerRecord(
+            namespace="bench",
+            name=name,
+            generation=1,
+            managed=True,
+            status=parse_status(LayerStatus, status),
+        )
+        for name, status in synthetic.layers.items()
+    ]
+    view = NamespaceSnapshot("bench", images, layers)
+    now = datetime.now(UTC).replace(microsecond=0)
+    dump: dict[str, Any] = {"by_alias": True, "exclude_none": True, "mode": "json"}
+    for record in images:
+        synthetic.statuses[record.name] = view.image_status(record.name, now).model_dump(**dump)
+    for record in layers:
+        synthetic.layers[record.name] = view.layer_status(record.name).model_dump(**dump)
+
+
+def existing(namespace: str, plural: str) -> set[str]:
+    out = kubectl("get", plural, "-n", namespace, "-o", "name", check=False)
+    return {line.rsplit("/", 1)[-1] for line in out.split()}
+
+
+async def create_all(
+    namespace: str, synthetic: Synthetic, in_flight: int = 48, *, skip: set[str] | None = None
+) -> None:
+    """Create the objects and set their status, ``in_flight`` objects at a time (each a
+    create and a status patch: the status subresource ignores a created object's status).
+    ``skip``: names (Images and Layers) that are there already (an interrupted seeding)."""
+    skip = skip or set()
     from lamina.kube import Kube  # noqa: PLC0415
 
     kube = await Kube.connect()
-    gate = asyncio.Semaphore(16)
+    gate = asyncio.Semaphore(in_flight)
 
     async def gated(coro: Any) -> None:
         async with gate:
@@ -201,8 +270,16 @@ async def create_all(namespace: str, synthetic: Synthetic) -> None:
         await kube.patch_status("layers", namespace, name, status)
 
     try:
-        await asyncio.gather(*(gated(layer(n, s)) for n, s in synthetic.layers.items()))
-        await asyncio.gather(*(gated(image(body)) for body in synthetic.images))
+        await asyncio.gather(
+            *(gated(layer(n, s)) for n, s in synthetic.layers.items() if n not in skip)
+        )
+        await asyncio.gather(
+            *(
+                gated(image(body))
+                for body in synthetic.images
+                if body["metadata"]["name"] not in skip
+            )
+        )
     finally:
         await kube.close()
 
@@ -276,7 +353,34 @@ def start_operator(namespace: str, log: Path, source: Path) -> subprocess.Popen[
         )
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
+def profiler(process: subprocess.Popen[bytes], out: Path) -> subprocess.Popen[bytes] | None:
+    """With LAMINA_BENCH_PROFILE=1, py-spy (if installed in the venv) samples the operator
+    into ``out`` (collapsed stacks: ``flamegraph.pl`` or speedscope read them)."""
+    spy = Path(sys.executable).parent / "py-spy"
+    if not os.environ.get("LAMINA_BENCH_PROFILE") or not spy.exists():
+        return None
+    return subprocess.Popen(
+        [
+            str(spy),
+            "record",
+            "--pid",
+            str(process.pid),
+            "--format",
+            "raw",
+            "-o",
+            str(out),
+            "--rate",
+            "50",
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def stop(process: subprocess.Popen[bytes] | None) -> None:
+    if process is None:
+        return
     process.terminate()
     try:
         process.wait(timeout=30)
@@ -298,15 +402,24 @@ def ready_count(namespace: str) -> tuple[int, int]:
     return sum(1 for line in lines if line.strip() == "True"), len(lines)
 
 
-def wait_quiet(quiet_s: float, timeout: float, started: float) -> float | None:
-    """Seconds from ``started`` until the last write before ``quiet_s`` without one."""
-    last_writes, last_change = counters()[0], time.monotonic()
+# An operator using less than this share of a core is idle (a watch's keep-alive, a timer).
+IDLE_CPU_SHARE = 0.05
+
+
+def wait_quiet(quiet_s: float, timeout: float, started: float, pid: int) -> float | None:
+    """Seconds from ``started`` until the operator's last activity before ``quiet_s`` without
+    any: a status write, or CPU use above :data:`IDLE_CPU_SHARE` (on a synced cluster a start
+    writes nothing, and is still busy listing and rendering until it is done)."""
+    last_writes, last_cpu, last_change = counters()[0], cpu_seconds(pid), time.monotonic()
+    checked = last_change
     while time.monotonic() - started < timeout:
         time.sleep(1.0)
-        writes = counters()[0]
-        if writes != last_writes:
-            last_writes, last_change = writes, time.monotonic()
-        elif time.monotonic() - last_change >= quiet_s:
+        writes, cpu, at = counters()[0], cpu_seconds(pid), time.monotonic()
+        busy = cpu - last_cpu > IDLE_CPU_SHARE * (at - checked)
+        checked, last_cpu = at, cpu
+        if writes != last_writes or busy:
+            last_writes, last_change = writes, at
+        elif at - last_change >= quiet_s:
             return last_change - started
     return None
 
@@ -323,6 +436,7 @@ class Figures:
     idle_rps: float | None = None
     new_image_s: float | None = None
     restart_writes: int = 0
+    restart_cpu_s: float = 0.0
     load: float = 0.0
 
 
@@ -330,6 +444,7 @@ def first_start(namespace: str, figures: Figures, source: Path, timeout: float, 
     writes0, _ = counters()
     started = time.monotonic()
     process = start_operator(namespace, work / f"operator-{figures.n}-first.log", source)
+    spy = profiler(process, work / f"profile-{figures.n}-first.txt")
     try:
         while time.monotonic() - started < timeout:
             ready, total = ready_count(namespace)
@@ -337,7 +452,7 @@ def first_start(namespace: str, figures: Figures, source: Path, timeout: float, 
                 figures.ready_s = time.monotonic() - started
                 break
             time.sleep(2.0)
-        figures.quiescent_s = wait_quiet(10.0, timeout, started)
+        figures.quiescent_s = wait_quiet(10.0, timeout, started, process.pid)
         figures.first_writes = counters()[0] - writes0
         figures.cpu_s = cpu_seconds(process.pid)
         figures.load = os.getloadavg()[1]
@@ -348,6 +463,7 @@ def first_start(namespace: str, figures: Figures, source: Path, timeout: float, 
             figures.idle_rps = (requests1 - requests0) / 30.0
         figures.rss_mb = peak_rss_mb(process.pid)
     finally:
+        spy_stop(spy)
         stop(process)
 
 
@@ -357,6 +473,7 @@ def restart(
     """Restart on the synced cluster, and create a new Image right away."""
     writes0, _ = counters()
     process = start_operator(namespace, work / f"operator-{figures.n}-restart.log", source)
+    spy = profiler(process, work / f"profile-{figures.n}-restart.txt")
     try:
         created = time.monotonic()
         newcomer = {
@@ -384,11 +501,22 @@ def restart(
                 figures.new_image_s = time.monotonic() - created
                 break
             time.sleep(0.25)
-        wait_quiet(10.0, timeout, created)
+        wait_quiet(10.0, timeout, created, process.pid)
+        figures.restart_cpu_s = cpu_seconds(process.pid)
         # The newcomer's own status (and its build's) is all a restart should cost.
         figures.restart_writes = counters()[0] - writes0
     finally:
+        spy_stop(spy)
         stop(process)
+
+
+def spy_stop(spy: subprocess.Popen[bytes] | None) -> None:
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        try:
+            spy.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            spy.kill()
 
 
 def settle_namespaces() -> None:
@@ -398,16 +526,59 @@ def settle_namespaces() -> None:
             kubectl("wait", "--for=delete", line, "--timeout=300s", check=False)
 
 
-def run_one(n: int, source: Path, timeout: float, work: Path) -> Figures:
+KEPT_PREFIX = "kept-bench-"
+# The roots' parents were resolved when seeded, with a poll interval of an hour: a kept
+# namespace older than this would start polling (unreachable) registries, so it is seeded anew.
+KEPT_FOR_S = 45 * 60
+SEEDED = "lamina.dev/bench-seeded"  # when the seeding finished (seconds since the epoch)
+
+
+def kept_namespace(n: int) -> str | None:
+    """A namespace an earlier ``--keep`` run seeded with N synced Images, still fresh."""
+    name = f"{KEPT_PREFIX}{n}"
+    found = kubectl("get", "namespace", name, "-o", "json", check=False)
+    if not found:
+        return None
+    meta = json.loads(found)["metadata"]
+    seeded = (meta.get("annotations") or {}).get(SEEDED, "")
+    complete = seeded.isdigit()
+    # What the last run's restart phase added (its Image and the build Job it queued).
+    kubectl("delete", "image", "newcomer", "-n", name, "--ignore-not-found", check=False)
+    kubectl("delete", "jobs", "--all", "-n", name, "--wait=true", check=False)
+    if complete and time.time() - int(seeded) < KEPT_FOR_S:
+        return name
+    if not complete:
+        return None  # an interrupted seeding: run_one resumes it
+    kubectl("delete", "namespace", name, "--wait=true", "--timeout=600s", check=False)
+    return None
+
+
+def run_one(
+    n: int, source: Path, timeout: float, work: Path, *, upgrade: bool, keep: bool
+) -> Figures:
     settle_namespaces()
-    namespace = f"bench-{n}-{uuid.uuid4().hex[:5]}"
-    kubectl("create", "namespace", namespace)
     synthetic = synthesize(n)
+    if not upgrade:
+        render_synced(synthetic)
     figures = Figures(n, len(synthetic.layers))
-    print(f"  N={n}: creating {n} Images and {len(synthetic.layers)} Layers ...", flush=True)
-    began = time.monotonic()
-    asyncio.run(create_all(namespace, synthetic))
-    print(f"  N={n}: created in {time.monotonic() - began:.0f}s; starting the operator", flush=True)
+    reused = kept_namespace(n) if keep and not upgrade else None
+    namespace = reused or (
+        f"{KEPT_PREFIX}{n}" if keep and not upgrade else f"bench-{n}-{uuid.uuid4().hex[:5]}"
+    )
+    if reused:
+        print(f"  N={n}: reusing {namespace} (seeded by an earlier --keep run)", flush=True)
+    else:
+        skip: set[str] = set()
+        if kubectl("get", "namespace", namespace, "-o", "name", check=False):
+            skip = existing(namespace, "images") | existing(namespace, "layers")  # resume
+        else:
+            kubectl("create", "namespace", namespace)
+        print(f"  N={n}: creating {n} Images and {len(synthetic.layers)} Layers ...", flush=True)
+        began = time.monotonic()
+        asyncio.run(create_all(namespace, synthetic, skip=skip))
+        kubectl("annotate", "--overwrite", "namespace", namespace, f"{SEEDED}={int(time.time())}")
+        print(f"  N={n}: created in {time.monotonic() - began:.0f}s", flush=True)
+    print(f"  N={n}: starting the operator", flush=True)
     try:
         first_start(namespace, figures, source, timeout, work)
         restart(
@@ -419,7 +590,8 @@ def run_one(n: int, source: Path, timeout: float, work: Path) -> Figures:
             work=work,
         )
     finally:
-        kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        if not keep:
+            kubectl("delete", "namespace", namespace, "--wait=false", check=False)
     return figures
 
 
@@ -430,7 +602,7 @@ def fmt(value: float | None, unit: str = "s", digits: int = 1) -> str:
     return "not reached" if value is None else f"{value:.{digits}f} {unit}".strip()
 
 
-def report(all_figures: list[Figures], label: str) -> None:
+def report(all_figures: list[Figures], label: str, *, upgrade: bool = False) -> None:
     print()
     print(
         f"Lamina scale benchmark ({label}); machine: {os.cpu_count()} CPUs, "
@@ -446,6 +618,7 @@ def report(all_figures: list[Figures], label: str) -> None:
         "idle req/s",
         "new Image after restart",
         "restart writes",
+        "restart CPU",
         "load (5 min)",
     )
     rows = [header]
@@ -461,6 +634,7 @@ def report(all_figures: list[Figures], label: str) -> None:
                 fmt(f.idle_rps, "", 2),
                 fmt(f.new_image_s),
                 f"{f.restart_writes:,}",
+                fmt(f.restart_cpu_s),
                 f"{f.load:.1f}",
             )
         )
@@ -469,12 +643,13 @@ def report(all_figures: list[Figures], label: str) -> None:
             f"target at {TARGET_N:,} / {4 * TARGET_N:,}",
             "",
             f"< {TARGETS['quiescent_s']:.0f} s",
-            "~ Images + Layers",
+            "~ Images + Layers" if upgrade else "0 (synced)",
             "~ linear",
             f"< {TARGETS['rss_mb']:.0f} MB",
             f"< {TARGETS['idle_rps']}",
             f"< {TARGETS['new_image_s']:.0f} s",
             "~ 1",
+            "~ linear",
             "",
         )
     )
@@ -542,7 +717,21 @@ def main() -> int:
         "--crds", type=Path, default=REPO / "crds", help="the CRDs to install (with --operator-src)"
     )
     parser.add_argument("--label", default="this checkout")
+    parser.add_argument(
+        "--upgrade",
+        action="store_true",
+        help="seed statuses without what the operator renders (conditions, lineage, Layer "
+        "usage), as after an upgrade from a version that did not write them: every object "
+        "is then written once",
+    )
     parser.add_argument("--timeout", type=float, default=600.0, help="per phase, seconds")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help=f"keep each seeded namespace ({KEPT_PREFIX}N) and reuse it on the next --keep "
+        f"run within {KEPT_FOR_S // 60} minutes (creating 20,000 Images takes a while); "
+        "delete it with kubectl when done",
+    )
     args = parser.parse_args()
     ensure_cluster(args.crds)
     os.environ["KUBECONFIG"] = kubeconfig()
@@ -550,8 +739,17 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     results = []
     for n in (int(size) for size in args.sizes.split(",")):
-        results.append(run_one(n, args.operator_src.resolve(), args.timeout, work))
-        report(results, args.label)
+        results.append(
+            run_one(
+                n,
+                args.operator_src.resolve(),
+                args.timeout,
+                work,
+                upgrade=args.upgrade,
+                keep=args.keep,
+            )
+        )
+        report(results, args.label, upgrade=args.upgrade)
     # Leave the cluster as found: a cluster-wide operator started next (the API tests') would
     # otherwise spend minutes on the last namespace's deletion.
     settle_namespaces()

@@ -37,6 +37,8 @@ from lamina.domain.reconcile import (
     WriteStatus,
     apply,
     decide,
+    decide_again,
+    outcome_changes,
 )
 from lamina.domain.snapshot import BuildJobRecord, ImageRecord, LayerRecord
 
@@ -332,6 +334,34 @@ def test_start_then_the_next_pass_sees_the_build_in_flight() -> None:
     assert image_write(second, "base").patch["build"]["phase"] == "Running"
 
 
+def test_after_outcomes_only_what_they_changed_is_rendered_again() -> None:
+    """A first pass renders everything; one build's start must not render everything again,
+    and the writes it ends with are those a whole second rendering would give."""
+    others = [img(f"app-{n}", "base") for n in range(3)]  # no status yet: each is a write
+    lone = img("lone", "elsewhere")  # not below base: untouched by its build
+    before = state(QUEUED, *others, lone)
+    first = decide(before)
+    (start,) = first.actions
+    assert isinstance(start, StartBuild)
+    outcomes = [
+        ImageChanged("ns", "base", build_started(QUEUED.status, start.plan, "lamina-b", NOW)),
+        JobCreated(job("lamina-b", QUEUED, start.plan.inputs or "")),
+    ]
+    after = apply(before, outcomes)
+    changed = outcome_changes(before, after, outcomes)
+    final = decide_again(first, after, changed)
+    whole = decide(after)
+    key = lambda w: (w.plural, w.namespace, w.name)  # noqa: E731
+    assert sorted(map(key, final.writes)) == sorted(map(key, whole.writes))
+    assert {key(w): w.patch for w in final.writes} == {key(w): w.patch for w in whole.writes}
+    assert final.rendered == whole.rendered
+    assert final.actions == whole.actions
+    # base's subtree (base and the apps below it) is what was rendered again, not lone.
+    below = {("images", "ns", name) for name in ("base", *(o.name for o in others))}
+    assert decide(after, changed).rendered == below
+    assert ("images", "ns", "lone") in final.rendered
+
+
 def test_rebase_and_build_are_never_both_decided_for_one_image() -> None:
     for refused in ({}, {("ns", "base"): (inputs_key("uid-base", BuiltFrom(1, P2, None)), "x")}):
         actions = decide(state(REBASING, rebase_refused=refused)).actions
@@ -408,3 +438,29 @@ def test_a_build_queued_behind_the_limit_still_re_polls_its_parent() -> None:
         resolved=resolved(at=NOW - timedelta(seconds=2)),
     )
     assert kinds(decide(state(fresh, limit=0))) == [("ResolveParent", "base")]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        c
+        for c in CASES
+        if c.id
+        in (
+            "a running build whose Job is gone is lost",
+            "a Job for exactly these inputs is adopted, not started again",
+        )
+    ],
+    ids=lambda c: c.id,
+)
+def test_what_the_jobs_change_in_memory_is_in_the_patch(case: Case) -> None:
+    """The patch is against what the cluster holds, not the record the Jobs changed in memory
+    (a lost build, an adopted Job): the build record itself must be written."""
+    decision = decide(case.state)
+    (name,) = case.ready
+    patch = image_write(decision, name).patch
+    assert "build" in patch
+    if case.ready[name] == "BuildJobLost":
+        assert patch["build"]["failure"] == "BuildJobLost"
+    else:
+        assert patch["build"]["phase"] == "Running"

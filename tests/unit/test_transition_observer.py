@@ -67,3 +67,16 @@ def test_queue_and_running_gauges_follow_the_images() -> None:
     assert sample("lamina_builds_running") == 1
     image_change(state, "ns", queued, None)
     assert sample("lamina_build_queue_length") == 0
+
+
+def test_the_gauges_count_each_image_once_however_often_it_is_seen() -> None:
+    state = Observed()
+    running = ImageFacts(name="r", uid="r", build_phase="Running")
+    image_change(state, "ns", None, running)
+    image_change(state, "ns", running, running)  # the echo of a write: the same facts
+    assert sample("lamina_builds_running") == 1
+    done = replace(running, build_phase="Succeeded")
+    image_change(state, "ns", running, done)
+    assert sample("lamina_builds_running") == 0
+    image_change(state, "ns", done, None)
+    assert (state.queued, state.running) == (0, 0)

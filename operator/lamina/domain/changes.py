@@ -120,7 +120,7 @@ def _same_image(before: ImageRecord, after: ImageRecord) -> bool:
         and before.spec_error == after.spec_error
         and before.status_unreadable == after.status_unreadable
         and before.spec == after.spec
-        and before.status == after.status
+        and before.status_json == after.status_json
     )
 
 

@@ -267,7 +267,7 @@ def _resolve_due(record: ImageRecord, now: datetime, polled: Mapping[str, dateti
     spec = record.spec
     if spec is None or spec.parent.ref is None or spec.commit is not None:
         return None
-    resolved = record.status.resolved
+    resolved = record.resolved
     if resolved is None or resolved.ref != spec.parent.ref or resolved.resolved_at is None:
         return spec.parent.ref
     every = timedelta(seconds=duration_seconds(spec.parent.poll_interval))
@@ -278,7 +278,7 @@ def _resolve_due(record: ImageRecord, now: datetime, polled: Mapping[str, dateti
 
 def _too_old_to_build_on(record: ImageRecord, state: ClusterState) -> bool:
     """The parent's digest was resolved too long ago (or never) to start a build on it."""
-    resolved = record.status.resolved
+    resolved = record.resolved
     spec = record.spec
     if spec is None or resolved is None or resolved.ref != spec.parent.ref:
         return True
@@ -294,7 +294,7 @@ def _source_too_old_to_build_on(record: ImageRecord, state: ClusterState) -> boo
     starve the build either."""
     spec = record.spec
     git = spec.build.context.git if spec and spec.build and spec.build.context else None
-    source = record.status.source
+    source = record.source
     if git is None or source is None or (source.url, source.revision) != (git.url, git.revision):
         return True
     if source.resolved_at is None or source.commit is None:
@@ -317,7 +317,7 @@ def _source_due(
     if git is None:
         return None
     key = source_key(git.url, git.revision, record.namespace, record.name)
-    source = record.status.source
+    source = record.source
     same = source is not None and (source.url, source.revision) == (git.url, git.revision)
     last = [source.resolved_at] if same and source and source.resolved_at else []
     if same and key in polled:
@@ -340,8 +340,8 @@ def _rebase_wanted(record: ImageRecord, plan: BuildPlan) -> bool:
     return (
         record.spec is not None
         and record.spec.rebuild.strategy == "Rebase"
-        and record.status.digest is not None
-        and record.status.built_from is not None
+        and record.digest is not None
+        and record.built_from is not None
         and bool(plan.reasons)
         and all(reason.kind == PARENT_CHANGED for reason in plan.reasons)
     )
@@ -371,7 +371,7 @@ def _with_job_facts(
     now: datetime,
 ) -> ImageRecord:
     """The record with what the Jobs say and status does not: a lost Job, an adopted one."""
-    build = record.status.build
+    build = record.build_record
     if build is not None and build.phase == "Running" and build.job is not None:
         if build.job not in jobs:
             lost = build_failed(
@@ -399,7 +399,7 @@ def _image_action(
     """The one thing to do for this Image this pass (or a Candidate for a build slot)."""
     if record.spec is None:
         return None
-    build = record.status.build
+    build = record.build_record
     running = build is not None and build.phase == "Running"
     if running and build is not None:
         job = state.jobs.get(build.job or "")
@@ -546,6 +546,25 @@ def decide(state: ClusterState, dirty: Dirty | Iterable[str] | None = None) -> D
     return Decision(tuple(actions), tuple(writes), failed=failed, rendered=frozenset(rendered))
 
 
+def decide_again(first: Decision, state: ClusterState, changed: Dirty) -> Decision:
+    """The decision after this pass's outcomes (``state``, with ``changed`` what they
+    changed), given ``first``, the decision before them.
+
+    Only what the outcomes changed is rendered again: every other status depends on nothing
+    they touched (see :mod:`lamina.domain.changes`), so ``first``'s writes for it stand.  A
+    first pass renders every object; rendering them all again because one Image's build
+    started doubled a restart's decision time.  Actions are decided again over everything
+    (the build limit is global).
+    """
+    again = decide(state, changed)
+    kept = tuple(
+        write
+        for write in first.writes
+        if (write.plural, write.namespace, write.name) not in again.rendered
+    )
+    return replace(again, writes=kept + again.writes, rendered=first.rendered | again.rendered)
+
+
 def _render_scope(
     state: ClusterState, dirty: Dirty | Iterable[str] | None
 ) -> dict[str, Changes | None]:
@@ -601,11 +620,18 @@ def _render(
             continue
         rendered.add(("images", namespace, name))
         failure = failed.get((namespace, name)) or _failure_of(state, ("images", namespace, name))
-        observed = state.written.get((namespace, name)) or state.images[namespace][name].status
+        # What the cluster holds (the patch is against it), and what the render starts from:
+        # the same record unless the Jobs changed it in memory (a lost build, an adopted Job).
+        # Parsed once each (records keep their status packed).
+        record, stored = records[name], state.images[namespace][name]
+        current = record.status
+        observed = state.written.get((namespace, name)) or (
+            current if record is stored else stored.status
+        )
         try:
-            desired = view.image_status(name, state.now, failure)
+            desired = view.image_status(name, state.now, failure, current=current)
         except Exception as error:  # render the failure instead of what could not be decided
-            desired = view.failed_image_status(name, state.now, _failure(error))
+            desired = view.failed_image_status(name, state.now, _failure(error), current=current)
         patch = model_patch(observed, desired)
         if patch is not None:
             writes.append(WriteStatus("images", namespace, name, patch, desired))

@@ -9,15 +9,23 @@ statuses, and a snapshot that already matches yields nothing to write.
 from __future__ import annotations
 
 import heapq
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Any
+from typing import Any, overload
 
 from pydantic import ValidationError
 
-from lamina.api.image import ImageSpec, ImageStatus
+from lamina.api.image import (
+    BuildStatus,
+    BuiltFromStatus,
+    ImageSpec,
+    ImageStatus,
+    ResolvedParent,
+    ResolvedSource,
+)
 from lamina.api.layer import USED_BY_SAMPLE, LayerStatus
 from lamina.domain.builds import BuildPlan, BuildState, plan_namespace
 from lamina.domain.conditions import (
@@ -48,9 +56,72 @@ class Failure:
     retry_at: datetime | None = None
 
 
+class _PackedStatus:
+    """An Image's status kept as its JSON, parsed again only when read.
+
+    The operator holds every Image of the cluster in memory, and a parsed ImageStatus (its
+    conditions, layers, lineage, build record: some 170 pydantic objects) is about 18 KB
+    where its JSON is about 4 KB: at 5,000 Images the parsed models were most of the peak
+    memory.  A pass reads the whole status only of the Images it renders or acts on; what it
+    reads of every Image (the tree and build facts, the layer list) is taken out once, when
+    the status is set (see :class:`_StatusFacts`).
+    """
+
+    def __set_name__(self, owner: type[Any], name: str) -> None:
+        self._packed = f"_{name}_json"
+        self._facts = f"_{name}_facts"
+
+    @overload
+    def __get__(self, record: None, owner: type[Any] | None = None) -> None: ...
+    @overload
+    def __get__(self, record: object, owner: type[Any] | None = None) -> ImageStatus: ...
+    def __get__(self, record: object, owner: type[Any] | None = None) -> ImageStatus | None:
+        if record is None:
+            return None  # the dataclass field's default: an empty status
+        return ImageStatus.model_validate_json(record.__dict__[self._packed])
+
+    def __set__(self, record: object, status: ImageStatus | None) -> None:
+        # A frozen dataclass sets its fields once, in __init__ (and replace() makes a new one).
+        status = status if status is not None else _EMPTY_STATUS
+        record.__dict__[self._packed] = status.model_dump_json(by_alias=True)
+        record.__dict__[self._facts] = _StatusFacts.of(status)
+
+
+@dataclass(frozen=True, slots=True)
+class _StatusFacts:
+    """What a pass reads of every Image's status, small enough to keep parsed."""
+
+    digest: str | None
+    resolved: ResolvedParent | None
+    source: ResolvedSource | None
+    built_from: BuiltFromStatus | None
+    build: BuildStatus | None
+    layers: tuple[tuple[str, bool], ...]
+
+    @classmethod
+    def of(cls, status: ImageStatus) -> _StatusFacts:
+        return cls(
+            digest=status.digest,
+            resolved=status.resolved,
+            source=status.source,
+            built_from=status.built_from,
+            build=status.build,
+            # Layers are shared by many Images: one string per digest, not one per listing.
+            layers=tuple((sys.intern(layer.digest), layer.own) for layer in status.layers or []),
+        )
+
+
+_EMPTY_STATUS = ImageStatus()
+
+
 @dataclass(frozen=True)
 class ImageRecord:
-    """An Image as last seen: identity, parsed spec (None when unreadable) and status."""
+    """An Image as last seen: identity, parsed spec (None when unreadable) and status.
+
+    ``status`` is kept packed (see :class:`_PackedStatus`): each read parses it, so code
+    that reads one field of every Image uses the facts (``digest``, ``resolved``,
+    ``build_record`` ...) instead, and a renderer reads the status once.
+    """
 
     namespace: str
     name: str
@@ -61,7 +132,7 @@ class ImageRecord:
     trigger: str | None = None
     spec: ImageSpec | None = None
     spec_error: str | None = None
-    status: ImageStatus = field(default_factory=ImageStatus)
+    status: _PackedStatus = _PackedStatus()
     # The stored status could not be read (someone mangled it): its layers are unknown.
     status_unreadable: bool = False
 
@@ -101,10 +172,41 @@ class ImageRecord:
             status_unreadable=parsed_status is None,
         )
 
+    @property
+    def _facts(self) -> _StatusFacts:
+        facts: _StatusFacts = self.__dict__["_status_facts"]
+        return facts
+
+    @property
+    def status_json(self) -> str:
+        """The status as packed: equal statuses pack to equal text."""
+        packed: str = self.__dict__["_status_json"]
+        return packed
+
+    @property
+    def digest(self) -> str | None:
+        return self._facts.digest
+
+    @property
+    def resolved(self) -> ResolvedParent | None:
+        return self._facts.resolved
+
+    @property
+    def source(self) -> ResolvedSource | None:
+        return self._facts.source
+
+    @property
+    def built_from(self) -> BuiltFromStatus | None:
+        return self._facts.built_from
+
+    @property
+    def build_record(self) -> BuildStatus | None:
+        return self._facts.build
+
     @cached_property
     def current_ref_digest(self) -> str | None:
         """What the parent ref resolved to; a resolution of an earlier ref says nothing."""
-        resolved = self.status.resolved
+        resolved = self.resolved
         ref = self.spec.parent.ref if self.spec else None
         return resolved.digest if resolved is not None and resolved.ref == ref else None
 
@@ -117,7 +219,7 @@ class ImageRecord:
             if self.spec and self.spec.build and self.spec.build.context
             else None
         )
-        source = self.status.source
+        source = self.source
         if git is None or source is None:
             return None
         return source.commit if (source.url, source.revision) == (git.url, git.revision) else None
@@ -129,7 +231,7 @@ class ImageRecord:
             name=self.name,
             parent_image=spec.parent.image if spec else None,
             parent_ref=spec.parent.ref if spec else None,
-            digest=self.status.digest,
+            digest=self.digest,
             parent_ref_digest=self.current_ref_digest,
             committed_by=spec.commit.name if spec and spec.commit else None,
         )
@@ -140,8 +242,8 @@ class ImageRecord:
         spec = self.spec
         if spec is None:
             return None
-        built = self.status.built_from
-        build = self.status.build
+        built = self.built_from
+        build = self.build_record
         git = spec.build.context.git if spec.build and spec.build.context else None
         return BuildState(
             name=self.name,
@@ -153,7 +255,7 @@ class ImageRecord:
             strategy=spec.rebuild.strategy,
             trigger=self.trigger,
             committed=spec.commit is not None,
-            digest=self.status.digest,
+            digest=self.digest,
             built_from=BuiltFrom(
                 built.generation, built.parent_digest, built.trigger, built.source_commit
             )
@@ -169,9 +271,7 @@ class ImageRecord:
 
     @cached_property
     def layers(self) -> ImageLayers:
-        return ImageLayers(
-            self.name, tuple((layer.digest, layer.own) for layer in self.status.layers or [])
-        )
+        return ImageLayers(self.name, self._facts.layers)
 
 
 @dataclass(frozen=True)
@@ -286,15 +386,23 @@ class NamespaceSnapshot:
             record.build for record in self.images.values() if record.build is not None
         )
 
-    def image_status(self, name: str, now: datetime, failure: Failure | None = None) -> ImageStatus:
+    def image_status(
+        self,
+        name: str,
+        now: datetime,
+        failure: Failure | None = None,
+        *,
+        current: ImageStatus | None = None,
+    ) -> ImageStatus:
         """The status ``name`` should have: its recorded build fields, with conditions,
         lineage and observedGeneration decided from the tree, the build plan and the layers.
 
         A failure while handling the Image (an unreadable spec, an error the API returned for
-        it) replaces the kstatus summary with Stalled and that reason.
+        it) replaces the kstatus summary with Stalled and that reason.  ``current``: the
+        record's status, when the caller has it parsed already.
         """
         record = self.images[name]
-        current = record.status
+        current = current if current is not None else record.status
         verdicts: list[Verdict]
         tree = decide_tree_status(
             name, self.graph, self.namespace, self.build_plans.get(name), current
@@ -318,10 +426,12 @@ class NamespaceSnapshot:
             }
         )
 
-    def failed_image_status(self, name: str, now: datetime, failure: Failure) -> ImageStatus:
+    def failed_image_status(
+        self, name: str, now: datetime, failure: Failure, *, current: ImageStatus | None = None
+    ) -> ImageStatus:
         """Only the failure, for an Image whose status could not be decided at all."""
         record = self.images[name]
-        current = record.status
+        current = current if current is not None else record.status
         conditions = merge_conditions(
             current.conditions, failure_verdicts(failure), generation=record.generation, now=now
         )

@@ -337,7 +337,7 @@ class BuildExecutor:
         outcomes: list[Outcome] = []
         for namespace, images in state.images.items():
             for name, record in images.items():
-                build = record.status.build
+                build = record.build_record  # not .status: parsed on each read
                 if build is None or build.phase != "Running" or (namespace, name) in collected:
                     continue
                 job = state.jobs.get(build.job or "")

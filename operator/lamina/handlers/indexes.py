@@ -1,11 +1,11 @@
-"""In-memory indexes of Images (kept by kopf from its watch), and records of Layers and Jobs.
+"""Records of Images, Layers and build Jobs as the operator keeps them in memory.
 
 They are the operator's one source of truth: the reconcile pass decides from them (with the
 operator's own writes the watches have not echoed yet, see :mod:`lamina.handlers.state`), so
-no pass lists anything from the API; the periodic resync is the only relist.  kopf keeps them
-current from the same watch streams that trigger the handlers, at no extra request, and starts
-no handler before every index holds its initial listing.  Layers and build Jobs are kept by the
-operator's own watches (:mod:`lamina.handlers.layer_watch`, :class:`OwnBuildJobs`).
+no pass lists anything from the API; the periodic resync is the only relist.  The operator's
+own watches keep them current (:mod:`lamina.handlers.image_watch`,
+:mod:`lamina.handlers.layer_watch`, :class:`OwnBuildJobs`), and the loop starts only once every
+scope has been listed.
 """
 
 from __future__ import annotations
@@ -14,10 +14,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-import kopf
-
 from lamina.api.layer import LayerStatus
-from lamina.api.meta import GROUP, VERSION
 from lamina.domain.build_job import (
     ANNOTATION_IMAGE_NAME,
     LABEL_IMAGE_NAME,
@@ -29,7 +26,6 @@ from lamina.domain.build_job import (
 from lamina.domain.layers import Advisory
 from lamina.domain.snapshot import BuildJobRecord, ImageRecord, LayerRecord, parse_status
 from lamina.handlers.jobs import finished
-from lamina.handlers.metrics import EVENTS
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 BUILD_JOBS = "build"  # the key all build Jobs are indexed under
@@ -78,36 +74,6 @@ def job_record(name: str, labels: Mapping[str, str], body: Mapping[str, Any]) ->
         inputs=labels.get(LABEL_INPUTS),
         finished=finished(body),
     )
-
-
-def touched(memo: Any, kind: str, namespace: str | None, record: ImageRecord | LayerRecord) -> None:
-    """The object changed: tell the loop what that changes.
-
-    Said from the indexer, which kopf runs for every watch event anyway, so no handler has to
-    run per event (kopf's per-handler work dominated a start on thousands of objects).
-    """
-    EVENTS.labels(kind).inc()
-    reconciler = getattr(memo, "reconciler", None)
-    if reconciler is not None:
-        reconciler.touch(namespace, reconciler.view.saw(record))
-
-
-# Coroutines, though they do no I/O: kopf runs a plain function in a thread pool, a thread
-# hop per watch event (and the loop's dirty set would be touched from another thread).
-@kopf.index(GROUP, VERSION, "images")
-async def image_index(
-    *,
-    namespace: str | None,
-    name: str,
-    spec: kopf.Spec,
-    status: kopf.Status,
-    meta: kopf.Meta,
-    memo: Any,
-    **_: Any,
-) -> dict[str | None, ImageRecord]:
-    record = image_record(namespace or "", name, spec, status, meta)
-    touched(memo, "images", namespace, record)
-    return {namespace: record}
 
 
 class OwnBuildJobs:

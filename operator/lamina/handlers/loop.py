@@ -14,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from lamina.domain.changes import Changes, ChangeSet, Dirty, merge
+from lamina.domain.changes import Changes, ChangeSet, Dirty
 from lamina.domain.reconcile import (
     ActionFailed,
     ClusterState,
@@ -35,6 +35,7 @@ from lamina.domain.reconcile import (
     WriteStatus,
     apply,
     decide,
+    decide_again,
     outcome_changes,
 )
 from lamina.domain.snapshot import Failure
@@ -83,12 +84,6 @@ class Reconciler:
     _logged: dict[tuple[str, str], str] = field(default_factory=dict)
     _decided_failing: list[ObjectKey] = field(default_factory=list)
 
-    def attach(self, handler_kwargs: Mapping[str, Any]) -> None:
-        """kopf passes its live indexes to every handler: keep them, once."""
-        if not self.view.attached:
-            self.view.attach(handler_kwargs["image_index"])
-        self.wake.set()
-
     def touch(self, namespace: str | None, changes: Changes | None = None) -> None:
         """Something changed: in ``namespace`` (None: anywhere), ``changes`` (None: any of
         it).  An empty change (the echo of our own write) needs no pass."""
@@ -112,7 +107,7 @@ class Reconciler:
         return taken.frozen()
 
     async def run_forever(self, logger: Any) -> None:
-        while not self.view.attached:  # kopf calls no handler before its indexes are full
+        while not self.view.attached:  # every scope's Images and Layers listed
             await self.wake.wait()
             self.wake.clear()
         while True:
@@ -186,9 +181,7 @@ class Reconciler:
         if outcomes:
             self._learn(outcomes)
             before, state = state, apply(state, outcomes)
-            changed = outcome_changes(before, state, outcomes)
-            touched = None if dirty is None else merge(dirty, changed)
-            final = decide(state, touched)
+            final = decide_again(first, state, outcome_changes(before, state, outcomes))
         self.last_pass_seconds = time.monotonic() - decided
         self._log_failures(first, logger)
         self._decided_failing = [("images", ns, name) for ns, name in final.failed]

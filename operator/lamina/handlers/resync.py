@@ -2,7 +2,7 @@
 
 The loop renders a namespace's statuses when something in it changes; a patch that failed is
 retried only on the next change.  So every ``resync_seconds`` the operator lists each scope's
-Images and Layers afresh (two LIST requests per watched scope, not one per object: the only
+Images and Layers afresh (LIST requests in pages per watched scope, not one per object: the only
 relist the operator makes) and runs one pass on that state, which writes whatever differs.
 kopf's own timers are not used for this: they put a finalizer on every object, which would
 block namespace deletion whenever the operator is down.
@@ -19,6 +19,7 @@ from typing import Any
 from lamina.domain.reconcile import ClusterState
 from lamina.domain.snapshot import ImageRecord, LayerRecord
 from lamina.handlers.indexes import image_record, layer_record
+from lamina.handlers.layer_watch import PAGE
 from lamina.handlers.loop import Reconciler
 from lamina.handlers.state import ClusterView
 from lamina.handlers.tree import StatusWriter
@@ -30,19 +31,23 @@ async def listed_state(kube: Kube, namespaces: list[str], base: ClusterState) ->
     images: dict[str, dict[str, ImageRecord]] = defaultdict(dict)
     layers: dict[str, dict[str, LayerRecord]] = defaultdict(dict)
     scopes: list[str | None] = [*namespaces] or [None]
+    # In pages, each read into its record at once: the whole listing's bodies at once were
+    # the operator's peak memory on thousands of objects.
     for scope in scopes:
-        for obj in await kube.list_objects("images", scope):
-            meta = obj["metadata"]
-            ns, name = meta["namespace"], meta["name"]
-            images[ns][name] = image_record(
-                ns, name, obj.get("spec") or {}, obj.get("status") or {}, meta
-            )
-        for obj in await kube.list_objects("layers", scope):
-            meta = obj["metadata"]
-            ns, name = meta["namespace"], meta["name"]
-            layers[ns][name] = layer_record(
-                ns, name, obj.get("spec") or {}, obj.get("status") or {}, meta
-            )
+        async for page, _ in kube.list_pages("images", scope, PAGE):
+            for obj in page:
+                meta = obj["metadata"]
+                ns, name = meta["namespace"], meta["name"]
+                images[ns][name] = image_record(
+                    ns, name, obj.get("spec") or {}, obj.get("status") or {}, meta
+                )
+        async for page, _ in kube.list_pages("layers", scope, PAGE):
+            for obj in page:
+                meta = obj["metadata"]
+                ns, name = meta["namespace"], meta["name"]
+                layers[ns][name] = layer_record(
+                    ns, name, obj.get("spec") or {}, obj.get("status") or {}, meta
+                )
     return ClusterState(
         now=base.now,
         images=dict(images),

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import kopf
@@ -24,8 +25,9 @@ from lamina.domain.build_job import LABEL_PURPOSE, BuildSettings
 from lamina.domain.buildah_job import BuildahSettings
 from lamina.domain.changes import Changes
 from lamina.domain.sbom_scan import ScanSettings
-from lamina.handlers import commits, kopf_readiness, no_diffbase, resync
+from lamina.handlers import commits, kopf_readiness, no_diffbase, resync, transitions
 from lamina.handlers.builds import BuildExecutor, buildkitd_settings
+from lamina.handlers.image_watch import ImageStore, watch_images
 from lamina.handlers.indexes import OwnBuildJobs
 from lamina.handlers.jobs import watch_own_jobs
 from lamina.handlers.layer_watch import LayerStore, watch_layers
@@ -47,6 +49,7 @@ def reconciler_for(memo: Any) -> Reconciler:
     view = ClusterView()
     view.job_index = memo.own_build_jobs
     view.layer_index = memo.layer_store
+    view.image_index = memo.image_store
     install(view)
     view.scanning = bool(config.sbom_scanner_image)
     reconciler = Reconciler(
@@ -207,24 +210,41 @@ async def configure(
         memo.config = OperatorConfig.from_env()
     memo.own_build_jobs = OwnBuildJobs()
     memo.layer_store = LayerStore(memo.config.namespaces or [None])
+    memo.image_store = ImageStore(memo.config.namespaces or [None])
     memo.reconciler = reconciler_for(memo)
     reconciler = memo.reconciler
 
-    def touch_layers(namespace: str, changes: Changes) -> None:
+    def touch_loop(namespace: str, changes: Changes) -> None:
         reconciler.touch(namespace or None, changes)
 
+    async def image_event(event: str, body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        await transitions.image_transition(
+            type=event,
+            namespace=meta.get("namespace"),
+            name=str(meta.get("name", "")),
+            body=body,
+            memo=memo,
+        )
+
+    # Layers and Images are kept by the operator's own watches, not kopf's (see layer_watch
+    # and image_watch: kopf's per-object machinery was most of a start's time and memory).
     memo.layer_tasks = [
         asyncio.create_task(
-            watch_layers(
+            watch(
                 memo.kube,
                 scope,
-                store=memo.layer_store,
+                store=store,
                 saw=reconciler.view,
-                touch=touch_layers,
+                touch=touch_loop,
                 logger=logger,
             )
         )
-        for scope in memo.layer_store.scopes
+        for watch, store in (
+            (watch_layers, memo.layer_store),
+            (partial(watch_images, on_event=image_event), memo.image_store),
+        )
+        for scope in store.scopes
     ]
     memo.reconciler_task = asyncio.create_task(memo.reconciler.run_forever(logger))
     memo.jobs_task = asyncio.create_task(

@@ -1,4 +1,4 @@
-"""The cluster as the next pass must see it: kopf's indexes, plus the operator's own writes.
+"""The cluster as the next pass must see it: the watched stores, plus the operator's own writes.
 
 A status patch the operator just made reaches the index only when its watch event arrives; a
 pass that ran in between would decide on the old status and write the same patch again (or,
@@ -70,7 +70,7 @@ class _Overlay(Generic[Record]):
 
 
 class ClusterView:
-    """kopf's live indexes (attached by the first handler call) and the operator's writes."""
+    """The watched stores of Images, Layers and Jobs, and the operator's writes."""
 
     def __init__(self) -> None:
         self.image_index: Mapping[Any, Any] | None = None
@@ -111,11 +111,15 @@ class ClusterView:
     @property
     def attached(self) -> bool:
         """Whether kopf handed over its Image index, and the Layers are listed."""
-        return self.image_index is not None and bool(getattr(self.layer_index, "ready", True))
+        return (
+            self.image_index is not None
+            and bool(getattr(self.image_index, "ready", True))
+            and bool(getattr(self.layer_index, "ready", True))
+        )
 
     def attach(self, image_index: Any, layer_index: Any | None = None) -> None:
-        # job_index and (in the operator) layer_index are the operator's own watches' (see
-        # indexes.OwnBuildJobs, layer_watch.LayerStore), set at start.
+        # In the operator all three are the operator's own watches' stores (see
+        # image_watch.ImageStore, layer_watch.LayerStore, indexes.OwnBuildJobs), set at start.
         self.image_index = image_index
         if layer_index is not None:
             self.layer_index = layer_index

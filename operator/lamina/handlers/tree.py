@@ -1,8 +1,9 @@
-"""Status writes, and the Image and Layer events that wake the reconcile loop.
+"""Status writes: what the reconcile loop decided, written where it differs.
 
-Events carry no work of their own: kopf has already put the new object in its index, and the
-indexer marked the namespace dirty.  The loop decides every status of a dirty namespace in
-one pass and :class:`StatusWriter` writes those that differ, at most once per object per pass;
+Events carry no work of their own: the watches (:mod:`lamina.handlers.image_watch`,
+:mod:`lamina.handlers.layer_watch`) have already put the new object in the store and told the
+loop what changed.  The loop decides the statuses that change can affect in one pass and
+:class:`StatusWriter` writes those that differ, at most once per object per pass;
 each answer goes into the operator's view at once, so the next pass never rewrites it from a
 stale index.
 """
@@ -15,12 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-import kopf
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from lamina.api.image import ImageStatus
 from lamina.api.layer import LayerStatus
-from lamina.api.meta import GROUP, VERSION
 from lamina.domain.reconcile import ClusterState, WriteStatus
 from lamina.handlers.api_errors import api_error
 from lamina.handlers.indexes import image_record, layer_record
@@ -132,26 +131,3 @@ class StatusWriter:
             )
         self.view.layers.wrote(layer, written, key)
         self.view.saw(written)
-
-
-def needed(memo: Any, type: str | None = None, **_: Any) -> bool:
-    """Whether an event needs a handler: until the loop holds the indexes, and deletions
-    (kopf drops a deleted object from its index without calling the indexer)."""
-    reconciler = getattr(memo, "reconciler", None)
-    return reconciler is not None and (not reconciler.view.attached or type == "DELETED")
-
-
-def wake(memo: Any, plural: str, namespace: str | None, kwargs: dict[str, Any]) -> None:
-    reconciler = memo.reconciler
-    reconciler.attach(kwargs)
-    if kwargs.get("type") == "DELETED" and namespace:
-        reconciler.touch(namespace, reconciler.view.forget(plural, namespace, kwargs["name"]))
-
-
-# The indexer says what changed (see indexes.touched), so this handler runs only for deletions
-# and until the loop holds kopf's live index, which kopf hands to handlers once the index
-# holds its initial listing: that is the loop's signal to start (with the Layers listed, see
-# layer_watch).
-@kopf.on.event(GROUP, VERSION, "images", when=needed)
-async def image_event(*, namespace: str | None, memo: Any, **kwargs: Any) -> None:
-    wake(memo, "images", namespace, kwargs)
