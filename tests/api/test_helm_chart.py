@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lamina.domain.sbom_scan import SCAN_PURPOSE
 from tests.conftest import (
     REPO,
     KubeCluster,
@@ -244,6 +245,11 @@ def test_the_build_network_policy_confines_build_pods_when_enabled(
         spec = policy["spec"]
         labels = _build_pod_labels()
         assert spec["podSelector"]["matchLabels"].items() <= labels.items()
+        # Build pods and SBOM scan pods (a crafted file in the scanned image may own syft).
+        (purpose,) = spec["podSelector"]["matchExpressions"]
+        assert purpose["key"] == "lamina.dev/purpose" and purpose["operator"] == "In"
+        assert labels["lamina.dev/purpose"] in purpose["values"]
+        assert SCAN_PURPOSE in purpose["values"]
         assert spec["policyTypes"] == ["Ingress", "Egress"] and spec["ingress"] == []
         registries, world, dns = spec["egress"]
         assert registries == {

@@ -28,6 +28,7 @@ from lamina.domain.reconcile import (
     ImageChanged,
     Outcome,
 )
+from lamina.domain.sbom_scan import ScanImage, ScanSettings, scan_job_name
 from lamina.domain.snapshot import ImageRecord
 from lamina.handlers.builds import BuildExecutor
 from lamina.oci.hosts import RegistryHosts
@@ -195,3 +196,40 @@ def test_a_late_outcome_keeps_what_a_poll_wrote_while_its_action_ran() -> None:
         assert late.status.resolved == polled  # and the newer poll, not the old status's
 
     asyncio.run(scenario())
+
+
+def test_waiting_scans_take_no_place_from_another_namespaces_collect() -> None:
+    """Four early namespaces with Images waiting for a scan slot: they hold none of the 16
+    registry places, the victim's finished build is collected in the same pass, and a scan
+    with a finished Job to collect goes first among the scans, one at a time."""
+    waiting = [
+        record(f"a-{n}", f"i{m}", f"u{n}{m}", "r.example") for n in range(4) for m in range(5)
+    ]
+    done = record("b-done", "app", "ud", "r.example")
+    victim = record("victim", "app", "uv", "r.example")
+    ran = executor({("victim", "app"): 0.0, ("b-done", "app"): 0.0})
+    ran.scan_settings = ScanSettings(namespace="ops", image="syft:test", limit=2)
+    ran.__post_init__()
+    # Both scan slots are taken by running Jobs; b-done's Job has finished.
+    for running in waiting[:2]:
+        ran.scans.jobs[scan_job_name(running.uid, "sha256:" + "1" * 64)] = {"status": {}}
+    ran.scans.jobs[scan_job_name(done.uid, "sha256:" + "2" * 64)] = {
+        "status": {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
+    }
+    scans = [ScanImage(r.namespace, r.name, "sha256:" + "1" * 64) for r in waiting]
+    scans.append(ScanImage("b-done", "app", "sha256:" + "2" * 64))
+    everything = state(*waiting, done, victim)
+    actionable = ran.scans.actionable(scans, everything.images, NOW)
+    assert [(a.namespace, a.name) for a in actionable] == [("b-done", "app")]
+
+    seen: list[tuple[str, str]] = []
+
+    async def one(
+        session: aiohttp.ClientSession, action: Action, state: ClusterState, logger: Any
+    ) -> list[Outcome]:
+        seen.append((action.namespace, action.name))  # type: ignore[union-attr]
+        return []
+
+    ran._one = one  # type: ignore[method-assign]
+    asyncio.run(ran.execute([*scans, CollectBuild("victim", "app", "j")], everything, LOG))
+    assert sorted(seen) == [("b-done", "app"), ("victim", "app")]

@@ -496,3 +496,11 @@ def test_a_buildah_build_s_provenance_says_buildah_the_parent_and_the_inputs() -
         "finishedOn": "2026-12-01T12:00:00Z",
     }
     assert predicate["buildDefinition"]["internalParameters"]["builderImage"] == "buildah:1"
+
+
+def test_an_sbom_of_too_many_json_values_is_refused_before_it_is_parsed() -> None:
+    """12 MiB of ``[[],[],…]`` would be four million Python lists in the operator."""
+    hostile = b'{"spdxVersion": "SPDX-2.3", "x": [' + b"[]," * 700_000 + b"[]]}"
+    with pytest.raises(ScanResultInvalid, match="JSON values, more than the 600,000"):
+        parse_sbom(hostile, SCANNED)
+    parse_sbom(SYFT_DOCUMENT, SCANNED)  # a real syft document is far under the bound

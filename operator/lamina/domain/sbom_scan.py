@@ -85,6 +85,11 @@ SCRATCH_DIR = "/tmp"
 # The SPDX document as syft prints it: a large Debian image's is a few MiB.  The statement
 # that wraps it must stay under what signing reads back (lamina.domain.signatures: 16 MiB).
 SBOM_MAX_BYTES = 12 * 1024 * 1024
+# JSON values in those bytes (a count of the separators and brackets, which a string's own
+# characters can only raise): what parsing makes Python objects of. 12 MiB of ``[[],[],…]``
+# would otherwise be four million lists, some 300 MiB in the operator; syft's documents have
+# one separator per 30 bytes or so, so real SBOMs up to the byte limit pass.
+SBOM_MAX_VALUES = 600_000
 RETRY_FIRST = timedelta(seconds=30)
 RETRY_MAX = timedelta(hours=1)
 _DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
@@ -315,6 +320,12 @@ def parse_sbom(data: bytes, digest: str) -> dict[str, Any]:
         raise ScanResultInvalid(f"the scan printed more than {SBOM_MAX_BYTES} bytes")
     if not data.strip():
         raise ScanResultInvalid("the scan printed nothing")
+    values = sum(data.count(separator) for separator in (b",", b":", b"[", b"{"))
+    if values > SBOM_MAX_VALUES:
+        raise ScanResultInvalid(
+            f"the scan printed {values:,} JSON values, more than the {SBOM_MAX_VALUES:,} an "
+            "SBOM is read with"
+        )
     try:
         document = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as error:

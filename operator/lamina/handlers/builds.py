@@ -181,6 +181,8 @@ class BuildExecutor:
         init=False, default_factory=dict
     )
     _timeouts: dict[tuple[str, str], int] = field(init=False, default_factory=dict)
+    # The Image whose scan is among those in flight (one at a time), if any.
+    _scan_keys: set[tuple[str, str]] = field(init=False, default_factory=set)
 
     def __post_init__(self) -> None:
         self.resolver = ParentResolver(self.hosts)
@@ -203,9 +205,18 @@ class BuildExecutor:
         have their own budgets, run beside them; the API-only actions meanwhile.
         """
         outcomes = self._late_outcomes(state)
-        registry_bound = self._admitted(
-            [a for a in actions if isinstance(a, CollectBuild | RebaseImage | ScanImage)]
+        # Builds' actions first; of the scans only those that would act now (one collect at
+        # a time: an SBOM is parsed whole), so waiting scans hold no place.
+        scans = self.scans.actionable(
+            [a for a in actions if isinstance(a, ScanImage)], state.images, state.now
         )
+        self._scan_keys &= self._in_flight.keys()
+        wanted: list[RegistryAction] = [
+            a for a in actions if isinstance(a, CollectBuild | RebaseImage)
+        ]
+        if not self._scan_keys:
+            wanted += scans[:1]
+        registry_bound = self._admitted(wanted)
         tasks = [self._launch(action, state, logger) for action in registry_bound]
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
             polled = asyncio.gather(
@@ -217,6 +228,12 @@ class BuildExecutor:
                 ),
             )
             for action in actions:
+                # Not for an Image whose registry action outlived its pass: its late outcome
+                # would overwrite the new build's record (one action per Image at a time).
+                if isinstance(action, StartBuild) and (action.namespace, action.name) in (
+                    self._in_flight
+                ):
+                    continue
                 if isinstance(action, StartBuild | DeleteJob):
                     try:
                         outcomes += await self._one(session, action, state, logger)
@@ -249,7 +266,7 @@ class BuildExecutor:
             if (action.namespace, action.name) in self._in_flight:
                 continue
             if sum(running.values()) >= self.max_registry_actions:
-                break
+                break  # builds' actions come first: what is left out is a scan's, or waits
             if running.get(action.namespace, 0) >= self.max_registry_actions_per_namespace:
                 continue
             running[action.namespace] = running.get(action.namespace, 0) + 1
@@ -261,6 +278,8 @@ class BuildExecutor:
     ) -> asyncio.Task[list[Outcome]]:
         key = (action.namespace, action.name)
         task = asyncio.create_task(self._bounded(action, state, logger))
+        if isinstance(action, ScanImage):
+            self._scan_keys.add(key)
         # Until this pass takes its outcomes, a later one does (should this one fail).
         self._in_flight[key] = task
         started = state.images[action.namespace][action.name]

@@ -168,6 +168,34 @@ class ScanExecutor:
                 outcomes.append(outcome)
         return outcomes
 
+    def actionable(
+        self,
+        actions: Sequence[ScanImage],
+        images: Mapping[str, Mapping[str, ImageRecord]],
+        now: datetime,
+    ) -> list[ScanImage]:
+        """The scans that would do something now: a finished Job to collect, or a Job to
+        start with a slot free, neither in back-off.  The build pass admits only these (and
+        collects first), so scans that wait take no registry place from anyone's build."""
+        if not self.enabled:
+            return []
+        collect: list[ScanImage] = []
+        start: list[ScanImage] = []
+        for action in actions:
+            record = images.get(action.namespace, {}).get(action.name)
+            if record is None or record.spec is None:
+                continue
+            attempt = self.attempts.get((record.uid, action.digest))
+            if attempt is not None and attempt.retry_at > now:
+                continue
+            job = self.jobs.get(scan_job_name(record.uid, action.digest))
+            if job is None:
+                start.append(action)
+            elif finished(job):
+                collect.append(action)
+        free = max(self.settings.limit - self._running(), 0)
+        return collect + start[:free]
+
     async def _one(
         self,
         session: aiohttp.ClientSession,
@@ -178,10 +206,10 @@ class ScanExecutor:
     ) -> Outcome | None:
         name = scan_job_name(record.uid, digest)
         job = self.jobs.get(name)
+        attempt = self.attempts.get((record.uid, digest))
+        if attempt is not None and attempt.retry_at > now:
+            return None  # a failed collect waits its back-off too
         if job is None:
-            attempt = self.attempts.get((record.uid, digest))
-            if attempt is not None and attempt.retry_at > now:
-                return None
             if self._running() >= self.settings.limit:
                 return None  # a slot frees when a scan finishes (its Job event wakes the loop)
             self._starting += 1
@@ -296,9 +324,10 @@ class ScanExecutor:
         meta = job["metadata"]
         outcome = await job_outcome(self.kube, job)
         if outcome.state != "succeeded":
-            said = (outcome.termination_message or "").strip()[-300:]
+            # The Job's and the kubelet's words only: the pod's own termination message is
+            # whatever the scanned image made syft write.
             reason = outcome.exit_reason or outcome.job_reason or "Failed"
-            raise ScanJobFailed(f"the scan Job failed ({reason}){': ' + said if said else ''}")
+            raise ScanJobFailed(f"the scan Job failed ({reason})")
         pods = await self.kube.list_pods(meta["namespace"], f"job-name={meta['name']}")
         done = [p for p in pods if (p.get("status") or {}).get("phase") == "Succeeded"]
         if not done:
