@@ -73,17 +73,21 @@ class RequestLog:
     sent: dict[int, int] = field(default_factory=dict)  # request index -> body bytes sent
     finished: set[int] = field(default_factory=set)  # request indexes answered in full
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Requests before the last clear(): indexes never repeat, so an answer an earlier test's
+    # connection is still sending never counts as this test's.
+    cleared: int = 0
 
     def add(self, request: Request) -> int:
         with self.lock:
             self.requests.append(request)
-            return len(self.requests) - 1
+            return self.cleared + len(self.requests) - 1
 
     def to(self, origin: str) -> list[Request]:
         return [r for r in self.requests if r.origin == origin]
 
     def clear(self) -> None:
         with self.lock:
+            self.cleared += len(self.requests)
             self.requests.clear()
             self.sent.clear()
             self.finished.clear()
@@ -93,7 +97,7 @@ class RequestLog:
         with self.lock:
             return [
                 r
-                for i, r in enumerate(self.requests)
+                for i, r in enumerate(self.requests, start=self.cleared)
                 if r.origin == origin and i not in self.finished
             ]
 

@@ -100,14 +100,14 @@ from lamina.handlers.jobs import job_outcome
 from lamina.handlers.parent_resolver import ParentResolver
 from lamina.handlers.provenance import attach_buildah_provenance, is_buildah
 from lamina.handlers.recording import ensure_layers
-from lamina.handlers.registry_access import PushSecretError, docker_config_of
+from lamina.handlers.registry_access import PushSecretError, docker_config_of, output_registry
 from lamina.handlers.scans import ScanExecutor
 from lamina.handlers.signing import SigningError, SigningKeys
 from lamina.handlers.source_resolver import SourceRequest, SourceResolver
 from lamina.kube import Kube
 from lamina.kube.client import describe_error
 from lamina.oci.attach import push_attested
-from lamina.oci.client import Manifest, RegistryClient, sha256_digest
+from lamina.oci.client import Manifest, sha256_digest
 from lamina.oci.errors import RegistryError
 from lamina.oci.hosts import RegistryHosts
 from lamina.oci.reference import InvalidReference, Reference, parse_reference
@@ -705,19 +705,6 @@ class BuildExecutor:
 
     # -- rebase ----------------------------------------------------------------------------
 
-    def _registry_for(
-        self, record: ImageRecord, docker_config: str | None, session: aiohttp.ClientSession
-    ) -> RegistryClient:
-        assert record.spec is not None
-        target = parse_reference(record.spec.output.repository)
-        return RegistryClient(
-            session,
-            insecure=self.hosts.insecure
-            | ({target.registry} if record.spec.output.insecure else set()),
-            docker_config=json.loads(docker_config) if docker_config else None,
-            retries=2,
-        )
-
     def _parent_repository(self, action: RebaseImage) -> Reference:
         """Where the parent's digests are read from (mirrors applied for external parents)."""
         parsed = parse_reference(action.parent_repository)
@@ -747,7 +734,7 @@ class BuildExecutor:
         target = parse_reference(f"{spec.output.repository}@{status.digest}")
         parent_repo = self._parent_repository(action)
         try:
-            client = self._registry_for(record, await self._docker_config(record), session)
+            client = output_registry(record, self.hosts, await self._docker_config(record), session)
             # An index when the build attached attestations: its image is what is rebased.
             image_manifest, _ = await client.resolve_image(target)
             image_config = json.loads(
@@ -866,7 +853,9 @@ class BuildExecutor:
         try:
             pushed = result.digest
             if is_buildah(job):  # Buildah writes no provenance: the operator does
-                client = self._registry_for(record, await self._docker_config(record), session)
+                client = output_registry(
+                    record, self.hosts, await self._docker_config(record), session
+                )
                 pushed = await attach_buildah_provenance(
                     client, record, job, result.digest, state.now
                 )
@@ -914,7 +903,7 @@ class BuildExecutor:
         spec = record.spec
         assert spec is not None and build.wanted is not None
         target = parse_reference(f"{spec.output.repository}@{digest}")
-        reader = self._registry_for(record, await self._docker_config(record), session)
+        reader = output_registry(record, self.hosts, await self._docker_config(record), session)
         image, index = await reader.resolve_image(target)
         attestations = await reader.attestations(target, index, image.digest)
         manifest = image.json()

@@ -14,8 +14,10 @@ from typing import Any
 import aiohttp
 
 from lamina.domain.attestation_index import AttestationFact
+from lamina.domain.snapshot import ImageRecord
 from lamina.oci.client import RegistryClient, platform_descriptor
 from lamina.oci.errors import RegistryResponseInvalid
+from lamina.oci.hosts import RegistryHosts
 from lamina.oci.reference import parse_reference
 
 
@@ -25,6 +27,24 @@ class PushSecretError(Exception):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+def output_registry(
+    record: ImageRecord,
+    hosts: RegistryHosts,
+    docker_config: str | None,
+    session: aiohttp.ClientSession,
+) -> RegistryClient:
+    """A client for the Image's output repository: plain HTTP where the registry settings or
+    the Image's ``output.insecure`` say so, with the Image's own push credentials only."""
+    assert record.spec is not None
+    target = parse_reference(record.spec.output.repository)
+    return RegistryClient(
+        session,
+        insecure=hosts.insecure | ({target.registry} if record.spec.output.insecure else set()),
+        docker_config=json.loads(docker_config) if docker_config else None,
+        retries=2,
+    )
 
 
 def docker_config_of(secret: Mapping[str, Any] | None, namespace: str, name: str) -> str:

@@ -58,11 +58,10 @@ from lamina.domain.signatures import STATEMENT_MAX_BYTES
 from lamina.domain.snapshot import ImageRecord
 from lamina.handlers.api_errors import api_error
 from lamina.handlers.jobs import finished, job_outcome
-from lamina.handlers.registry_access import PushSecretError, docker_config_of
+from lamina.handlers.registry_access import PushSecretError, docker_config_of, output_registry
 from lamina.handlers.signing import SigningError, SigningKeys
 from lamina.kube import Kube
 from lamina.oci.attach import push_documents
-from lamina.oci.client import RegistryClient
 from lamina.oci.errors import RegistryError
 from lamina.oci.hosts import RegistryHosts
 from lamina.oci.reference import InvalidReference, parse_reference
@@ -338,19 +337,6 @@ class ScanExecutor:
         # A few MiB of hostile JSON: parsed off the event loop.
         return await asyncio.to_thread(parse_sbom, data, digest)
 
-    def _client(
-        self, record: ImageRecord, docker_config: str | None, session: aiohttp.ClientSession
-    ) -> RegistryClient:
-        assert record.spec is not None
-        target = parse_reference(record.spec.output.repository)
-        return RegistryClient(
-            session,
-            insecure=self.hosts.insecure
-            | ({target.registry} if record.spec.output.insecure else set()),
-            docker_config=json.loads(docker_config) if docker_config else None,
-            retries=2,
-        )
-
     async def _attach(
         self,
         session: aiohttp.ClientSession,
@@ -363,7 +349,7 @@ class ScanExecutor:
         the registry now backs, and the statement's digest."""
         spec, status = record.spec, record.status
         assert spec is not None
-        client = self._client(record, await self._docker_config(record), session)
+        client = output_registry(record, self.hosts, await self._docker_config(record), session)
         top = status.index_digest or digest
         target = parse_reference(f"{spec.output.repository}@{top}")
         image, index = await client.resolve_image(target)
