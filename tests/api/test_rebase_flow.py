@@ -80,7 +80,11 @@ def test_a_moved_parent_is_rebased_without_a_build(
     operator_ns = f"lamina-{uuid.uuid4().hex[:6]}"
     kube.kubectl("create", "namespace", operator_ns, check=True)
     try:
-        with build_loop_operator(kube, registry, tmp_path, operator_ns):
+        # Only this test's namespace: an earlier test's Image whose namespace is still being
+        # deleted would otherwise get a build Job here, and "no Job ran" would be false.
+        with build_loop_operator(
+            kube, registry, tmp_path, operator_ns, LAMINA_NAMESPACES=namespace
+        ):
 
             def ready_reason() -> str | None:
                 for c in (kube.get("image", "child", namespace) or {}).get("status", {}).get(
