@@ -235,7 +235,26 @@ RUNNING: list[tuple[NodeCluster, str, str]] = []
 def operator_log(kube: NodeCluster, namespace: str, deployment: str) -> str:
     logs = kube.kubectl("logs", "-n", namespace, f"deployment/{deployment}", "--tail=400")
     pods = kube.kubectl("get", "pods", "-n", namespace, "-o", "wide")
-    return f"{logs.stdout}{logs.stderr}\n{pods.stdout}"
+    # Which image each container ran and how it ended: "Completed" alone says neither.
+    containers = kube.kubectl(
+        "get",
+        "pods",
+        "-n",
+        namespace,
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name}{range .status.initContainerStatuses[*]}"
+        " init:{.image}={.state}{end}{range .status.containerStatuses[*]} {.image}={.state}{end}"
+        "{'\\n'}{end}",
+    )
+    return f"{logs.stdout}{logs.stderr}\n{pods.stdout}\n{containers.stdout}"
+
+
+def objects_of(kube: NodeCluster, namespace: str) -> str:
+    """The test namespace's Lamina objects with their status, for a failure report."""
+    found = kube.kubectl(
+        "get", "images,containercommits", "-n", namespace, "-o", "yaml", "--ignore-not-found"
+    )
+    return f"{found.stdout}{found.stderr}"
 
 
 @pytest.hookimpl(wrapper=True)
@@ -246,6 +265,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             report.sections.append(
                 (f"operator log ({namespace})", operator_log(kube, namespace, deployment))
             )
+        tenant = item.funcargs.get("ns") if isinstance(item, pytest.Function) else None
+        if isinstance(tenant, str):
+            kube = RUNNING[0][0]
+            report.sections.append((f"objects in {tenant}", objects_of(kube, tenant)))
     return report
 
 
