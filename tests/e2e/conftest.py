@@ -286,6 +286,11 @@ def node_operator(kube: NodeCluster, log: Path, **settings: str) -> Iterator[str
             "LAMINA_CONTAINERD_STATE": str(runtime / "state"),
             **settings,
         }
+    if RUNNING:
+        # Two operators at once both reconcile every Image, each with its own settings: a
+        # test would watch whichever won (a builder that pulls built what the test wanted to
+        # see fail to pull).
+        raise AssertionError(f"an operator is still installed in {RUNNING[0][1]}")
     image = lamina_image(kube.registry)
     kube.kubectl("apply", "--server-side", "-f", str(REPO / "charts" / "lamina" / "crds"))
     kube.ok(

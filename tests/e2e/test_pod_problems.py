@@ -51,13 +51,14 @@ def copy_image(source: str, target: str) -> None:
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def missing_committer(
-    node_cluster: NodeCluster, tmp_path_factory: pytest.TempPathFactory
+    node_cluster: NodeCluster, tmp_path: Path
 ) -> Iterator[tuple[NodeCluster, str]]:
+    # Not module-scoped: the next test installs an operator of its own, and two at once
+    # would both reconcile its Image (the other one, with a builder that pulls, built it).
     missing = f"{node_cluster.registry}/e2e/missing-{uuid.uuid4().hex[:6]}/lamina:v1"
-    log = tmp_path_factory.mktemp("pull-operator") / "operator.log"
-    with node_operator(node_cluster, log, LAMINA_COMMITTER_IMAGE=missing):
+    with node_operator(node_cluster, tmp_path / "operator.log", LAMINA_COMMITTER_IMAGE=missing):
         yield node_cluster, missing
 
 
