@@ -218,7 +218,11 @@ async def test_manifest_put_exact_bytes_and_index_resolution(served) -> None:  #
     index = json.dumps(
         {
             "manifests": [
-                {"digest": image.digest, "platform": {"os": "linux", "architecture": "amd64"}}
+                {
+                    "mediaType": image.media_type,
+                    "digest": image.digest,
+                    "platform": {"os": "linux", "architecture": "amd64"},
+                }
             ]
         }
     ).encode()

@@ -244,7 +244,11 @@ async def test_an_index_digest_that_is_a_path_is_refused(
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
         "manifests": [
-            {"digest": "../../../etc", "platform": {"os": "linux", "architecture": "amd64"}}
+            {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": "../../../etc",
+                "platform": {"os": "linux", "architecture": "amd64"},
+            }
         ],
     }
     hostile.registry.on("GET", MANIFEST_PATH, manifest(index, index["mediaType"]))  # type: ignore[arg-type]

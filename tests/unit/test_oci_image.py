@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,14 @@ from lamina.oci.image import (
     commit_manifest,
     select_platform,
 )
-from lamina.oci.mediatypes import DOCKER_CONFIG, DOCKER_LAYER_GZIP, OCI_LAYER_ZSTD
+from lamina.oci.mediatypes import (
+    DOCKER_CONFIG,
+    DOCKER_LAYER_GZIP,
+    DOCKER_MANIFEST,
+    OCI_INDEX,
+    OCI_LAYER_ZSTD,
+    OCI_MANIFEST,
+)
 
 L1 = "sha256:" + "1" * 64
 NEW = NewLayer("sha256:" + "2" * 64, "sha256:" + "3" * 64, 123, "gzip")
@@ -98,13 +106,32 @@ def test_manifest_is_oci_with_translated_parent_types_and_base_annotations() -> 
     assert again.digest == blob.digest  # deterministic bytes
 
 
+def _entry(digest: str, architecture: str, media_type: str = OCI_MANIFEST) -> dict[str, Any]:
+    platform = {"os": "linux", "architecture": architecture}
+    return {"mediaType": media_type, "digest": digest, "size": 1, "platform": platform}
+
+
 def test_select_platform_from_an_index() -> None:
-    index = {
-        "manifests": [
-            {"digest": "sha256:arm", "platform": {"os": "linux", "architecture": "arm64"}},
-            {"digest": "sha256:amd", "platform": {"os": "linux", "architecture": "amd64"}},
-        ]
-    }
+    index = {"manifests": [_entry("sha256:arm", "arm64"), _entry("sha256:amd", "amd64")]}
     assert select_platform(index)["digest"] == "sha256:amd"
     with pytest.raises(LookupError, match=r"no linux/s390x manifest.*linux/amd64"):
         select_platform(index, architecture="s390x")
+
+
+@pytest.mark.parametrize(
+    "media_type",
+    [OCI_INDEX, "application/vnd.docker.distribution.manifest.list.v2+json", None, "x/y"],
+)
+def test_an_entry_that_is_not_an_image_manifest_is_never_the_platforms_image(
+    media_type: str | None,
+) -> None:
+    # A hostile parent index names a nested index (or leaves the type out) for linux/amd64:
+    # pinned, no build could use it.
+    nested = _entry("sha256:nested", "amd64", media_type or "")
+    if media_type is None:
+        del nested["mediaType"]
+    with pytest.raises(LookupError, match=r"no linux/amd64 manifest.*1 other entries are not"):
+        select_platform({"manifests": [nested]})
+    # Listed beside a real image manifest, the image manifest is taken whatever the order.
+    index = {"manifests": [nested, _entry("sha256:amd", "amd64", DOCKER_MANIFEST)]}
+    assert select_platform(index)["digest"] == "sha256:amd"

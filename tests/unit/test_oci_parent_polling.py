@@ -140,6 +140,25 @@ async def test_a_registry_without_head_is_read_with_get(hostile: Hostiles, clock
     assert asked(hostile) == ["HEAD", "GET"]
 
 
+async def test_a_nested_index_named_for_the_platform_is_never_pinned(
+    hostile: Hostiles, clock: Clock
+) -> None:
+    nested = {
+        "mediaType": OCI_INDEX,
+        "digest": sha(b"nested"),
+        "size": 6,
+        "platform": {"os": "linux", "architecture": "amd64"},
+    }
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [nested]}
+    hostile.plain.on("*", PATH, manifest(index, OCI_INDEX))
+    results = await resolver_for(hostile, clock).resolve_refs({"busybox": None})
+    assert results["busybox"].digest is None
+    assert results["busybox"].message == (
+        f"RegistryResponseInvalid: {hostile.plain.address}: library/busybox: no linux/amd64 "
+        "manifest in the index; it has [] (1 other entries are not image manifests)"
+    )
+
+
 async def test_an_index_is_checked_for_the_platform_without_another_pull(
     hostile: Hostiles, clock: Clock
 ) -> None:
@@ -147,7 +166,11 @@ async def test_an_index_is_checked_for_the_platform_without_another_pull(
         "schemaVersion": 2,
         "mediaType": OCI_INDEX,
         "manifests": [
-            {"digest": sha(b"arm"), "platform": {"os": "linux", "architecture": "arm64"}}
+            {
+                "mediaType": OCI_MANIFEST,
+                "digest": sha(b"arm"),
+                "platform": {"os": "linux", "architecture": "arm64"},
+            }
         ],
     }
     hostile.plain.on("*", PATH, manifest(index, OCI_INDEX))

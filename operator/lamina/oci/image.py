@@ -34,7 +34,7 @@ from datetime import datetime
 from typing import Any
 
 from lamina.domain.attestation_index import is_attestation
-from lamina.oci.mediatypes import OCI_CONFIG, OCI_MANIFEST, as_oci, layer_media_type
+from lamina.oci.mediatypes import MANIFESTS, OCI_CONFIG, OCI_MANIFEST, as_oci, layer_media_type
 
 BASE_DIGEST = "org.opencontainers.image.base.digest"
 BASE_NAME = "org.opencontainers.image.base.name"
@@ -217,17 +217,20 @@ def select_platform(
     """The manifest descriptor of an index for one platform (amd64's variant is ignored).
 
     Attestation manifests (BuildKit's SBOM and provenance, Lamina's own) are never a
-    platform's image, whatever platform they claim.
+    platform's image, whatever platform they claim; nor is an entry that does not say it is an
+    image manifest (the OCI spec requires the descriptor's ``mediaType``): a nested index
+    there would be pinned as the parent's image, which no build can use.
 
     The index is registry input: the error names at most a few of its platforms, and only
     names that look like platform names.
     """
     manifests = index.get("manifests")
-    entries = (
+    listed = (
         [d for d in manifests if isinstance(d, Mapping) and not is_attestation(d)]
         if isinstance(manifests, list)
         else []
     )
+    entries = [d for d in listed if d.get("mediaType") in MANIFESTS]
 
     def platform(descriptor: Mapping[str, Any]) -> Mapping[str, Any]:
         found = descriptor.get("platform")
@@ -250,8 +253,10 @@ def select_platform(
             }
         )
         more = f" and {len(seen) - _PLATFORMS_SHOWN} more" if len(seen) > _PLATFORMS_SHOWN else ""
+        passed_over = len(listed) - len(entries)
+        other = f" ({passed_over} other entries are not image manifests)" if passed_over else ""
         raise LookupError(
             f"no {os_name}/{architecture} manifest in the index; it has "
-            f"{seen[:_PLATFORMS_SHOWN]}{more}"
+            f"{seen[:_PLATFORMS_SHOWN]}{more}{other}"
         )
     return dict(candidates[0])
