@@ -438,6 +438,7 @@ class Figures:
     restart_writes: int = 0
     restart_cpu_s: float = 0.0
     load: float = 0.0
+    ran: tuple[str, ...] = ("first", "restart")
 
 
 def first_start(namespace: str, figures: Figures, source: Path, timeout: float, work: Path) -> None:
@@ -503,6 +504,7 @@ def restart(
             time.sleep(0.25)
         wait_quiet(10.0, timeout, created, process.pid)
         figures.restart_cpu_s = cpu_seconds(process.pid)
+        figures.load = figures.load or os.getloadavg()[1]
         # The newcomer's own status (and its build's) is all a restart should cost.
         figures.restart_writes = counters()[0] - writes0
     finally:
@@ -530,6 +532,7 @@ KEPT_PREFIX = "kept-bench-"
 # The roots' parents were resolved when seeded, with a poll interval of an hour: a kept
 # namespace older than this would start polling (unreachable) registries, so it is seeded anew.
 KEPT_FOR_S = 45 * 60
+PHASES = ("first", "restart")
 SEEDED = "lamina.dev/bench-seeded"  # when the seeding finished (seconds since the epoch)
 
 
@@ -554,13 +557,20 @@ def kept_namespace(n: int) -> str | None:
 
 
 def run_one(
-    n: int, source: Path, timeout: float, work: Path, *, upgrade: bool, keep: bool
+    n: int,
+    source: Path,
+    timeout: float,
+    work: Path,
+    *,
+    upgrade: bool,
+    keep: bool,
+    phases: tuple[str, ...] = PHASES,
 ) -> Figures:
     settle_namespaces()
     synthetic = synthesize(n)
     if not upgrade:
         render_synced(synthetic)
-    figures = Figures(n, len(synthetic.layers))
+    figures = Figures(n, len(synthetic.layers), ran=phases)
     reused = kept_namespace(n) if keep and not upgrade else None
     namespace = reused or (
         f"{KEPT_PREFIX}{n}" if keep and not upgrade else f"bench-{n}-{uuid.uuid4().hex[:5]}"
@@ -580,15 +590,17 @@ def run_one(
         print(f"  N={n}: created in {time.monotonic() - began:.0f}s", flush=True)
     print(f"  N={n}: starting the operator", flush=True)
     try:
-        first_start(namespace, figures, source, timeout, work)
-        restart(
-            namespace,
-            synthetic.images[-1]["metadata"]["name"],
-            figures,
-            source=source,
-            timeout=timeout,
-            work=work,
-        )
+        if "first" in phases:
+            first_start(namespace, figures, source, timeout, work)
+        if "restart" in phases:
+            restart(
+                namespace,
+                synthetic.images[-1]["metadata"]["name"],
+                figures,
+                source=source,
+                timeout=timeout,
+                work=work,
+            )
     finally:
         if not keep:
             kubectl("delete", "namespace", namespace, "--wait=false", check=False)
@@ -621,20 +633,22 @@ def report(all_figures: list[Figures], label: str, *, upgrade: bool = False) -> 
         "restart CPU",
         "load (5 min)",
     )
-    rows = [header]
+    rows: list[tuple[str, ...]] = [header]
     for f in all_figures:
+        first = (
+            fmt(f.ready_s),
+            fmt(f.quiescent_s),
+            f"{f.first_writes:,}",
+            fmt(f.cpu_s),
+            fmt(f.rss_mb, "MB", 0),
+            fmt(f.idle_rps, "", 2),
+        )
+        again = (fmt(f.new_image_s), f"{f.restart_writes:,}", fmt(f.restart_cpu_s))
         rows.append(
             (
                 f"{f.n:,} / {f.layers:,}",
-                fmt(f.ready_s),
-                fmt(f.quiescent_s),
-                f"{f.first_writes:,}",
-                fmt(f.cpu_s),
-                fmt(f.rss_mb, "MB", 0),
-                fmt(f.idle_rps, "", 2),
-                fmt(f.new_image_s),
-                f"{f.restart_writes:,}",
-                fmt(f.restart_cpu_s),
+                *(first if "first" in f.ran else ("not run",) * len(first)),
+                *(again if "restart" in f.ran else ("not run",) * len(again)),
                 f"{f.load:.1f}",
             )
         )
@@ -732,7 +746,16 @@ def main() -> int:
         f"run within {KEPT_FOR_S // 60} minutes (creating 20,000 Images takes a while); "
         "delete it with kubectl when done",
     )
+    parser.add_argument(
+        "--phases",
+        default=",".join(PHASES),
+        help="which phases to run: first,restart (restart alone on a --keep namespace is "
+        "the quick loop for restart work: the cluster is synced already)",
+    )
     args = parser.parse_args()
+    phases = tuple(args.phases.split(","))
+    if unknown := set(phases) - set(PHASES):
+        parser.error(f"unknown phases {sorted(unknown)}: choose from {list(PHASES)}")
     ensure_cluster(args.crds)
     os.environ["KUBECONFIG"] = kubeconfig()
     work = REPO / ".state" / "bench-scale"
@@ -747,6 +770,7 @@ def main() -> int:
                 work,
                 upgrade=args.upgrade,
                 keep=args.keep,
+                phases=phases,
             )
         )
         report(results, args.label, upgrade=args.upgrade)
