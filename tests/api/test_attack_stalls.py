@@ -170,6 +170,46 @@ def test_an_oversized_build_context_does_not_stop_builds_elsewhere(tenants: Tena
     assert PASS_FAILED not in tenants.operator.log.read_text(errors="replace")
 
 
+def test_an_image_over_128_kib_does_not_stop_the_watches(tenants: Tenants) -> None:
+    """The operator reads its lists and watches of Images as raw event streams
+    (lamina.kube.streams): an event line of hundreds of KiB (over aiohttp's default line
+    limit of 128 KiB) must come out whole, or one tenant's Image would stop the watch that
+    every tenant's Images come through.  200 KiB of annotations here, and 64 build arguments
+    of 3 KiB, which its build Job carries too."""
+    kube, registry = tenants.operator.kube, tenants.registry
+    huge = json.loads(image("huge", {"ref": tenants.ref}, registry))
+    huge["metadata"]["annotations"] = {"example.com/notes": "n" * 200_000}
+    huge["spec"]["build"]["args"] = {f"ARG_{k}": "v" * 3_000 for k in range(64)}
+    kube.kubectl("create", "-n", tenants.big, "-f", "-", input=json.dumps(huge), check=True)
+
+    def huge_job() -> list[dict[str, Any]]:
+        return [
+            job
+            for job in build_jobs(kube, tenants.operator.home, tenants.big)
+            if job["metadata"]["annotations"].get("lamina.dev/image-name") == "huge"
+        ]
+
+    # The huge Image was seen and built like any other; its Job is over 128 KiB as well.
+    job = wait_for(huge_job, timeout=60, what="the huge Image's build Job")[0]
+    assert len(json.dumps(job)) > 128 * 1024
+    wait_for(
+        lambda: (
+            (condition(kube.get("image", "huge", tenants.big), "Ready") or {}).get("reason")
+            == "Building"
+        ),
+        timeout=60,
+        what="the huge Image's status",
+    )
+    kube.apply(image("after-huge", {"ref": tenants.ref}, registry), tenants.victim)
+    wait_for(
+        lambda: tenants.victim_job("after-huge"),
+        timeout=60,
+        what="the victim's build Job after the huge Image",
+    )
+    said = tenants.operator.log.read_text(errors="replace")
+    assert "LineTooLong" not in said and "watching images" not in said, said[-3000:]
+
+
 def test_commits_of_one_tenant_are_bounded(
     crds_installed: KubeCluster, namespace: str, tmp_path: Path
 ) -> None:

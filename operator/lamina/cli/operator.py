@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server  # noqa: PLC0415
 
     from lamina.handlers import registry  # noqa: PLC0415, F401 - registers the handlers.
+    from lamina.handlers.heap import tune_collector  # noqa: PLC0415
     from lamina.handlers.setup import check_before_start  # noqa: PLC0415
     from lamina.logging_setup import configure_logging  # noqa: PLC0415
 
@@ -70,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     if config.metrics_port:
         start_http_server(config.metrics_port)
     liveness = f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None
+    tune_collector()
     asyncio.run(
         kopf.operator(
             clusterwide=not config.namespaces,

@@ -116,7 +116,7 @@ async def _list(
     before = set(store.in_scope(scope))
     version = ""
     async for items, listed_at in kube.list_pages(kind.plural, scope, PAGE):
-        version = listed_at
+        version = listed_at or version
         for obj in items:
             record = kind.parse(obj)
             before.discard((record.namespace, record.name))
@@ -161,9 +161,13 @@ async def watch_records(
                 version = await _list(kube, kind, scope, store=store, saw=saw, touch=touch)
                 touch_ready(touch)
             async for event, obj in kube.watch_objects(kind.plural, scope, version):
-                EVENTS.labels(kind.plural).inc()
                 meta = obj.get("metadata") or {}
+                # A bookmark moves the version on too: a watch resumed after a quiet spell
+                # starts from it, not from one the server no longer has (410: a relist).
                 version = str(meta.get("resourceVersion") or version)
+                if event == "BOOKMARK":
+                    continue
+                EVENTS.labels(kind.plural).inc()
                 namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
                 if event == "DELETED":
                     store.drop(namespace, name)

@@ -41,6 +41,7 @@ from lamina.domain.reconcile import (
 from lamina.domain.snapshot import Failure
 from lamina.handlers.builds import BuildExecutor
 from lamina.handlers.failures import report_failure
+from lamina.handlers.heap import settle_heap
 from lamina.handlers.state import ClusterView
 from lamina.handlers.tree import StatusWriter
 
@@ -110,6 +111,7 @@ class Reconciler:
         while not self.view.attached:  # every scope's Images and Layers listed
             await self.wake.wait()
             self.wake.clear()
+        settle_heap()  # the listed records are the long-lived heap (see lamina.handlers.heap)
         while True:
             # Fold a burst of events into one pass; and wait at least as long as the last
             # pass took, so deciding never takes more than half of the loop's time.

@@ -17,8 +17,11 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from lamina.api.meta import GROUP, VERSION
 from lamina.domain.api_failures import ApiFailure
+from lamina.kube.streams import ends_initial_events, event_of, json_lines
 
 MERGE_PATCH = "application/merge-patch+json"
+# How long one watch request lasts before the server ends it (the caller watches again).
+WATCH_SECONDS = 300
 
 
 def api_failure(error: BaseException) -> ApiFailure | None:
@@ -68,6 +71,8 @@ class Kube:
         self._custom = client.CustomObjectsApi(api)
         self._core = client.CoreV1Api(api)
         self._batch = client.BatchV1Api(api)
+        # Whether the API server offers streaming lists (None: not asked yet).
+        self._streamed_lists: bool | None = None
 
     @classmethod
     async def connect(cls) -> Kube:
@@ -117,8 +122,56 @@ class Kube:
     async def list_pages(
         self, plural: str, namespace: str | None, limit: int = 500
     ) -> AsyncIterator[tuple[list[dict[str, Any]], str]]:
-        """The objects in pages of ``limit`` (so a big listing is never all in memory at
-        once), each with the list's resourceVersion (to watch from, after the last page)."""
+        """The objects in batches of at most ``limit`` (so a big listing is never all in
+        memory at once), each with the list's resourceVersion (to watch from, after the last
+        batch; only the last one's is sure to be set).
+
+        A streaming list (:mod:`lamina.kube.streams`) where the API server offers one, else a
+        paged LIST.  A server without the streaming list (before Kubernetes 1.32, or with the
+        WatchList feature off) refuses the request at once (400 or 422): the paged LIST is
+        used from then on.
+        """
+        if self._streamed_lists is not False:
+            try:
+                response = await self._watch_request(
+                    plural,
+                    namespace,
+                    [("sendInitialEvents", "true"), ("resourceVersionMatch", "NotOlderThan")],
+                )
+            except ApiException as error:
+                if error.status not in (400, 422) or self._streamed_lists:
+                    raise
+                self._streamed_lists = False
+            else:
+                self._streamed_lists = True
+                async for batch in self._initial_events(response, limit):
+                    yield batch
+                return
+        async for page in self._paged_list(plural, namespace, limit):
+            yield page
+
+    async def _initial_events(
+        self, response: aiohttp.ClientResponse, limit: int
+    ) -> AsyncIterator[tuple[list[dict[str, Any]], str]]:
+        batch: list[dict[str, Any]] = []
+        try:
+            async for line in json_lines(response.content.iter_any()):
+                kind, obj = event_of(line)
+                if ends_initial_events(kind, obj):
+                    yield batch, str((obj.get("metadata") or {}).get("resourceVersion", ""))
+                    return
+                if kind == "ADDED":
+                    batch.append(obj)
+                    if len(batch) >= limit:
+                        yield batch, ""
+                        batch = []
+            raise ApiException(status=0, reason="the streaming list ended before its bookmark")
+        finally:
+            response.close()  # the caller watches on from the bookmark's version
+
+    async def _paged_list(
+        self, plural: str, namespace: str | None, limit: int
+    ) -> AsyncIterator[tuple[list[dict[str, Any]], str]]:
         token = ""
         while True:
             params: dict[str, Any] = {"limit": limit, **({"_continue": token} if token else {})}
@@ -139,25 +192,52 @@ class Kube:
             if not token:
                 return
 
+    async def _watch_request(
+        self, plural: str, namespace: str | None, query: list[tuple[str, str]]
+    ) -> aiohttp.ClientResponse:
+        """A watch of one of Lamina's kinds, its response unread (a non-2xx answer raises)."""
+        scope = f"/namespaces/{namespace}" if namespace is not None else ""
+        return await self._watch(f"/apis/{GROUP}/{VERSION}{scope}/{plural}", query)
+
+    async def _watch(self, path: str, query: list[tuple[str, str]]) -> aiohttp.ClientResponse:
+        response: aiohttp.ClientResponse = await self._api.call_api(
+            path,
+            "GET",
+            query_params=[
+                ("watch", "true"),
+                ("allowWatchBookmarks", "true"),
+                ("timeoutSeconds", str(WATCH_SECONDS)),
+                *query,
+            ],
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _return_http_data_only=True,
+            # The server ends the watch; a connection silent for longer than that is dead.
+            _request_timeout=aiohttp.ClientTimeout(sock_connect=30, sock_read=WATCH_SECONDS + 60),
+        )
+        if not 200 <= response.status <= 299:
+            body = await response.content.read(4096)
+            response.close()
+            error = ApiException(status=response.status, reason=response.reason)
+            error.body = body
+            raise error
+        return response
+
     async def watch_objects(
         self, plural: str, namespace: str | None, resource_version: str
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        """``(ADDED | MODIFIED | DELETED, object)`` from ``resource_version`` on, until the
-        server ends the watch (410 Gone: relist)."""
-        args: tuple[Any, ...] = (GROUP, VERSION, plural)
-        method: Any = self._custom.list_cluster_custom_object
-        if namespace is not None:
-            args = (GROUP, VERSION, namespace, plural)
-            method = self._custom.list_namespaced_custom_object
-        async with watch.Watch() as stream:
-            async for event in stream.stream(
-                method,
-                *args,
-                resource_version=resource_version,
-                timeout_seconds=300,
-                allow_watch_bookmarks=False,
-            ):
-                yield str(event["type"]), cast(dict[str, Any], event["raw_object"])
+        """``(ADDED | MODIFIED | DELETED | BOOKMARK, object)`` from ``resource_version`` on,
+        until the server ends the watch (410 Gone, raised: relist).  Events of any size an
+        object can have (:mod:`lamina.kube.streams`)."""
+        response = await self._watch_request(
+            plural, namespace, [("resourceVersion", resource_version)]
+        )
+        try:
+            async for line in json_lines(response.content.iter_any()):
+                yield event_of(line)
+        finally:
+            response.close()
 
     async def get_object(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         """One of Lamina's objects, or None when absent."""
@@ -391,7 +471,7 @@ class Kube:
                 namespace,
                 label_selector=selector,
                 resource_version=listed.metadata.resource_version,
-                timeout_seconds=300,
+                timeout_seconds=WATCH_SECONDS,
             ):
                 yield str(event["type"]), [cast(dict[str, Any], event["raw_object"])]
 
