@@ -79,7 +79,7 @@ bench-commit: venv
 
 # Appended for issue 10: the operator started on N synced Images and ~4N Layers (API tier).
 .PHONY: bench-scale
-BENCH_SCALE_SIZES ?= 500,1000,2000
+BENCH_SCALE_SIZES ?= 500,1000,2000,5000
 
 bench-scale: venv
 	$(BIN)/python bench/scale.py --sizes $(BENCH_SCALE_SIZES)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Scale benchmark: the operator started on N built, up-to-date Images and about 4N Layers.
 
-    make bench-scale                           (N = 500, 1000, 2000; starts the API tier)
+    make bench-scale                           (N = 500, 1000, 2000, 5000; starts the API tier)
     .venv/bin/python bench/scale.py --sizes 500,1000,2000,5000 [--operator-src DIR]
 
 On the API tier (a real etcd + kube-apiserver, started by ``e2e/cluster up --tier api`` when
@@ -720,7 +720,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--sizes", default="500,1000,2000", help="comma-separated N values")
+    parser.add_argument("--sizes", default="500,1000,2000,5000", help="comma-separated N values")
     parser.add_argument(
         "--operator-src",
         type=Path,
