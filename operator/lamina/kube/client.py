@@ -129,7 +129,9 @@ class Kube:
         A streaming list (:mod:`lamina.kube.streams`) where the API server offers one, else a
         paged LIST.  A server without the streaming list (before Kubernetes 1.32, or with the
         WatchList feature off) refuses the request at once (400 or 422): the paged LIST is
-        used from then on.
+        used from then on.  Any other refusal of the stream takes the paged LIST this time:
+        a resource's watch cache answers 429 while it is still filling (an API server just
+        started, a CRD just established), where etcd answers the LIST at once.
         """
         if self._streamed_lists is not False:
             try:
@@ -139,9 +141,8 @@ class Kube:
                     [("sendInitialEvents", "true"), ("resourceVersionMatch", "NotOlderThan")],
                 )
             except ApiException as error:
-                if error.status not in (400, 422) or self._streamed_lists:
-                    raise
-                self._streamed_lists = False
+                if error.status in (400, 422) and not self._streamed_lists:
+                    self._streamed_lists = False
             else:
                 self._streamed_lists = True
                 async for batch in self._initial_events(response, limit):
