@@ -170,44 +170,65 @@ def test_an_oversized_build_context_does_not_stop_builds_elsewhere(tenants: Tena
     assert PASS_FAILED not in tenants.operator.log.read_text(errors="replace")
 
 
-def test_an_image_over_128_kib_does_not_stop_the_watches(tenants: Tenants) -> None:
-    """The operator reads its lists and watches of Images as raw event streams
-    (lamina.kube.streams): an event line of hundreds of KiB (over aiohttp's default line
-    limit of 128 KiB) must come out whole, or one tenant's Image would stop the watch that
-    every tenant's Images come through.  200 KiB of annotations here, and 64 build arguments
-    of 3 KiB, which its build Job carries too."""
-    kube, registry = tenants.operator.kube, tenants.registry
-    huge = json.loads(image("huge", {"ref": tenants.ref}, registry))
+def _huge(name: str, ref: str, registry: Registry) -> str:
+    huge = json.loads(image(name, {"ref": ref}, registry))
     huge["metadata"]["annotations"] = {"example.com/notes": "n" * 200_000}
     huge["spec"]["build"]["args"] = {f"ARG_{k}": "v" * 3_000 for k in range(64)}
-    kube.kubectl("create", "-n", tenants.big, "-f", "-", input=json.dumps(huge), check=True)
+    return json.dumps(huge)
 
-    def huge_job() -> list[dict[str, Any]]:
-        return [
-            job
-            for job in build_jobs(kube, tenants.operator.home, tenants.big)
-            if job["metadata"]["annotations"].get("lamina.dev/image-name") == "huge"
-        ]
 
-    # The huge Image was seen and built like any other; its Job is over 128 KiB as well.
-    job = wait_for(huge_job, timeout=60, what="the huge Image's build Job")[0]
-    assert len(json.dumps(job)) > 128 * 1024
-    wait_for(
-        lambda: (
-            (condition(kube.get("image", "huge", tenants.big), "Ready") or {}).get("reason")
-            == "Building"
-        ),
-        timeout=60,
-        what="the huge Image's status",
-    )
-    kube.apply(image("after-huge", {"ref": tenants.ref}, registry), tenants.victim)
-    wait_for(
-        lambda: tenants.victim_job("after-huge"),
-        timeout=60,
-        what="the victim's build Job after the huge Image",
-    )
-    said = tenants.operator.log.read_text(errors="replace")
-    assert "LineTooLong" not in said and "watching images" not in said, said[-3000:]
+def test_images_of_hundreds_of_kib_are_listed_and_watched_like_any_other(
+    crds_installed: KubeCluster, registry: Registry, tmp_path: Path
+) -> None:
+    """The operator reads its lists and watches of Images as raw event streams
+    (lamina.kube.streams): an event line of hundreds of KiB (over aiohttp's default line
+    limit of 128 KiB) must come out whole, or one tenant's Image would stop the list or the
+    watch that every tenant's Images come through.  200 KiB of annotations and 64 build
+    arguments of 3 KiB (which the build Job carries too): one such Image exists before the
+    operator starts (it comes through the streaming list), one is created after (the watch)."""
+    kube = crds_installed
+    tag = uuid.uuid4().hex[:6]
+    home, big, victim = f"lamina-{tag}", f"big-{tag}", f"victim-{tag}"
+    for namespace in (home, big, victim):
+        kube.kubectl("create", "namespace", namespace, check=True)
+    repository = f"parents/{tag}"
+    push(registry, repository, "1", "one", tmp_path)
+    ref = registry.ref(repository, "1")
+    create = ("create", "-n", big, "-f", "-")
+    kube.kubectl(*create, input=_huge("listed", ref, registry), check=True)
+    try:
+        with build_loop_operator(
+            kube, registry, tmp_path, home, LAMINA_NAMESPACES=f"{big},{victim}"
+        ) as operator:
+
+            def job_of(name: str, namespace: str) -> list[dict[str, Any]]:
+                return [
+                    job
+                    for job in build_jobs(kube, home, namespace)
+                    if job["metadata"]["annotations"].get("lamina.dev/image-name") == name
+                ]
+
+            def building(name: str) -> bool:
+                ready = condition(kube.get("image", name, big), "Ready") or {}
+                return ready.get("reason") == "Building"
+
+            listed = wait_for(lambda: job_of("listed", big), timeout=60, what="listed's Job")
+            assert len(json.dumps(listed[0])) > 128 * 1024
+            wait_for(lambda: building("listed"), timeout=60, what="listed's status")
+            kube.kubectl(*create, input=_huge("watched", ref, registry), check=True)
+            wait_for(lambda: job_of("watched", big), timeout=60, what="watched's Job")
+            wait_for(lambda: building("watched"), timeout=60, what="watched's status")
+            kube.apply(image("after-huge", {"ref": ref}, registry), victim)
+            wait_for(
+                lambda: job_of("after-huge", victim),
+                timeout=60,
+                what="the victim's build Job after the huge Images",
+            )
+            said = operator.log.read_text(errors="replace")
+            assert "watching images" not in said and "watching layers" not in said, said[-3000:]
+    finally:
+        for namespace in (home, big, victim):
+            kube.kubectl("delete", "namespace", namespace, "--wait=false")
 
 
 def test_commits_of_one_tenant_are_bounded(

@@ -341,7 +341,6 @@ def node_operator(kube: NodeCluster, log: Path, **settings: str) -> Iterator[str
     try:
         yield operator_ns
     finally:
-        RUNNING.remove((kube, operator_ns, deployment))
         text = operator_log(kube, operator_ns, deployment)
         log.write_text(text)
         if "Traceback" in text:
@@ -364,4 +363,10 @@ def node_operator(kube: NodeCluster, log: Path, **settings: str) -> Iterator[str
             capture_output=True,
             check=False,
         )
+        # helm's --wait ends with the Deployment; its pod may still be acting for its grace
+        # period.  Until it is gone this operator counts as running (the next install fails).
+        selector = ("-l", f"app.kubernetes.io/instance={release}", "-n", operator_ns)
+        kube.kubectl("wait", "--for=delete", "pod", *selector, "--timeout=90s")
+        if not kube.kubectl("get", "pods", *selector, "-o", "name").stdout.strip():
+            RUNNING.remove((kube, operator_ns, deployment))
         kube.kubectl("delete", "namespace", operator_ns, "--wait=false")

@@ -135,3 +135,8 @@ def test_an_entry_that_is_not_an_image_manifest_is_never_the_platforms_image(
     # Listed beside a real image manifest, the image manifest is taken whatever the order.
     index = {"manifests": [nested, _entry("sha256:amd", "amd64", DOCKER_MANIFEST)]}
     assert select_platform(index)["digest"] == "sha256:amd"
+
+
+def test_an_image_manifest_entry_is_known_whatever_its_case_or_parameters() -> None:
+    entry = _entry("sha256:amd", "amd64", OCI_MANIFEST.upper() + "; charset=utf-8")
+    assert select_platform({"manifests": [entry]})["digest"] == "sha256:amd"

@@ -13,9 +13,10 @@ moment it is replaced, so the collector has nothing to find among them:
 - :func:`tune_collector` makes young collections rarer (every 50,000 allocations: bursts of
   parsing are the operator's normal work, and the garbage it does make is freed by
   refcounting without a collection);
-- :func:`settle_heap`, once the first listing is in, moves what is alive then out of the
-  collector's sight (:func:`gc.freeze`), so later full collections walk only what came after.
-  Objects frozen there are still freed by refcounting when the store drops them.
+- :func:`settle_heap`, after the first pass over the listing, collects once (so no garbage is
+  kept for ever) and moves what is alive then out of the collector's sight
+  (:func:`gc.freeze`), so later full collections walk only what came after.  Objects frozen
+  there are still freed by refcounting when the store drops them.
 """
 
 from __future__ import annotations
@@ -32,6 +33,5 @@ def tune_collector() -> None:
 
 
 def settle_heap() -> None:
-    # No collection first: a full one over the fresh heap would cost on the path of the first
-    # pass what freezing saves; cyclic garbage alive now (a few startup frames) is kept, once.
+    gc.collect()
     gc.freeze()

@@ -16,6 +16,7 @@ Images are kept the same way (:mod:`lamina.handlers.image_watch`), for the same 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -113,17 +114,20 @@ async def _list(
     touch: Touch,
 ) -> str:
     """List the scope afresh into the store; returns the resourceVersion to watch from."""
+    # Everything in the store for the scope, also what an earlier attempt that failed half
+    # way put there: what this listing does not find is gone.
     before = set(store.in_scope(scope))
     version = ""
-    async for items, listed_at in kube.list_pages(kind.plural, scope, PAGE):
-        version = listed_at or version
-        for obj in items:
-            record = kind.parse(obj)
-            before.discard((record.namespace, record.name))
-            store.put(record)
-            touch(record.namespace, saw.saw(record))
-            if kind.on_event is not None:
-                await kind.on_event("ADDED", obj)
+    async with contextlib.aclosing(kube.list_pages(kind.plural, scope, PAGE)) as pages:
+        async for items, listed_at in pages:
+            version = listed_at or version
+            for obj in items:
+                record = kind.parse(obj)
+                before.discard((record.namespace, record.name))
+                store.put(record)
+                touch(record.namespace, saw.saw(record))
+                if kind.on_event is not None:
+                    await kind.on_event("ADDED", obj)
     for namespace, name in before:  # gone while we were not watching
         store.drop(namespace, name)
         touch(namespace, saw.forget(kind.plural, namespace, name))

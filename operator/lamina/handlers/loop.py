@@ -111,7 +111,7 @@ class Reconciler:
         while not self.view.attached:  # every scope's Images and Layers listed
             await self.wake.wait()
             self.wake.clear()
-        settle_heap()  # the listed records are the long-lived heap (see lamina.handlers.heap)
+        settled = False
         while True:
             # Fold a burst of events into one pass; and wait at least as long as the last
             # pass took, so deciding never takes more than half of the loop's time.
@@ -124,6 +124,11 @@ class Reconciler:
                 more = await self.run_pass(self._take_dirty(), logger)
             except Exception as error:  # the loop must outlive any one failure
                 report_failure("loop", "reconcile pass (retrying)", error, logger)
+            if not settled:
+                # After the first pass, not before it: an Image created during the start does
+                # not wait for the collection (see lamina.handlers.heap).
+                settle_heap()
+                settled = True
             if more or self.dirty or self.everything or self.queued:
                 continue
             with contextlib.suppress(TimeoutError):

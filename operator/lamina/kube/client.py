@@ -6,9 +6,10 @@ content types, 404 handling) live only here.  One instance is shared per operato
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, cast
 
 import aiohttp
@@ -22,6 +23,8 @@ from lamina.kube.streams import ends_initial_events, event_of, json_lines
 MERGE_PATCH = "application/merge-patch+json"
 # How long one watch request lasts before the server ends it (the caller watches again).
 WATCH_SECONDS = 300
+# At most this much JSON of a streaming list is parsed and handed over at once.
+BATCH_BYTES = 4 * 1024 * 1024
 
 
 def api_failure(error: BaseException) -> ApiFailure | None:
@@ -121,7 +124,7 @@ class Kube:
 
     async def list_pages(
         self, plural: str, namespace: str | None, limit: int = 500
-    ) -> AsyncIterator[tuple[list[dict[str, Any]], str]]:
+    ) -> AsyncGenerator[tuple[list[dict[str, Any]], str]]:
         """The objects in batches of at most ``limit`` (so a big listing is never all in
         memory at once), each with the list's resourceVersion (to watch from, after the last
         batch; only the last one's is sure to be set).
@@ -141,38 +144,53 @@ class Kube:
                     [("sendInitialEvents", "true"), ("resourceVersionMatch", "NotOlderThan")],
                 )
             except ApiException as error:
-                if error.status in (400, 422) and not self._streamed_lists:
+                if error.status in (400, 422):
                     self._streamed_lists = False
             else:
                 self._streamed_lists = True
-                async for batch in self._initial_events(response, limit):
-                    yield batch
+                async with contextlib.aclosing(self._initial_events(response, limit)) as batches:
+                    async for batch in batches:
+                        yield batch
                 return
-        async for page in self._paged_list(plural, namespace, limit):
-            yield page
+        async with contextlib.aclosing(self._paged_list(plural, namespace, limit)) as pages:
+            async for page in pages:
+                yield page
 
     async def _initial_events(
         self, response: aiohttp.ClientResponse, limit: int
-    ) -> AsyncIterator[tuple[list[dict[str, Any]], str]]:
+    ) -> AsyncGenerator[tuple[list[dict[str, Any]], str]]:
+        """A streaming list's objects in batches of at most ``limit`` objects and
+        :data:`BATCH_BYTES` of their JSON (a tenant may make its Images about 1 MiB each:
+        500 of those parsed at once would be most of the operator's memory)."""
         batch: list[dict[str, Any]] = []
+        size = 0
         try:
             async for line in json_lines(response.content.iter_any()):
                 kind, obj = event_of(line)
                 if ends_initial_events(kind, obj):
                     yield batch, str((obj.get("metadata") or {}).get("resourceVersion", ""))
                     return
-                if kind == "ADDED":
+                if kind == "DELETED":
+                    # The initial events are a snapshot; a deletion among them (seen at scale)
+                    # cannot be undone in batches already given: list again (what this
+                    # listing put in the store and is gone then is dropped by that one).
+                    raise ApiException(status=0, reason="a deletion during the streaming list")
+                if kind in ("ADDED", "MODIFIED"):
                     batch.append(obj)
-                    if len(batch) >= limit:
+                    size += len(line)
+                    if len(batch) >= limit or size >= BATCH_BYTES:
                         yield batch, ""
-                        batch = []
+                        batch, size = [], 0
+            # A server that takes the request but never ends its initial events (some
+            # aggregated or virtual storage does not): the paged LIST from now on.
+            self._streamed_lists = False
             raise ApiException(status=0, reason="the streaming list ended before its bookmark")
         finally:
             response.close()  # the caller watches on from the bookmark's version
 
     async def _paged_list(
         self, plural: str, namespace: str | None, limit: int
-    ) -> AsyncIterator[tuple[list[dict[str, Any]], str]]:
+    ) -> AsyncGenerator[tuple[list[dict[str, Any]], str]]:
         token = ""
         while True:
             params: dict[str, Any] = {"limit": limit, **({"_continue": token} if token else {})}

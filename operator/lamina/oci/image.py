@@ -211,6 +211,12 @@ _PLATFORM_WORD = re.compile(r"^[a-z0-9._-]{1,32}$")
 _PLATFORMS_SHOWN = 8
 
 
+def _media_type(descriptor: Mapping[str, Any]) -> str:
+    """A descriptor's media type as the client compares a response's (no parameters, any case)."""
+    declared = descriptor.get("mediaType")
+    return declared.split(";")[0].strip().lower() if isinstance(declared, str) else ""
+
+
 def select_platform(
     index: Mapping[str, Any], os_name: str = "linux", architecture: str = "amd64"
 ) -> dict[str, Any]:
@@ -230,7 +236,7 @@ def select_platform(
         if isinstance(manifests, list)
         else []
     )
-    entries = [d for d in listed if d.get("mediaType") in MANIFESTS]
+    entries = [d for d in listed if _media_type(d) in MANIFESTS]
 
     def platform(descriptor: Mapping[str, Any]) -> Mapping[str, Any]:
         found = descriptor.get("platform")
