@@ -198,7 +198,13 @@ def test_images_of_hundreds_of_kib_are_listed_and_watched_like_any_other(
     kube.kubectl(*create, input=_huge("listed", ref, registry), check=True)
     try:
         with build_loop_operator(
-            kube, registry, tmp_path, home, LAMINA_NAMESPACES=f"{big},{victim}"
+            kube,
+            registry,
+            tmp_path,
+            home,
+            LAMINA_NAMESPACES=f"{big},{victim}",
+            # Build Jobs never finish on this tier: the two huge ones must leave a slot.
+            LAMINA_MAX_CONCURRENT_BUILDS="10",
         ) as operator:
 
             def job_of(name: str, namespace: str) -> list[dict[str, Any]]:
