@@ -48,10 +48,16 @@ class Tenants:
         self.chain, self.big, self.victim = names["chain"], names["big"], names["victim"]
 
     def victim_job(self, name: str) -> bool:
-        return any(
-            job["metadata"]["annotations"].get("lamina.dev/image-name") == name
-            for job in build_jobs(self.operator.kube, self.operator.home, self.victim)
-        )
+        return bool(image_jobs(self.operator.kube, self.operator.home, self.victim, name))
+
+
+def image_jobs(kube: KubeCluster, home: str, namespace: str, name: str) -> list[dict[str, Any]]:
+    """The build Jobs (in the operator's namespace ``home``) of one Image."""
+    return [
+        job
+        for job in build_jobs(kube, home, namespace)
+        if job["metadata"]["annotations"].get("lamina.dev/image-name") == name
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -156,11 +162,9 @@ def test_an_oversized_build_context_does_not_stop_builds_elsewhere(tenants: Tena
 
     ready = wait_for(refused, timeout=60, what="the big Image refused")
     assert "one ConfigMap carries at most 1,048,576" in ready["message"], ready
-    assert not [
-        job
-        for job in build_jobs(kube, tenants.operator.home, tenants.big)
-        if job["metadata"]["annotations"].get("lamina.dev/image-name") == "big"
-    ], "a Job was created for a context that cannot travel"
+    assert not image_jobs(kube, tenants.operator.home, tenants.big, "big"), (
+        "a Job was created for a context that cannot travel"
+    )
     kube.apply(image("after-big", {"ref": tenants.ref}, registry), tenants.victim)
     wait_for(
         lambda: tenants.victim_job("after-big"),
@@ -208,11 +212,7 @@ def test_images_of_hundreds_of_kib_are_listed_and_watched_like_any_other(
         ) as operator:
 
             def job_of(name: str, namespace: str) -> list[dict[str, Any]]:
-                return [
-                    job
-                    for job in build_jobs(kube, home, namespace)
-                    if job["metadata"]["annotations"].get("lamina.dev/image-name") == name
-                ]
+                return image_jobs(kube, home, namespace, name)
 
             def building(name: str) -> bool:
                 ready = condition(kube.get("image", name, big), "Ready") or {}
